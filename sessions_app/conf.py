@@ -1,0 +1,71 @@
+"""The app's settings: one namespace (`SESSIONS_APP` in the site's settings) with defaults.
+
+A site overrides only the keys it cares about:
+
+    SESSIONS_APP = {"QUEUE_LIMIT": 5, "CANCEL_AUTHORISER": "sessions_app.cancellation.authorisers.turn_owner_only"}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Double texting: the policy of a new session, and the bound of a session's queue.
+    "DEFAULT_POLICY": "concurrent",
+    "QUEUE_LIMIT": 10,
+    # Delta coalescing: the longest a token waits before it is sent. The window adapts to
+    # load: it is 0 while a worker process streams a single turn, and grows by
+    # COALESCE_PER_TURN_MS for each further turn streaming in the same process.
+    "COALESCE_WINDOW_MS": 25.0,
+    "COALESCE_PER_TURN_MS": 1.0,
+    # Dotted paths of the hooks.
+    "CANCEL_AUTHORISER": "sessions_app.cancellation.authorisers.allow_any_member",
+    "ON_ABORT": None,
+    # A cancel for a turnId not seen yet is held this long, at most this many per session.
+    "HELD_CANCEL_TTL_SECONDS": 300,
+    "HELD_CANCEL_LIMIT": 100,
+    # Live event log in Redis: how many events per session it keeps, and for how long an
+    # idle session's log is kept. Older events are read from the database archive.
+    "EVENT_LOG_MAXLEN": 10_000,
+    "EVENT_LOG_TTL_SECONDS": 7 * 24 * 3600,
+    # How often each Daphne process checks, per session it serves, that no event was lost
+    # by the (at-most-once) channel layer after the last one it received.
+    "TAIL_CHECK_SECONDS": 1.0,
+    # Worker liveness: a worker refreshes its heartbeat this often; a turn whose worker has
+    # not been heard of for WORKER_LOST_AFTER_SECONDS ends with error `worker_lost`.
+    "HEARTBEAT_SECONDS": 2.0,
+    "WORKER_LOST_AFTER_SECONDS": 10.0,
+    # Input limits (413 too_large beyond them).
+    "MAX_MESSAGE_CHARS": 32_000,
+    "MAX_FRAME_BYTES": 256 * 1024,
+    "MAX_MESSAGES_PER_SEND": 20,
+    # Sends per user per minute (429 rate_limited beyond it); 0 switches the limit off.
+    "SENDS_PER_MINUTE": 600,
+    # The models sessions may use; "demo" is always there.
+    "DEFAULT_MODEL": "demo",
+    # How many turns one worker process streams at once (the Celery thread pool's size).
+    "WORKER_CONCURRENCY": 200,
+    # Longest wait of POST /wait.
+    "MAX_WAIT_SECONDS": 60,
+}
+
+
+class AppSettings:
+    """Attribute access to SESSIONS_APP with defaults; read at access time so that tests
+    can override settings."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"unknown SESSIONS_APP setting {name!r}")
+        configured: dict[str, Any] = getattr(settings, "SESSIONS_APP", {})
+        return configured.get(name, DEFAULTS[name])
+
+
+app_settings = AppSettings()
+
+
+def key_prefix() -> str:
+    """Prefix of every Redis key and channel of this deployment."""
+    return str(getattr(settings, "KEY_PREFIX", "chat"))

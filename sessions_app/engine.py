@@ -1,0 +1,159 @@
+"""The worker process's turn engine: one asyncio loop (in its own thread) that streams every
+turn this process runs, plus three background duties:
+
+- the cancel listener: one Redis subscription per process; a cancel sets the in-memory
+  abort event of the turn, so the runner needs no Redis call per chunk to notice it;
+- the heartbeat: this worker's liveness in a sorted set;
+- the reaper: ends turns whose worker stopped heartbeating with error `worker_lost`.
+
+Celery pool threads call `engine().run(turn_pk)` and block until their turn ends, so the
+pool's size bounds how many turns a process streams at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+
+from sessions_app import events, live
+from sessions_app.conf import app_settings, key_prefix
+from sessions_app.dbasync import db
+from sessions_app.runner import TurnRunner
+from sessions_app.services.turns import turn_claim, turn_finish, turns_fail_lost
+
+logger = logging.getLogger(__name__)
+
+
+def workers_key() -> str:
+    return f"{key_prefix()}:workers"
+
+
+class Engine:
+    def __init__(self) -> None:
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="engine-db"))
+        self.aborts: dict[int, asyncio.Event] = {}
+        self._archive: dict[str, list[str]] = defaultdict(list)
+        self._thread = threading.Thread(target=self._main, name="turn-engine", daemon=True)
+        self._ready = threading.Event()
+        self._thread.start()
+        self._ready.wait()
+
+    # --- public, called from Celery threads ---
+
+    def run(self, turn_pk: int) -> None:
+        asyncio.run_coroutine_threadsafe(self._run_turn(turn_pk), self.loop).result()
+
+    # --- the loop ---
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        for duty in (self._listen_for_cancels, self._heartbeat, self._reap, self._archive_loop):
+            self.loop.create_task(self._forever(duty))
+        self.loop.call_soon(self._ready.set)
+        self.loop.run_forever()
+
+    async def _forever(self, duty: Callable[[], Any]) -> None:
+        """Keep a background duty running through Redis or database hiccups."""
+        while True:
+            try:
+                await duty()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("engine duty %s failed; restarting it", duty.__name__)
+                await asyncio.sleep(1)
+
+    def coalesce_window(self) -> float:
+        """Seconds a delta may wait: none while this process streams one turn, growing with
+        the number of turns it streams, up to COALESCE_WINDOW_MS."""
+        others = max(len(self.aborts) - 1, 0)
+        return min(app_settings.COALESCE_WINDOW_MS, app_settings.COALESCE_PER_TURN_MS * others) / 1000
+
+    def _archive_frames(self, session_id: str, frames: list[str]) -> None:
+        self._archive[session_id].extend(frames)
+
+    async def _run_turn(self, turn_pk: int) -> None:
+        abort = asyncio.Event()
+        self.aborts[turn_pk] = abort  # before the claim reads the cancel flag: no cancel slips by
+        try:
+            claimed = await db(turn_claim)(turn_pk=turn_pk, worker_id=self.worker_id)
+            if claimed is None:
+                return
+            runner = TurnRunner(claimed, abort, self.coalesce_window, self._archive_frames)
+            outcome = await runner.run()
+            await self._flush_archive()
+            await db(turn_finish)(**outcome)
+        finally:
+            self.aborts.pop(turn_pk, None)
+
+    async def _listen_for_cancels(self) -> None:
+        pubsub = live.async_redis().pubsub()
+        await pubsub.subscribe(live.Keys.cancel_channel())
+        try:
+            async for message in pubsub.listen():
+                if message.get("type") != "message":
+                    continue
+                for turn_pk in orjson.loads(message["data"]).get("turns", []):
+                    abort = self.aborts.get(int(turn_pk))
+                    if abort is not None:
+                        abort.set()
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def _heartbeat(self) -> None:
+        client = live.async_redis()
+        while True:
+            await client.zadd(workers_key(), {self.worker_id: time.time()})
+            await asyncio.sleep(app_settings.HEARTBEAT_SECONDS)
+
+    async def _reap(self) -> None:
+        client = live.async_redis()
+        while True:
+            await asyncio.sleep(app_settings.HEARTBEAT_SECONDS)
+            cutoff = time.time() - app_settings.WORKER_LOST_AFTER_SECONDS
+            await client.zremrangebyscore(workers_key(), "-inf", cutoff)
+            alive = {m.decode() for m in await client.zrangebyscore(workers_key(), cutoff, "+inf")}
+            alive.add(self.worker_id)
+            ended = await db(turns_fail_lost)(live_workers=alive)
+            if ended:
+                logger.warning("ended turns of lost workers: %s", ", ".join(ended))
+
+    async def _archive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await self._flush_archive()
+
+    async def _flush_archive(self) -> None:
+        pending, self._archive = self._archive, defaultdict(list)
+        for session_id, frames in pending.items():
+            try:
+                await db(events.archive)(session_id, frames)
+            except Exception:
+                logger.exception("archiving %d events of session %s failed", len(frames), session_id)
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def engine() -> Engine:
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = Engine()
+        return _engine

@@ -1,0 +1,86 @@
+"""The one place that emits events: builders for each event type, and emission after the
+database commit (services) or straight away (the worker's streaming path).
+
+Events go to Redis (numbered, logged, fanned out: live.py), then to the database archive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import transaction
+
+from sessions_app import live
+from sessions_app.live import Event, now_ms
+from sessions_app.models import EventRecord, MessageNode, Turn, node_payload
+
+logger = logging.getLogger(__name__)
+
+
+def turn_queued(turn: Turn, position: int) -> Event:
+    return {"type": "turn.queued", "at": now_ms(), "turnId": turn.turn_id, "clientId": turn.client_id, "position": position}
+
+
+def turn_start(turn: Turn) -> Event:
+    return {"type": "turn.start", "at": now_ms(), "turnId": turn.turn_id, "clientId": turn.client_id}
+
+
+def message(node: MessageNode, turn_id: str | None) -> Event:
+    return {"type": "message", "at": now_ms(), "message": node_payload(node, turn_id=turn_id)}
+
+
+def delta(turn_id: str, message_id: str, text: str, part: str = "text") -> Event:
+    event: Event = {"type": "delta", "at": now_ms(), "turnId": turn_id, "messageId": message_id, "text": text}
+    if part != "text":
+        event["part"] = part
+    return event
+
+
+def turn_end(turn: Turn) -> Event:
+    event: Event = {
+        "type": "turn.end", "at": now_ms(), "turnId": turn.turn_id, "clientId": turn.client_id,
+        "reason": turn.status,
+    }
+    if turn.error_code:
+        event["error"] = {"code": turn.error_code, "message": turn.error_message}
+    return event
+
+
+def cancel(filter_: dict[str, Any], client_id: str, cancelled: list[str], rejected: list[str]) -> Event:
+    return {
+        "type": "cancel", "at": now_ms(), "filter": filter_, "clientId": client_id,
+        "cancelled": cancelled, "rejected": rejected,
+    }
+
+
+def archive(session_id: str, frames: Sequence[str]) -> None:
+    """Write published frames to the durable archive (one insert for the batch)."""
+    records = []
+    for frame in frames:
+        type_start = frame.index('"type":"') + 8
+        records.append(
+            EventRecord(
+                session_id=session_id, seq=live.seq_of(frame),
+                type=frame[type_start : frame.index('"', type_start)], frame=frame,
+            )
+        )
+    EventRecord.objects.bulk_create(records, ignore_conflicts=True)
+
+
+def publish_now(session_id: str, events: Sequence[Event]) -> list[str]:
+    """Publish and archive at once (the caller has committed what the events describe)."""
+    frames = live.publish(session_id, events)
+    try:
+        archive(session_id, frames)
+    except Exception:  # the live log still has them; the archive is for late resumes
+        logger.exception("archiving events of session %s failed", session_id)
+    return frames
+
+
+def emit_on_commit(session_id: str, events: Sequence[Event]) -> None:
+    """Publish once the surrounding transaction commits; nothing if it rolls back."""
+    batch = list(events)
+    if batch:
+        transaction.on_commit(lambda: publish_now(session_id, batch))

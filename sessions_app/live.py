@@ -1,0 +1,284 @@
+"""The live side of a session in Redis: event numbering, the live event log, the text of
+answers while they stream, and fan-out over the channel layer.
+
+One Lua script numbers a batch of events (`seq`, contiguous per session), appends them to
+the session's log (a Redis stream whose entry ids are the seqs), and appends streamed text
+to the answer's live buffer, all atomically. Fan-out then goes over the channel layer; as
+that is at-most-once, readers recover anything it drops from the log (see hub.py).
+
+Every key of a session shares the hash tag `{<session>}` so the script runs on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from sessions_app.conf import app_settings, key_prefix
+
+Event = dict[str, Any]
+
+# KEYS: 1 seq, 2 log, then live keys (text buffer, then its seq) referenced from ARGV.
+# ARGV: 1 maxlen, 2 ttl, then per event: body (JSON without its leading "{"), index of
+# its live text key in KEYS (0 for none), text to append.
+_EMIT_LUA = """
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local first = seq + 1
+for i = 3, #ARGV, 3 do
+  seq = seq + 1
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'f', '{"seq":' .. seq .. ',' .. ARGV[i])
+  local live = tonumber(ARGV[i + 1])
+  if live > 0 then
+    redis.call('APPEND', KEYS[live], ARGV[i + 2])
+    redis.call('SET', KEYS[live + 1], seq)
+  end
+end
+redis.call('SET', KEYS[1], seq, 'EX', ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return first
+"""
+
+
+def session_group(session_id: str) -> str:
+    """Channel-layer group of a session (names allow only [a-zA-Z0-9_.-])."""
+    return f"s.{session_id}"
+
+
+class Keys:
+    @staticmethod
+    def seq(session_id: str) -> str:
+        return f"{key_prefix()}:{{{session_id}}}:seq"
+
+    @staticmethod
+    def log(session_id: str) -> str:
+        return f"{key_prefix()}:{{{session_id}}}:log"
+
+    @staticmethod
+    def live_text(session_id: str, message_id: str, part: str) -> str:
+        return f"{key_prefix()}:{{{session_id}}}:m:{message_id}:{part}"
+
+    @staticmethod
+    def live_seq(session_id: str, message_id: str) -> str:
+        return f"{key_prefix()}:{{{session_id}}}:m:{message_id}:seq"
+
+    @staticmethod
+    def cancel_channel() -> str:
+        return f"{key_prefix()}:cancel"
+
+    @staticmethod
+    def worker(worker_id: str) -> str:
+        return f"{key_prefix()}:worker:{worker_id}"
+
+    @staticmethod
+    def rate(user_id: int, window: int) -> str:
+        return f"{key_prefix()}:rate:{user_id}:{window}"
+
+
+LIVE_PARTS = ("text", "reasoning")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch of events turned into the Lua script's keys and arguments."""
+
+    keys: list[str]
+    args: list[Any]
+    bodies: list[bytes]
+
+
+def prepare(session_id: str, events: Sequence[Event]) -> PreparedBatch:
+    """Serialise events once; the script prefixes each with its seq."""
+    keys = [Keys.seq(session_id), Keys.log(session_id)]
+    args: list[Any] = [app_settings.EVENT_LOG_MAXLEN, int(app_settings.EVENT_LOG_TTL_SECONDS)]
+    bodies = []
+    live_index: dict[str, int] = {}
+    for event in events:
+        body = orjson.dumps(event)[1:]  # drop "{": the script writes '{"seq":N,' before it
+        bodies.append(body)
+        index = 0
+        if event["type"] == "delta":
+            text_key = Keys.live_text(session_id, event["messageId"], event.get("part", "text"))
+            if text_key not in live_index:
+                live_index[text_key] = len(keys) + 1
+                keys.extend([text_key, Keys.live_seq(session_id, event["messageId"])])
+            index = live_index[text_key]
+        args.extend([body, index, event.get("text", "") if index else ""])
+    return PreparedBatch(keys=keys, args=args, bodies=bodies)
+
+
+def frames_for(first_seq: int, bodies: Sequence[bytes]) -> list[str]:
+    """The frames exactly as the script stored them."""
+    return [f'{{"seq":{first_seq + i},{body.decode()}' for i, body in enumerate(bodies)]
+
+
+def layer_message(session_id: str, first_seq: int, frames: list[str]) -> dict[str, Any]:
+    return {"type": "chat.events", "session": session_id, "first": first_seq, "frames": frames}
+
+
+# --- clients -----------------------------------------------------------------------------
+
+_sync_lock = threading.Lock()
+_sync_client: redis.Redis | None = None
+_async_clients: dict[int, aioredis.Redis] = {}
+
+
+def sync_redis() -> redis.Redis:
+    """Process-wide thread-safe client (a connection pool underneath)."""
+    global _sync_client
+    with _sync_lock:
+        if _sync_client is None:
+            _sync_client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=False)
+        return _sync_client
+
+
+def async_redis() -> aioredis.Redis:
+    """One client per event loop: asyncio connections cannot cross loops."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(id(loop))
+    if client is None:
+        client = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=False)
+        _async_clients[id(loop)] = client
+    return client
+
+
+# --- publishing --------------------------------------------------------------------------
+
+
+def publish(session_id: str, events: Sequence[Event]) -> list[str]:
+    """Number, log and fan out events (sync; used on commit by services). Returns frames."""
+    if not events:
+        return []
+    batch = prepare(session_id, events)
+    first = int(sync_redis().eval(_EMIT_LUA, len(batch.keys), *batch.keys, *batch.args))  # type: ignore[no-untyped-call]
+    frames = frames_for(first, batch.bodies)
+    from asgiref.sync import async_to_sync
+
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(session_group(session_id), layer_message(session_id, first, frames))
+    return frames
+
+
+async def publish_async(session_id: str, events: Sequence[Event]) -> list[str]:
+    """Number, log and fan out events (async; the worker's hot path). Returns frames."""
+    if not events:
+        return []
+    batch = prepare(session_id, events)
+    first = int(await async_redis().eval(_EMIT_LUA, len(batch.keys), *batch.keys, *batch.args))  # type: ignore[misc]
+    frames = frames_for(first, batch.bodies)
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(session_group(session_id), layer_message(session_id, first, frames))
+    return frames
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def seq_of(frame: str) -> int:
+    """The seq of a frame: it is always the first field."""
+    return int(frame[7 : frame.index(",", 7)])
+
+
+async def last_seq(session_id: str) -> int:
+    value = await async_redis().get(Keys.seq(session_id))
+    return int(value or 0)
+
+
+async def last_seqs(session_ids: Sequence[str]) -> list[int]:
+    """Last seq of many sessions in one round trip."""
+    if not session_ids:
+        return []
+    pipe = async_redis().pipeline(transaction=False)
+    for session_id in session_ids:
+        pipe.get(Keys.seq(session_id))
+    return [int(v or 0) for v in await pipe.execute()]
+
+
+def last_seq_sync(session_id: str) -> int:
+    return int(sync_redis().get(Keys.seq(session_id)) or 0)  # type: ignore[arg-type]
+
+
+def _entries_to_frames(entries: list[Any]) -> list[str]:
+    return [fields[b"f"].decode() for _id, fields in entries]
+
+
+async def read_log(session_id: str, after: int, until: int | None = None, page: int = 1000) -> list[str]:
+    """Frames with after < seq <= until from the live log (what it still keeps)."""
+    client = async_redis()
+    frames: list[str] = []
+    start = after + 1
+    end = f"{until}-0" if until is not None else "+"
+    while True:
+        entries = await client.xrange(Keys.log(session_id), min=f"{start}-0", max=end, count=page)
+        frames.extend(_entries_to_frames(entries))
+        if len(entries) < page:
+            return frames
+        start = seq_of(frames[-1]) + 1
+
+
+def read_log_sync(session_id: str, after: int, limit: int) -> list[str]:
+    entries = sync_redis().xrange(Keys.log(session_id), min=f"{after + 1}-0", max="+", count=limit)
+    return _entries_to_frames(entries)  # type: ignore[arg-type]
+
+
+@dataclass
+class LiveContent:
+    parts: list[dict[str, str]]
+    content_seq: int
+
+
+def _live_content_from(values: list[Any]) -> LiveContent:
+    texts = dict(zip(LIVE_PARTS, values[: len(LIVE_PARTS)], strict=True))
+    parts = [{"type": part, "text": texts[part].decode()} for part in ("reasoning", "text") if texts[part]]
+    return LiveContent(parts=parts, content_seq=int(values[-1] or 0))
+
+
+def _live_keys(session_id: str, message_id: str) -> list[str]:
+    return [*(Keys.live_text(session_id, message_id, p) for p in LIVE_PARTS), Keys.live_seq(session_id, message_id)]
+
+
+async def live_contents(session_id: str, message_ids: Sequence[str]) -> dict[str, LiveContent]:
+    """Streamed content of answers so far, each with the seq of its last delta (atomic)."""
+    if not message_ids:
+        return {}
+    pipe = async_redis().pipeline(transaction=True)
+    for message_id in message_ids:
+        pipe.mget(_live_keys(session_id, message_id))
+    results = await pipe.execute()
+    return {mid: _live_content_from(values) for mid, values in zip(message_ids, results, strict=True)}
+
+
+def live_content_sync(session_id: str, message_id: str) -> LiveContent:
+    values = sync_redis().mget(_live_keys(session_id, message_id))
+    return _live_content_from(values)  # type: ignore[arg-type]
+
+
+def expire_live_content_sync(session_id: str, message_id: str, seconds: int = 600) -> None:
+    """Keep a settled answer's live buffer a while: a snapshot racing the turn's end reads it."""
+    pipe = sync_redis().pipeline(transaction=False)
+    for key in _live_keys(session_id, message_id):
+        pipe.expire(key, seconds)
+    pipe.execute()
+
+
+def signal_cancel_sync(session_id: str, turn_pks: Sequence[int]) -> None:
+    """Tell every worker which turns to abort (a worker acts on the ones it runs)."""
+    if turn_pks:
+        payload = orjson.dumps({"session": session_id, "turns": list(turn_pks)})
+        sync_redis().publish(Keys.cancel_channel(), payload)

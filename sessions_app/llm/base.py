@@ -1,0 +1,60 @@
+"""The provider interface.
+
+A provider's `stream()` is an async iterator of stream items. The runner consumes it in a
+task it cancels on abort, so a provider must release its upstream connection when the
+iterator is closed or cancelled (an `async with` around the vendor stream does that):
+cancelling a turn closes the model's HTTP stream at once, also while the model is silent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    model: str  # the provider's own model name (after "provider:")
+    messages: list[dict[str, Any]]  # [{"role", "parts"}], root first
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: str
+
+
+StreamItem = TextDelta | ReasoningDelta | Usage | Finish
+
+
+class ProviderError(Exception):
+    """A model failure; ends only the affected turn with `error` and this code."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+class Provider(Protocol):
+    name: str
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]: ...

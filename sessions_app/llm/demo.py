@@ -1,0 +1,73 @@
+"""The built-in `demo` model: deterministic and offline.
+
+modelOptions: `tokens` (how many, default 24), `rate` (tokens per second, default 30),
+`pauseAfter` and `pauseSeconds` (go silent mid-answer), `failAfter` (raise a provider error
+after that many tokens), `stamp` (prefix each token with its emit time, for benchmarks).
+The answer is a function of the prompt and the options only: see `demo_tokens`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sessions_app.llm.base import Finish, ModelRequest, ProviderError, StreamItem, TextDelta, Usage
+
+WORDS = (
+    "the quick brown fox jumps over a lazy dog while streams of tokens flow to every "
+    "device in the session and nothing is lost or shown twice"
+).split()
+
+
+def _prompt_of(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message["role"] == "user":
+            return "".join(p.get("text", "") for p in message["parts"] if p.get("type") == "text")
+    return ""
+
+
+def demo_tokens(prompt: str, count: int) -> list[str]:
+    """The tokens the demo model answers `prompt` with (each a word and a space)."""
+    seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big")
+    return [f"{WORDS[(seed + i * 7) % len(WORDS)]} " for i in range(count)]
+
+
+def _number(options: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProviderError("provider_bad_request", f"demo option {key} must be a number")
+    return min(max(float(value), low), high)
+
+
+class DemoProvider:
+    name = "demo"
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+        options = request.options
+        count = int(_number(options, "tokens", 24, 0, 100_000))
+        rate = _number(options, "rate", 30, 0.01, 100_000)
+        pause_after = options.get("pauseAfter")
+        pause_seconds = _number(options, "pauseSeconds", 0, 0, 3600)
+        fail_after = options.get("failAfter")
+        stamp = bool(options.get("stamp"))
+        tokens = demo_tokens(_prompt_of(request.messages), count)
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        for index, token in enumerate(tokens):
+            if fail_after is not None and index >= int(fail_after):
+                raise ProviderError("provider_unavailable", f"demo model failed after {index} tokens (failAfter)")
+            if pause_after is not None and index == int(pause_after) and pause_seconds:
+                await asyncio.sleep(pause_seconds)
+                due = loop.time()
+            due += 1 / rate
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            yield TextDelta(f"<{index}@{time.time():.6f}>{token}" if stamp else token)
+        if fail_after is not None and int(fail_after) == count:
+            raise ProviderError("provider_unavailable", f"demo model failed after {count} tokens (failAfter)")
+        yield Usage(input_tokens=len(_prompt_of(request.messages).split()), output_tokens=count)
+        yield Finish("stop")

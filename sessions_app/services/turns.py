@@ -1,0 +1,343 @@
+"""Turns: sending (policies, the tree, idempotency), cancelling, and the turn state machine
+(`queued` -> `active` -> complete/cancelled/error). Every transition is a conditional
+update under the session's row lock, so two workers or two cancels can never both win."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from sessions_app import events, live, signals
+from sessions_app.cancellation.core import CancelOutcome, cancel_locked, client_id_of, take_held_cancel
+from sessions_app.conf import app_settings
+from sessions_app.errors import Busy, Conflict, Invalid, NotFound, QueueFull, RateLimited, TooLarge
+from sessions_app.live import Event
+from sessions_app.models import (
+    IN_FLIGHT, ChatSession, MessageNode, NodeStatus, Policy, Role, Turn, TurnStatus,
+)
+from sessions_app.schemas import CancelFilter, SendBody
+from sessions_app.services.sessions import require_member
+from sessions_app.tree import context_path, default_parent
+
+
+@dataclass
+class SendResult:
+    turn: Turn
+    created: bool
+    message_ids: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "turnId": self.turn.turn_id,
+            "status": self.turn.status,
+            "clientId": self.turn.client_id,
+            "messageIds": self.message_ids,
+            "userMessageId": self.turn.user_message.node_id if self.turn.user_message else None,
+            "assistantMessageId": self.turn.assistant_message.node_id if self.turn.assistant_message else None,
+        }
+
+
+def _dispatch(turn_pk: int) -> None:
+    from sessions_app.tasks import run_turn
+
+    run_turn.delay(turn_pk)
+
+
+def _announce(fn: Callable[[], None]) -> None:
+    transaction.on_commit(fn)
+
+
+def _check_rate(user: AbstractBaseUser) -> None:
+    limit = int(app_settings.SENDS_PER_MINUTE)
+    if limit <= 0:
+        return
+    window = int(time.time() // 60)
+    key = live.Keys.rate(int(user.pk), window)
+    pipe = live.sync_redis().pipeline()
+    pipe.incr(key)
+    pipe.expire(key, 120)
+    count, _ = pipe.execute()
+    if int(count) > limit:
+        raise RateLimited(f"more than {limit} sends a minute; wait a moment")
+
+
+def _check_sizes(body: SendBody) -> None:
+    if len(body.messages) > app_settings.MAX_MESSAGES_PER_SEND:
+        raise TooLarge(f"at most {app_settings.MAX_MESSAGES_PER_SEND} messages per send")
+    for message in body.messages:
+        if sum(len(p.text) for p in message.parts) > app_settings.MAX_MESSAGE_CHARS:
+            raise TooLarge(f"a message holds at most {app_settings.MAX_MESSAGE_CHARS} characters")
+
+
+def _node(session: ChatSession, node_id: str, what: str) -> MessageNode:
+    node = MessageNode.objects.filter(session=session, node_id=node_id).select_related("parent").first()
+    if node is None:
+        raise NotFound(f"{what} {node_id!r} is not a message of this session")
+    return node
+
+
+def _parts(message: Any) -> list[dict[str, Any]]:
+    return [p.model_dump() for p in message.parts]
+
+
+def _existing(session: ChatSession, body: SendBody) -> SendResult | None:
+    """The turn a repeated send already created, or None; Conflict if ids are reused for
+    different content."""
+    turn: Turn | None = None
+    if body.turn_id:
+        turn = Turn.objects.filter(session=session, turn_id=body.turn_id).select_related(
+            "user_message", "assistant_message__fork_of").first()
+    ids = [m.id for m in body.messages]
+    nodes = {n.node_id: n for n in MessageNode.objects.filter(session=session, node_id__in=ids)}
+    if turn is None and not nodes:
+        return None
+    if turn is None:
+        first = nodes[ids[0]] if ids[0] in nodes else next(iter(nodes.values()))
+        turn = Turn.objects.filter(pk=first.turn_id).select_related(
+            "user_message", "assistant_message__fork_of").first()
+        if turn is None or first.role != Role.USER:
+            raise Conflict("a message id of this send is already used")
+    if body.regenerate:
+        fork = turn.assistant_message.fork_of if turn.assistant_message else None
+        if fork is None or fork.node_id != body.regenerate:
+            raise Conflict(f"turnId {turn.turn_id!r} is already used by another send")
+        return SendResult(turn=turn, created=False, message_ids=[])
+    for message in body.messages:
+        node = nodes.get(message.id)
+        if node is None or node.turn_id != turn.pk or node.parts != _parts(message):
+            raise Conflict("this send reuses an id of an earlier send with different content")
+    if body.turn_id and body.turn_id != turn.turn_id:
+        raise Conflict("these messages were sent with another turnId")
+    return SendResult(turn=turn, created=False, message_ids=ids)
+
+
+def turn_send(*, session_id: Any, user: AbstractBaseUser, body: SendBody) -> SendResult:
+    """Start (or queue) a turn for the user's message(s), following the double-texting
+    policy; a repeated send returns the turn it created the first time."""
+    session = require_member(session_id=session_id, user=user)
+    _check_sizes(body)
+    _check_rate(user)
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                return _send_locked(session.pk, user, body)
+        except IntegrityError:
+            # Two identical sends raced past the idempotency check; the next pass finds
+            # the winner's turn (or reports the conflict).
+            if attempt == 2:
+                raise Conflict("this send conflicts with another one") from None
+    raise AssertionError("unreachable")
+
+
+def _send_locked(session_pk: Any, user: AbstractBaseUser, body: SendBody) -> SendResult:
+    session = ChatSession.objects.select_for_update().get(pk=session_pk)
+    existing = _existing(session, body)
+    if existing is not None:
+        return existing
+    policy = body.policy or session.policy
+    in_flight = list(
+        Turn.objects.filter(session=session, status__in=IN_FLIGHT)
+        .select_related("user_message", "assistant_message")
+        .order_by("id")
+    )
+    emitted: list[Event] = []
+    interrupted: list[Turn] = []
+    if policy == Policy.REJECT and any(t.status == TurnStatus.ACTIVE for t in in_flight):
+        raise Busy("a turn is still streaming in this session")
+    if policy == Policy.INTERRUPT:
+        outcome = cancel_locked(session=session, requester=user, flt=CancelFilter(own=True), only_active=True)
+        emitted.extend(outcome.events)
+        interrupted = [t for t in in_flight if t.turn_id in outcome.cancelled]
+    status = TurnStatus.ACTIVE
+    if policy == Policy.QUEUE and in_flight:
+        if sum(t.status == TurnStatus.QUEUED for t in in_flight) >= app_settings.QUEUE_LIMIT:
+            raise QueueFull(f"this session already queues {app_settings.QUEUE_LIMIT} messages")
+        status = TurnStatus.QUEUED
+
+    client_id = client_id_of(user)
+    turn = Turn.objects.create(
+        session=session, turn_id=body.turn_id or str(uuid.uuid4()), user=user, client_id=client_id,
+        status=status, policy=policy, model=session.model, model_options=session.model_options,
+        started_at=timezone.now() if status == TurnStatus.ACTIVE else None,
+    )
+    new_nodes: list[MessageNode] = []
+    fork_of: MessageNode | None = None
+    if body.regenerate:
+        fork_of = _node(session, body.regenerate, "regenerate")
+        if fork_of.role != Role.ASSISTANT or fork_of.parent is None:
+            raise Invalid("regenerate names an assistant message")
+        user_node = fork_of.parent
+    else:
+        if body.fork_of:
+            edited = _node(session, body.fork_of, "forkOf")
+            if edited.role != Role.USER:
+                raise Invalid("forkOf names a user message (use regenerate for answers)")
+            parent = edited.parent
+        elif body.parent:
+            parent = _node(session, body.parent, "parent")
+        else:
+            parent = default_parent(session=session, policy=policy, in_flight=in_flight, interrupted=interrupted)
+        for index, message in enumerate(body.messages):
+            parent = MessageNode.objects.create(
+                session=session, node_id=message.id, parent=parent, role=Role.USER, parts=_parts(message),
+                turn=turn, client_id=client_id, fork_of=edited if body.fork_of and index == 0 else None,
+            )
+            new_nodes.append(parent)
+        user_node = new_nodes[-1]
+    assistant = MessageNode.objects.create(
+        session=session, node_id=f"a-{uuid.uuid4()}", parent=user_node, role=Role.ASSISTANT, parts=[],
+        turn=turn, client_id=client_id, fork_of=fork_of,
+        status=NodeStatus.STREAMING if status == TurnStatus.ACTIVE else NodeStatus.QUEUED,
+    )
+    new_nodes.append(assistant)
+    turn.user_message, turn.assistant_message = user_node, assistant
+    turn.save(update_fields=["user_message", "assistant_message"])
+
+    emitted.extend(events.message(node, turn.turn_id) for node in new_nodes)
+    if take_held_cancel(session=session, turn_id=turn.turn_id, owner_client_id=client_id):
+        from sessions_app.cancellation.core import end_queued
+
+        end_queued(turn, by=client_id)
+        assistant.status = NodeStatus.CANCELLED
+        emitted.append(events.turn_end(turn))
+    elif status == TurnStatus.QUEUED:
+        emitted.append(events.turn_queued(turn, sum(t.status == TurnStatus.QUEUED for t in in_flight) + 1))
+    else:
+        emitted.append(events.turn_start(turn))
+
+    events.emit_on_commit(str(session.pk), emitted)
+    if turn.status == TurnStatus.ACTIVE:
+        _announce(lambda: _dispatch(turn.pk))
+    ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
+    _announce(lambda: _send_signals(new_nodes, turn))
+    return SendResult(turn=turn, created=True, message_ids=[m.id for m in body.messages])
+
+
+def _send_signals(nodes: Sequence[MessageNode], turn: Turn) -> None:
+    for node in nodes:
+        signals.message_created.send(sender=MessageNode, node=node)
+    if turn.status == TurnStatus.ACTIVE:
+        signals.turn_started.send(sender=Turn, turn=turn)
+    elif turn.is_ended:
+        signals.turn_ended.send(sender=Turn, turn=turn, reason=turn.status)
+
+
+def turns_cancel(
+    *, session_id: Any, user: AbstractBaseUser, flt: CancelFilter, as_admin: bool = False,
+) -> CancelOutcome:
+    """Cancel the turns `flt` matches that the authoriser allows; report the rest."""
+    session = ChatSession.objects.filter(pk=session_id).first() if as_admin else require_member(
+        session_id=session_id, user=user)
+    if session is None:
+        raise NotFound("no such session")
+    with transaction.atomic():
+        session = ChatSession.objects.select_for_update().get(pk=session.pk)
+        outcome = cancel_locked(session=session, requester=user, flt=flt, bypass_authoriser=as_admin)
+        events.emit_on_commit(str(session.pk), outcome.events)
+        ended = list(outcome.ended)
+        _announce(lambda: [signals.turn_ended.send(sender=Turn, turn=t, reason=t.status) for t in ended])
+    return outcome
+
+
+# --- the worker's side of the state machine ----------------------------------------------
+
+
+@dataclass
+class ClaimedTurn:
+    """What a worker needs to run a turn, loaded once when it claims it."""
+
+    pk: int
+    session_id: str
+    turn_id: str
+    client_id: str
+    model: str
+    model_options: dict[str, Any]
+    assistant_message_id: str
+    cancel_requested: bool
+    context: list[dict[str, Any]] = field(default_factory=list)
+
+
+def turn_claim(*, turn_pk: int, worker_id: str) -> ClaimedTurn | None:
+    """Claim an active turn for this worker; None if it was claimed before or has ended
+    (a redelivered task never runs a turn twice)."""
+    claimed = Turn.objects.filter(pk=turn_pk, status=TurnStatus.ACTIVE, worker_id="").update(worker_id=worker_id)
+    if not claimed:
+        return None
+    turn = Turn.objects.select_related("user_message", "assistant_message").get(pk=turn_pk)
+    assert turn.user_message is not None and turn.assistant_message is not None
+    context = [{"role": n.role, "parts": n.parts} for n in context_path(turn.user_message)]
+    return ClaimedTurn(
+        pk=turn.pk, session_id=str(turn.session_id), turn_id=turn.turn_id, client_id=turn.client_id,
+        model=turn.model, model_options=dict(turn.model_options), assistant_message_id=turn.assistant_message.node_id,
+        cancel_requested=bool(turn.cancel_requested_by), context=context,
+    )
+
+
+def turn_finish(
+    *, turn_pk: int, status: str, parts: list[dict[str, Any]], content_seq: int,
+    error_code: str = "", error_message: str = "", usage: dict[str, Any] | None = None, finish_reason: str = "",
+) -> bool:
+    """End an active turn with its final answer, then start the next queued turn if the
+    session has no active turn left. False if the turn had already ended."""
+    turn = Turn.objects.select_related("assistant_message").get(pk=turn_pk)
+    with transaction.atomic():
+        session = ChatSession.objects.select_for_update().get(pk=turn.session_id)
+        now = timezone.now()
+        ended = Turn.objects.filter(pk=turn_pk, status=TurnStatus.ACTIVE).update(
+            status=status, ended_at=now, error_code=error_code, error_message=error_message,
+            usage=usage or {}, finish_reason=finish_reason,
+        )
+        if not ended:
+            return False
+        turn.status, turn.ended_at, turn.error_code, turn.error_message = status, now, error_code, error_message
+        MessageNode.objects.filter(pk=turn.assistant_message_id).update(
+            parts=parts, content_seq=content_seq, status=status,
+        )
+        emitted = [events.turn_end(turn)]
+        emitted.extend(_promote_queue(session))
+        events.emit_on_commit(str(session.pk), emitted)
+        _announce(lambda: signals.turn_ended.send(sender=Turn, turn=turn, reason=status))
+    if turn.assistant_message:
+        live.expire_live_content_sync(str(turn.session_id), turn.assistant_message.node_id)
+    return True
+
+
+def _promote_queue(session: ChatSession) -> list[Event]:
+    """Start the oldest queued turn when nothing is active (first in, first out)."""
+    if Turn.objects.filter(session=session, status=TurnStatus.ACTIVE).exists():
+        return []
+    turn = Turn.objects.filter(session=session, status=TurnStatus.QUEUED).order_by("id").first()
+    if turn is None:
+        return []
+    Turn.objects.filter(pk=turn.pk).update(status=TurnStatus.ACTIVE, started_at=timezone.now())
+    MessageNode.objects.filter(pk=turn.assistant_message_id).update(status=NodeStatus.STREAMING)
+    turn.status = TurnStatus.ACTIVE
+    _announce(lambda: _dispatch(turn.pk))
+    _announce(lambda: signals.turn_started.send(sender=Turn, turn=turn))
+    return [events.turn_start(turn)]
+
+
+def turns_fail_lost(*, live_workers: set[str]) -> list[str]:
+    """End active turns whose worker has stopped heartbeating with error `worker_lost`,
+    keeping what they streamed. Returns the ended turn ids."""
+    lost = (
+        Turn.objects.filter(status=TurnStatus.ACTIVE).exclude(worker_id="").exclude(worker_id__in=live_workers)
+        .select_related("assistant_message")
+    )
+    ended = []
+    for turn in lost:
+        message_id = turn.assistant_message.node_id if turn.assistant_message else ""
+        content = live.live_content_sync(str(turn.session_id), message_id)
+        if turn_finish(
+            turn_pk=turn.pk, status=TurnStatus.ERROR, parts=content.parts, content_seq=content.content_seq,
+            error_code="worker_lost", error_message="the worker running this turn stopped",
+        ):
+            ended.append(turn.turn_id)
+    return ended

@@ -1,0 +1,48 @@
+"""The conversation tree: where a new user message attaches, and a turn's context."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Turn
+
+
+def default_parent(
+    *, session: ChatSession, policy: str, in_flight: Sequence[Turn], interrupted: Sequence[Turn],
+) -> MessageNode | None:
+    """Parent of a new user message when the client names none (DESIGN.md, Sending):
+
+    - `interrupt`: after the sender's cancelled (partial, kept) answer;
+    - `queue` behind in-flight turns: after the answer of the turn it waits for;
+    - while turns are in flight otherwise: a sibling of the newest in-flight user message;
+    - else: the newest node of the session (the end of the current branch).
+    """
+    if policy == Policy.INTERRUPT and interrupted:
+        return interrupted[-1].assistant_message
+    if in_flight:
+        newest = in_flight[-1]
+        if policy == Policy.QUEUE:
+            return newest.assistant_message
+        return newest.user_message.parent if newest.user_message else None
+    return (
+        MessageNode.objects.filter(session=session)
+        .exclude(status__in=[NodeStatus.QUEUED, NodeStatus.STREAMING])
+        .order_by("-id")
+        .first()
+    )
+
+
+def context_path(node: MessageNode) -> list[MessageNode]:
+    """Nodes from the root down to `node` (inclusive), skipping answers left empty."""
+    by_id = {n.pk: n for n in MessageNode.objects.filter(session_id=node.session_id).only(
+        "id", "parent_id", "role", "parts", "status")}
+    path: list[MessageNode] = []
+    current: MessageNode | None = by_id.get(node.pk, node)
+    seen: set[int] = set()
+    while current is not None and current.pk not in seen:
+        seen.add(current.pk)
+        if current.parts or current.role != "assistant":
+            path.append(current)
+        current = by_id.get(current.parent_id) if current.parent_id else None
+    path.reverse()
+    return path
