@@ -1,0 +1,97 @@
+"""Fixtures shared by every suite.
+
+`stack` is the real product: a Daphne process and a Celery worker (threads pool) against
+the test database and Redis (REDIS_URL, or the embedded one test settings start).
+`make_client` creates a user and returns a logged-in protocol client.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from django.db import connection
+
+from sessions_app.client import ChatClient
+from tests.stack import Stack, database_url, start_stack
+
+PASSWORD = "pw-for-tests"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_test_environment: Any, django_db_blocker: Any) -> Iterator[None]:
+    """Always create the default test database: the live stack's processes use it even when
+    no collected test carries a django_db mark (pytest-django would skip it then)."""
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture(scope="session")
+def test_database_url(django_db_setup: Any, django_db_blocker: Any) -> str:
+    with django_db_blocker.unblock():
+        return database_url(connection.settings_dict)
+
+
+@pytest.fixture(scope="session")
+def stack_factory(test_database_url: str) -> Iterator[Callable[..., Stack]]:
+    stacks: list[Stack] = []
+
+    def start(extra_env: dict[str, str] | None = None, **kwargs: Any) -> Stack:
+        prefix = f"{os.environ['CHAT_KEY_PREFIX']}-{uuid.uuid4().hex[:6]}"
+        stack = start_stack(database=test_database_url, key_prefix=prefix, extra_env=extra_env, **kwargs)
+        stacks.append(stack)
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(stack_factory: Callable[..., Stack]) -> Stack:
+    """The shared stack. Its onAbort hook appends "[Response cancelled]" to cancelled answers."""
+    return stack_factory({"CHAT_ON_ABORT": "sessions_app.hooks.append_cancelled_notice"})
+
+
+@pytest.fixture(scope="session")
+def create_user(django_db_blocker: Any) -> Callable[[str], str]:
+    def create(prefix: str = "user") -> str:
+        from django.contrib.auth import get_user_model
+
+        username = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        # Called from async tests too: a one-row insert on the test database's own
+        # connection (which lives in this thread) is safe here.
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+        try:
+            with django_db_blocker.unblock():
+                get_user_model().objects.create_user(username=username, password=PASSWORD)
+        finally:
+            del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+        return username
+
+    return create
+
+
+@pytest_asyncio.fixture
+async def make_client(stack: Stack, create_user: Callable[[str], str]) -> AsyncIterator[Callable[..., Any]]:
+    """`await make_client("alice")` -> a ChatClient logged in as a new user."""
+    clients: list[ChatClient] = []
+
+    async def make(prefix: str = "user", base_url: str | None = None) -> ChatClient:
+        username = create_user(prefix)
+        client = await ChatClient.login(base_url or stack.base_url, username, PASSWORD)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()

@@ -1,0 +1,46 @@
+"""A turn streams to every device of every member, in order, with nothing lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.integration.helpers import assert_clean, expected_answer, session_with
+
+
+async def test_one_turn_streams_the_same_text_to_two_users_on_three_devices(make_client):
+    alice, bob = await make_client("alice"), await make_client("bob")
+    session = await session_with(alice, bob, tokens=30, rate=200)
+    phone, laptop, bobs = await asyncio.gather(
+        alice.connect(session["id"]), alice.connect(session["id"]), bob.connect(session["id"]))
+
+    turn = await phone.send("Plan a trip")
+    streamed = "".join([text async for text in turn.stream()])
+
+    for device in (laptop, bobs):
+        await device.wait_turn_end(turn.turn_id)
+    answer = expected_answer("Plan a trip", 30)
+    assert streamed == answer
+    for device in (phone, laptop, bobs):
+        assert device.text_of(turn.ack["assistantMessageId"]) == answer
+        assert device.turns[turn.turn_id]["status"] == "complete"
+    assert_clean(phone, laptop, bobs)
+    detail = await bob.turn(session["id"], turn.turn_id)
+    assert detail["status"] == "complete" and detail["content"] == answer
+    assert detail["usage"] == {"inputTokens": 3, "outputTokens": 30}
+
+
+async def test_concurrent_turns_each_stream_their_own_answer(make_client):
+    alice = await make_client("alice")
+    session = await session_with(alice, tokens=20, rate=100)
+    device = await alice.connect(session["id"])
+
+    turns = [await device.send(f"question {i}") for i in range(3)]
+    await device.wait_for(lambda: len(device.active_turns.get(device.client_id, set())) == 3 or all(
+        device.turns.get(t.turn_id, {}).get("status") == "complete" for t in turns))
+    for turn in turns:
+        await turn.end()
+    for i, turn in enumerate(turns):
+        assert device.text_of(turn.ack["assistantMessageId"]) == expected_answer(f"question {i}", 20)
+    starts = [e["turnId"] for e in device.events_of("turn.start")]
+    assert starts == [t.turn_id for t in turns]
+    assert_clean(device)
