@@ -191,6 +191,7 @@ class Device:
         self.messages: dict[str, dict[str, Any]] = {}
         self.turns: dict[str, dict[str, Any]] = {}
         self.active_turns: dict[str, set[str]] = {}
+        self.online: list[str] = []
         self.events: list[Event] = []
         self.receive_times: list[float] = []
         self.errors: list[Event] = []
@@ -286,6 +287,7 @@ class Device:
             self.client_id, self.connection_id = frame["clientId"], frame["connectionId"]
             self.resumed = frame["resumed"]
             self.active_turns = {c: set(t) for c, t in frame["activeTurns"].items()}
+            self.online = list(frame.get("online", []))
             if frame["resumed"]:
                 self._ready.set()
         elif kind == "snapshot":
@@ -333,6 +335,8 @@ class Device:
             self.messages[node["id"]] = node
         elif kind == "delta":
             self._apply_delta(event)
+        elif kind == "presence":
+            self.online = list(event["online"])
         elif kind == "turn.queued":
             self.turns.setdefault(event["turnId"], {}).update(turnId=event["turnId"], clientId=event["clientId"], status="queued")
         elif kind == "turn.start":

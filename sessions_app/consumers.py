@@ -17,7 +17,7 @@ import orjson
 from channels.generic.websocket import AsyncWebsocketConsumer
 from pydantic import ValidationError
 
-from sessions_app import live, selectors
+from sessions_app import events, live, selectors
 from sessions_app.conf import app_settings
 from sessions_app.dbasync import db
 from sessions_app.errors import ChatError, Forbidden, Invalid, NotFound, TooLarge
@@ -67,6 +67,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await hub().subscribe(self.session_id, self)
         self.subscribed = True
         await self._start(after=self._after())
+        await self._presence(+1)
 
     def _after(self) -> int | None:
         from urllib.parse import parse_qs
@@ -95,6 +96,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             self.outbox.put_nowait(orjson.dumps({
                 "type": "hello", "clientId": self.user.get_username(), "connectionId": self.connection_id,
                 "lastSeq": last_seq, "activeTurns": active, "resumed": missed is not None,
+                "online": await live.online(self.session_id),
             }).decode())
         for frame in frames:
             self.outbox.put_nowait(frame)
@@ -179,9 +181,18 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await asyncio.wait_for(self.writer, timeout=5)
         await self.close(code=1000)
 
+    async def _presence(self, delta: int) -> None:
+        """Announce when this user's first device connects or their last one leaves."""
+        changed, online = await live.presence_change(self.session_id, self.user.get_username(), delta)
+        if changed:
+            await events.publish_now_async(self.session_id, [events.presence(online)])
+
     async def disconnect(self, code: int) -> None:
         if getattr(self, "subscribed", False):
+            self.subscribed = False
             await hub().unsubscribe(self.session_id, self)
+            with contextlib.suppress(Exception):
+                await self._presence(-1)
         writer = getattr(self, "writer", None)
         if writer is not None and not writer.done():
             writer.cancel()

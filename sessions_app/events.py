@@ -55,6 +55,10 @@ def cancel(filter_: dict[str, Any], client_id: str, cancelled: list[str], reject
     }
 
 
+def presence(online: list[str]) -> Event:
+    return {"type": "presence", "at": now_ms(), "online": online}
+
+
 def archive(session_id: str, frames: Sequence[str]) -> None:
     """Write published frames to the durable archive (one insert for the batch)."""
     records = []
@@ -75,6 +79,18 @@ def publish_now(session_id: str, events: Sequence[Event]) -> list[str]:
     try:
         archive(session_id, frames)
     except Exception:  # the live log still has them; the archive is for late resumes
+        logger.exception("archiving events of session %s failed", session_id)
+    return frames
+
+
+async def publish_now_async(session_id: str, events: Sequence[Event]) -> list[str]:
+    """Publish and archive from async code (the websocket consumer)."""
+    from sessions_app.dbasync import db
+
+    frames = await live.publish_async(session_id, events)
+    try:
+        await db(archive)(session_id, frames)
+    except Exception:
         logger.exception("archiving events of session %s failed", session_id)
     return frames
 

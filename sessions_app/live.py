@@ -71,6 +71,10 @@ class Keys:
         return f"{key_prefix()}:{{{session_id}}}:m:{message_id}:seq"
 
     @staticmethod
+    def presence(session_id: str) -> str:
+        return f"{key_prefix()}:{{{session_id}}}:presence"
+
+    @staticmethod
     def cancel_channel() -> str:
         return f"{key_prefix()}:cancel"
 
@@ -282,3 +286,19 @@ def signal_cancel_sync(session_id: str, turn_pks: Sequence[int]) -> None:
     if turn_pks:
         payload = orjson.dumps({"session": session_id, "turns": list(turn_pks)})
         sync_redis().publish(Keys.cancel_channel(), payload)
+
+
+async def presence_change(session_id: str, client_id: str, delta: int) -> tuple[bool, list[str]]:
+    """Count a connection of `client_id` in or out; returns (whether the set of online
+    clientIds changed, the clientIds online now)."""
+    client = async_redis()
+    key = Keys.presence(session_id)
+    count = int(await client.hincrby(key, client_id, delta))
+    changed = (delta > 0 and count == delta) or (delta < 0 and count <= 0)
+    if count <= 0:
+        await client.hdel(key, client_id)
+    return changed, await online(session_id)
+
+
+async def online(session_id: str) -> list[str]:
+    return sorted(k.decode() for k in await async_redis().hkeys(Keys.presence(session_id)))

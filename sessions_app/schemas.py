@@ -189,7 +189,13 @@ class CancelEvent(EventBase):
     rejected: list[str]
 
 
+class Presence(EventBase):
+    type: Literal["presence"]
+    online: list[str]
+
+
 EVENT_MODELS: dict[str, type[EventBase]] = {
+    "presence": Presence,
     "turn.queued": TurnQueued,
     "turn.start": TurnStart,
     "message": MessageEvent,

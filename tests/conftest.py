@@ -45,8 +45,10 @@ def test_database_url(django_db_setup: Any, django_db_blocker: Any) -> str:
 def stack_factory(test_database_url: str) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
 
-    def start(extra_env: dict[str, str] | None = None, **kwargs: Any) -> Stack:
-        prefix = f"{os.environ['CHAT_KEY_PREFIX']}-{uuid.uuid4().hex[:6]}"
+    def start(extra_env: dict[str, str] | None = None, *, own_prefix: bool = True, **kwargs: Any) -> Stack:
+        # A stack of its own prefix has its own queue, workers and keys; the shared stack
+        # uses the test process's prefix, so services called in-process reach its worker.
+        prefix = os.environ["CHAT_KEY_PREFIX"] + (f"-{uuid.uuid4().hex[:6]}" if own_prefix else "")
         stack = start_stack(database=test_database_url, key_prefix=prefix, extra_env=extra_env, **kwargs)
         stacks.append(stack)
         return stack
@@ -59,35 +61,44 @@ def stack_factory(test_database_url: str) -> Iterator[Callable[..., Stack]]:
 @pytest.fixture(scope="session")
 def stack(stack_factory: Callable[..., Stack]) -> Stack:
     """The shared stack. Its onAbort hook appends "[Response cancelled]" to cancelled answers."""
-    return stack_factory({"CHAT_ON_ABORT": "sessions_app.hooks.append_cancelled_notice"})
+    return stack_factory({"CHAT_ON_ABORT": "sessions_app.hooks.append_cancelled_notice"}, own_prefix=False)
 
 
 @pytest.fixture(scope="session")
-def create_user(django_db_blocker: Any) -> Callable[[str], str]:
-    def create(prefix: str = "user") -> str:
-        from django.contrib.auth import get_user_model
+def orm(django_db_blocker: Any) -> Callable[[Callable[[], Any]], Any]:
+    """`orm(lambda: Turn.objects.get(...))`: read or write the test database from a test."""
 
-        username = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        # Called from async tests too: a one-row insert on the test database's own
-        # connection (which lives in this thread) is safe here.
+    def run(fn: Callable[[], Any]) -> Any:
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
         try:
             with django_db_blocker.unblock():
-                get_user_model().objects.create_user(username=username, password=PASSWORD)
+                return fn()
         finally:
             del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def create_user(orm: Callable[[Callable[[], Any]], Any]) -> Callable[..., str]:
+    def create(prefix: str = "user", staff: bool = False) -> str:
+        from django.contrib.auth import get_user_model
+
+        username = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        orm(lambda: get_user_model().objects.create_user(
+            username=username, password=PASSWORD, is_staff=staff, is_superuser=staff))
         return username
 
     return create
 
 
 @pytest_asyncio.fixture
-async def make_client(stack: Stack, create_user: Callable[[str], str]) -> AsyncIterator[Callable[..., Any]]:
+async def make_client(stack: Stack, create_user: Callable[..., str]) -> AsyncIterator[Callable[..., Any]]:
     """`await make_client("alice")` -> a ChatClient logged in as a new user."""
     clients: list[ChatClient] = []
 
-    async def make(prefix: str = "user", base_url: str | None = None) -> ChatClient:
-        username = create_user(prefix)
+    async def make(prefix: str = "user", base_url: str | None = None, staff: bool = False) -> ChatClient:
+        username = create_user(prefix, staff)
         client = await ChatClient.login(base_url or stack.base_url, username, PASSWORD)
         clients.append(client)
         return client
