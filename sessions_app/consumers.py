@@ -66,8 +66,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.writer = asyncio.create_task(self._write_loop())
         await hub().subscribe(self.session_id, self)
         self.subscribed = True
+        await self._presence(+1)  # before the hello, which lists this user as online
         await self._start(after=self._after())
-        await self._presence(+1)
 
     def _after(self) -> int | None:
         from urllib.parse import parse_qs

@@ -61,12 +61,12 @@ class Stack:
             env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         )
         self.processes[name] = process
-        before = self.live_workers()
+        before = set(self.live_workers())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited: {self.log_tail(name)}")
-            if len(self.live_workers()) > len(before):
+            if set(self.live_workers()) - before:
                 return process
             time.sleep(0.05)
         raise RuntimeError(f"{name} did not start: {self.log_tail(name)}")
