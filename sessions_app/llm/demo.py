@@ -31,8 +31,15 @@ def _prompt_of(messages: list[dict[str, Any]]) -> str:
 
 def demo_tokens(prompt: str, count: int) -> list[str]:
     """The tokens the demo model answers `prompt` with (each a word and a space)."""
-    seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big")
-    return [f"{WORDS[(seed + i * 7) % len(WORDS)]} " for i in range(count)]
+    # Each word depends on the prompt and its position, so different prompts give
+    # different answers (tests tell concurrent turns apart by their text).
+    digest = hashlib.blake2b(prompt.encode(), digest_size=16)
+    words = []
+    for index in range(count):
+        token = digest.copy()
+        token.update(index.to_bytes(4, "big"))
+        words.append(f"{WORDS[int.from_bytes(token.digest()[:4], 'big') % len(WORDS)]} ")
+    return words
 
 
 def _number(options: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
@@ -44,6 +51,7 @@ def _number(options: dict[str, Any], key: str, default: float, low: float, high:
 
 class DemoProvider:
     name = "demo"
+    supports_tools = False
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
         options = request.options

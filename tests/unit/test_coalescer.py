@@ -1,0 +1,45 @@
+"""Delta coalescing: a lone stream is not delayed; a burst goes out in one publish; the
+answer's live text and seq stay in step (real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from sessions_app import live
+from sessions_app.runner import DeltaCoalescer
+from sessions_app.services.turns import ClaimedTurn
+
+
+def claimed() -> ClaimedTurn:
+    return ClaimedTurn(pk=1, session_id=str(uuid.uuid4()), turn_id="t", client_id="c", model="demo",
+                       model_options={}, assistant_message_id="a1", cancel_requested=False)
+
+
+async def test_without_a_window_every_delta_goes_out_at_once():
+    turn = claimed()
+    published: list[list[str]] = []
+    coalescer = DeltaCoalescer(turn, lambda: 0.0, lambda _sid, frames: published.append(frames))
+    coalescer.add("text", "a ")
+    await asyncio.sleep(0.05)
+    coalescer.add("text", "b ")
+    await coalescer.close()
+    assert [len(batch) for batch in published] == [1, 1]
+    content = await live.live_contents(turn.session_id, ["a1"])
+    assert content["a1"].parts == [{"type": "text", "text": "a b "}]
+    assert content["a1"].content_seq == coalescer.last_seq == 2
+
+
+async def test_a_burst_within_the_window_is_one_event():
+    turn = claimed()
+    published: list[list[str]] = []
+    coalescer = DeltaCoalescer(turn, lambda: 0.2, lambda _sid, frames: published.append(frames))
+    coalescer.add("text", "x ")
+    await asyncio.sleep(0.02)  # the leading delta goes out at once
+    for word in ("one ", "two ", "three "):
+        coalescer.add("text", word)
+    await coalescer.close()
+    frames = [f for batch in published for f in batch]
+    assert len(frames) == 2 and '"text":"one two three "' in frames[1]
+    assert coalescer.parts() == [{"type": "text", "text": "x one two three "}]
+    assert (await live.read_log(turn.session_id, 0)) == frames

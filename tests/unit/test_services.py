@@ -1,0 +1,154 @@
+"""The turn state machine, policies, the tree and cancellation, at the service level (no
+worker: on-commit emission and dispatch do not run inside these rolled-back tests)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from sessions_app.cancellation.authorisers import CancelRequest, turn_owner_only, turn_owner_or_session_owner
+from sessions_app.errors import Busy, Conflict, Forbidden, QueueFull
+from sessions_app.models import MessageNode, NodeStatus, Turn, TurnStatus
+from sessions_app.schemas import CancelFilter, SendBody
+from sessions_app.services.sessions import member_add, session_create
+from sessions_app.services.turns import turn_claim, turn_finish, turn_send, turns_cancel, turns_fail_lost
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice():
+    return get_user_model().objects.create_user(username=f"alice-{uuid.uuid4().hex[:6]}", password="x")
+
+
+@pytest.fixture
+def bob():
+    return get_user_model().objects.create_user(username=f"bob-{uuid.uuid4().hex[:6]}", password="x")
+
+
+@pytest.fixture
+def session(alice, bob):
+    chat = session_create(owner=alice, title="t")
+    member_add(session=chat, by=alice, username=bob.username)
+    return chat
+
+
+def send(session, user, text="hi", **extra):
+    body = SendBody.model_validate({"messages": [{"id": extra.pop("id", str(uuid.uuid4())), "role": "user",
+                                                  "parts": [{"type": "text", "text": text}]}], **extra})
+    return turn_send(session_id=session.pk, user=user, body=body)
+
+
+def finish(result, status=TurnStatus.COMPLETE, text="answer"):
+    turn_claim(turn_pk=result.turn.pk, worker_id="w")
+    assert turn_finish(turn_pk=result.turn.pk, status=status, parts=[{"type": "text", "text": text}], content_seq=0)
+
+
+def test_double_texting_makes_siblings_and_the_next_message_follows_the_newest_answer(session, alice, bob):
+    first = send(session, alice)
+    finish(first)
+    a, b = send(session, alice), send(session, bob)
+    assert a.turn.user_message.parent == b.turn.user_message.parent == first.turn.assistant_message
+    finish(a)
+    finish(b)
+    after = send(session, alice)
+    assert after.turn.user_message.parent == b.turn.assistant_message
+
+
+def test_queue_appends_after_the_turn_it_waits_for_and_promotes_fifo(session, alice):
+    running = send(session, alice, policy="queue")
+    second = send(session, alice, policy="queue")
+    third = send(session, alice, policy="queue")
+    assert (second.turn.status, third.turn.status) == (TurnStatus.QUEUED, TurnStatus.QUEUED)
+    assert second.turn.user_message.parent == running.turn.assistant_message
+    assert third.turn.user_message.parent == second.turn.assistant_message
+    finish(running)
+    assert Turn.objects.get(pk=second.turn.pk).status == TurnStatus.ACTIVE
+    assert Turn.objects.get(pk=third.turn.pk).status == TurnStatus.QUEUED
+    assert MessageNode.objects.get(pk=second.turn.assistant_message.pk).status == NodeStatus.STREAMING
+
+
+def test_the_queue_is_bounded(session, alice, settings):
+    settings.SESSIONS_APP = {**settings.SESSIONS_APP, "QUEUE_LIMIT": 2}
+    send(session, alice)
+    send(session, alice, policy="queue")
+    send(session, alice, policy="queue")
+    with pytest.raises(QueueFull):
+        send(session, alice, policy="queue")
+
+
+def test_reject_refuses_while_busy(session, alice, bob):
+    send(session, alice)
+    with pytest.raises(Busy):
+        send(session, bob, policy="reject")
+
+
+def test_interrupt_cancels_only_the_senders_active_turns_and_follows_the_partial_answer(session, alice, bob):
+    mine, theirs = send(session, alice), send(session, bob)
+    new = send(session, alice, policy="interrupt")
+    assert Turn.objects.get(pk=mine.turn.pk).cancel_requested_by == alice.username
+    assert Turn.objects.get(pk=theirs.turn.pk).cancel_requested_by == ""
+    assert new.turn.status == TurnStatus.ACTIVE
+    assert new.turn.user_message.parent == mine.turn.assistant_message
+
+
+def test_a_repeated_send_returns_the_existing_turn_and_a_reused_id_conflicts(session, alice):
+    first = send(session, alice, id="m1")
+    again = send(session, alice, id="m1")
+    assert again.turn.pk == first.turn.pk and not again.created
+    with pytest.raises(Conflict):
+        send(session, alice, text="other", id="m1")
+    assert Turn.objects.filter(session=session).count() == 1
+
+
+def test_a_held_cancel_ends_the_turn_at_creation(session, alice):
+    outcome = turns_cancel(session_id=session.pk, user=alice, flt=CancelFilter(turnId="later"))
+    assert outcome.pending == ["later"]
+    result = send(session, alice, turnId="later")
+    assert Turn.objects.get(pk=result.turn.pk).status == TurnStatus.CANCELLED
+    assert turn_claim(turn_pk=result.turn.pk, worker_id="w") is None  # the model is never called
+
+
+def test_cancelling_a_queued_turn_ends_it_and_an_active_one_asks_its_worker(session, alice):
+    active, queued = send(session, alice), send(session, alice, policy="queue")
+    outcome = turns_cancel(session_id=session.pk, user=alice, flt=CancelFilter(all=True))
+    assert sorted(outcome.cancelled) == sorted([active.turn.turn_id, queued.turn.turn_id])
+    assert Turn.objects.get(pk=queued.turn.pk).status == TurnStatus.CANCELLED
+    assert Turn.objects.get(pk=active.turn.pk).status == TurnStatus.ACTIVE  # until its worker ends it
+    assert turns_cancel(session_id=session.pk, user=alice, flt=CancelFilter(all=True)).cancelled == []
+
+
+def test_a_turn_is_claimed_once_and_ended_once(session, alice):
+    result = send(session, alice)
+    assert turn_claim(turn_pk=result.turn.pk, worker_id="w1") is not None
+    assert turn_claim(turn_pk=result.turn.pk, worker_id="w2") is None
+    assert turn_finish(turn_pk=result.turn.pk, status="complete", parts=[], content_seq=0)
+    assert not turn_finish(turn_pk=result.turn.pk, status="error", parts=[], content_seq=0)
+    assert Turn.objects.get(pk=result.turn.pk).status == "complete"
+
+
+def test_turns_of_a_lost_worker_end_with_worker_lost(session, alice):
+    result = send(session, alice)
+    turn_claim(turn_pk=result.turn.pk, worker_id="dead-worker")
+    assert turns_fail_lost(live_workers={"other"}) == [result.turn.turn_id]
+    turn = Turn.objects.get(pk=result.turn.pk)
+    assert (turn.status, turn.error_code) == (TurnStatus.ERROR, "worker_lost")
+
+
+def test_non_members_cannot_send_or_cancel(session):
+    stranger = get_user_model().objects.create_user(username=f"s-{uuid.uuid4().hex[:6]}")
+    with pytest.raises(Forbidden):
+        send(session, stranger)
+    with pytest.raises(Forbidden):
+        turns_cancel(session_id=session.pk, user=stranger, flt=CancelFilter())
+
+
+def test_authorisers():
+    request = CancelRequest(session_id="s", requester_id=2, client_id="bob", is_session_owner=False,
+                            filter={"all": True}, matched_turn_ids=["a", "b"], turn_owners={"a": "alice", "b": "bob"})
+    assert list(turn_owner_only(request)) == ["b"]
+    assert list(turn_owner_or_session_owner(request)) == ["b"]
+    owner = CancelRequest(**{**request.__dict__, "is_session_owner": True})
+    assert list(turn_owner_or_session_owner(owner)) == ["a", "b"]
