@@ -34,16 +34,36 @@ def main() -> int:
     concurrency = env.get("WORKER_CONCURRENCY", "200")
     processes = [
         subprocess.Popen(  # noqa: S603
-            [PYTHON, "-m", "daphne", "-b", host, "-p", port, "config.asgi:application"], env=env, cwd=ROOT,
+            [PYTHON, "-m", "daphne", "-b", host, "-p", port, "config.asgi:application"],
+            env=env,
+            cwd=ROOT,
         ),
         subprocess.Popen(  # noqa: S603
-            [PYTHON, "-m", "celery", "-A", "config", "worker", "--pool", "threads",
-             "--concurrency", concurrency, "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
-            env=env, cwd=ROOT,
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                concurrency,
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env=env,
+            cwd=ROOT,
         ),
     ]
-    print(f"\n  Chat is running at http://{host}:{port}/  (admin: /admin/)\n"
-          "  Log in as demo / demo-password (or demo2 / demo-password). Ctrl-C stops everything.\n", flush=True)
+    print(
+        f"\n  Chat is running at http://{host}:{port}/  (admin: /admin/)\n"
+        "  Log in as demo / demo-password (or demo2 / demo-password). Ctrl-C stops everything.\n",
+        flush=True,
+    )
     try:
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)

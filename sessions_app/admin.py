@@ -31,8 +31,17 @@ class ChatSessionAdmin(admin.ModelAdmin):
 @admin.register(Turn)
 class TurnAdmin(admin.ModelAdmin):
     list_display = [
-        "turn_id", "session", "client_id", "status", "policy", "model", "error_code",
-        "finish_reason", "usage", "created_at", "ended_at",
+        "turn_id",
+        "session",
+        "client_id",
+        "status",
+        "policy",
+        "model",
+        "error_code",
+        "finish_reason",
+        "usage",
+        "created_at",
+        "ended_at",
     ]
     list_filter = ["status", "policy", "model", "error_code"]
     search_fields = ["turn_id", "client_id", "session__title", "session__id"]
@@ -46,7 +55,10 @@ class TurnAdmin(admin.ModelAdmin):
         cancelled = 0
         for turn in queryset.filter(status__in=["queued", "active"]):
             outcome = turns_cancel(
-                session_id=turn.session_id, user=request.user, flt=CancelFilter(turnId=turn.turn_id), as_admin=True,
+                session_id=turn.session_id,
+                user=request.user,  # type: ignore[arg-type]  # staff only: admin requires login
+                flt=CancelFilter(turnId=turn.turn_id),
+                as_admin=True,
             )
             cancelled += len(outcome.cancelled)
         self.message_user(request, f"Cancelled {cancelled} turn(s).", messages.SUCCESS)

@@ -42,7 +42,7 @@ class TokenAuthMiddleware(BaseMiddleware):
         return await super().__call__(scope, receive, send)
 
 
-def TokenAuthMiddlewareStack(inner: Any) -> Any:  # noqa: N802 - named like Channels' stacks
+def TokenAuthMiddlewareStack(inner: Any) -> Any:
     """Session auth (browsers) wrapped by token auth (scripts); a token wins."""
     return AuthMiddlewareStack(TokenAuthMiddleware(inner))
 
@@ -58,7 +58,7 @@ class BrowserOriginValidator(OriginValidator):
         return bool(super().valid_origin(parsed_origin))
 
 
-def AllowedHostsBrowserOriginValidator(inner: Any) -> Any:  # noqa: N802
+def AllowedHostsBrowserOriginValidator(inner: Any) -> Any:
     allowed = settings.ALLOWED_HOSTS
     if settings.DEBUG and not allowed:
         allowed = ["localhost", "127.0.0.1", "[::1]"]

@@ -81,8 +81,14 @@ class ChatClient:
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
         return _answer(await self.http.request(method, path, **kwargs))
 
-    async def create_session(self, *, title: str = "", model: str | None = None,
-                             model_options: dict[str, Any] | None = None, policy: str | None = None) -> dict[str, Any]:
+    async def create_session(
+        self,
+        *,
+        title: str = "",
+        model: str | None = None,
+        model_options: dict[str, Any] | None = None,
+        policy: str | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"title": title, "modelOptions": model_options or {}}
         if model:
             body["model"] = model
@@ -102,8 +108,15 @@ class ChatClient:
             body["messages"] = [user_message(text)]
         return await self.request("POST", f"/api/sessions/{session_id}/turns", json=body)  # type: ignore[no-any-return]
 
-    async def cancel(self, session_id: str, *, own: bool = True, turn_id: str | None = None,
-                     client_id: str | None = None, all: bool = False) -> dict[str, Any]:
+    async def cancel(
+        self,
+        session_id: str,
+        *,
+        own: bool = True,
+        turn_id: str | None = None,
+        client_id: str | None = None,
+        all: bool = False,
+    ) -> dict[str, Any]:
         flt = _filter(own, turn_id, client_id, all)
         return await self.request("POST", f"/api/sessions/{session_id}/cancel", json=flt)  # type: ignore[no-any-return]
 
@@ -338,27 +351,40 @@ class Device:
         elif kind == "presence":
             self.online = list(event["online"])
         elif kind == "turn.queued":
-            self.turns.setdefault(event["turnId"], {}).update(turnId=event["turnId"], clientId=event["clientId"], status="queued")
+            self.turns.setdefault(event["turnId"], {}).update(
+                turnId=event["turnId"], clientId=event["clientId"], status="queued"
+            )
         elif kind == "turn.start":
-            self.turns.setdefault(event["turnId"], {}).update(turnId=event["turnId"], clientId=event["clientId"], status="active")
+            self.turns.setdefault(event["turnId"], {}).update(
+                turnId=event["turnId"], clientId=event["clientId"], status="active"
+            )
             self.active_turns.setdefault(event["clientId"], set()).add(event["turnId"])
         elif kind == "turn.end":
             self.turns.setdefault(event["turnId"], {}).update(
-                turnId=event["turnId"], clientId=event["clientId"], status=event["reason"], reason=event["reason"])
+                turnId=event["turnId"], clientId=event["clientId"], status=event["reason"], reason=event["reason"]
+            )
             owned = self.active_turns.get(event["clientId"], set())
             owned.discard(event["turnId"])
             if not owned:
                 self.active_turns.pop(event["clientId"], None)
             for node in self.messages.values():
-                if node.get("turnId") == event["turnId"] and node["role"] == "assistant" and node["status"] in ("streaming", "queued"):
+                if (
+                    node.get("turnId") == event["turnId"]
+                    and node["role"] == "assistant"
+                    and node["status"] in ("streaming", "queued")
+                ):
                     node["status"] = event["reason"]
 
     def _apply_delta(self, event: Event) -> None:
         node = self.messages.get(event["messageId"])
         if node is None:
             node = self.messages[event["messageId"]] = {
-                "id": event["messageId"], "role": "assistant", "parts": [], "turnId": event["turnId"],
-                "status": "streaming", "contentSeq": 0,
+                "id": event["messageId"],
+                "role": "assistant",
+                "parts": [],
+                "turnId": event["turnId"],
+                "status": "streaming",
+                "contentSeq": 0,
             }
         if event["seq"] <= node.get("contentSeq", 0):
             return  # already in the snapshot's text
@@ -423,22 +449,36 @@ class Device:
     async def send_raw(self, raw: str | bytes) -> None:
         await self.ws.send(raw)
 
-    async def send(self, text: str | None = None, *, messages: list[dict[str, Any]] | None = None,
-                   turn_id: str | None = None, parent: str | None = None, fork_of: str | None = None,
-                   regenerate: str | None = None, policy: str | None = None) -> TurnHandle:
+    async def send(
+        self,
+        text: str | None = None,
+        *,
+        messages: list[dict[str, Any]] | None = None,
+        turn_id: str | None = None,
+        parent: str | None = None,
+        fork_of: str | None = None,
+        regenerate: str | None = None,
+        policy: str | None = None,
+    ) -> TurnHandle:
         frame: dict[str, Any] = {"type": "send"}
         if text is not None:
             frame["messages"] = [user_message(text)]
         if messages is not None:
             frame["messages"] = messages
-        for key, value in (("turnId", turn_id), ("parent", parent), ("forkOf", fork_of),
-                           ("regenerate", regenerate), ("policy", policy)):
+        for key, value in (
+            ("turnId", turn_id),
+            ("parent", parent),
+            ("forkOf", fork_of),
+            ("regenerate", regenerate),
+            ("policy", policy),
+        ):
             if value is not None:
                 frame[key] = value
         return TurnHandle(self, await self._command(frame))
 
-    async def cancel(self, *, own: bool = True, turn_id: str | None = None, client_id: str | None = None,
-                     all: bool = False) -> dict[str, Any]:
+    async def cancel(
+        self, *, own: bool = True, turn_id: str | None = None, client_id: str | None = None, all: bool = False
+    ) -> dict[str, Any]:
         return await self._command({"type": "cancel", "filter": _filter(own, turn_id, client_id, all)})
 
     async def ping(self) -> Event:

@@ -81,23 +81,35 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def _start(self, *, after: int | None, hello: bool = True) -> None:
         """Bring this device to the present (events live meanwhile wait in `buffer`)."""
         last_seq = await live.last_seq(self.session_id)
-        missed = None if after is None else await selectors.missed_frames(
-            session_id=self.session_id, after=after, last_seq=last_seq)
+        missed = (
+            None
+            if after is None
+            else await selectors.missed_frames(session_id=self.session_id, after=after, last_seq=last_seq)
+        )
         if missed is None:
             nodes, turns, active = await db(selectors.snapshot_rows)(session_id=self.session_id)
             snapshot = await selectors.build_snapshot(
-                session_id=self.session_id, last_seq=last_seq, nodes=nodes, turns=turns)
+                session_id=self.session_id, last_seq=last_seq, nodes=nodes, turns=turns
+            )
             frames = [orjson.dumps(snapshot).decode()]
         else:
             session = await db(require_member)(session_id=self.session_id, user=self.user)
             active = await db(selectors.active_turns_map)(session=session)
             frames = missed
         if hello:
-            self.outbox.put_nowait(orjson.dumps({
-                "type": "hello", "clientId": self.user.get_username(), "connectionId": self.connection_id,
-                "lastSeq": last_seq, "activeTurns": active, "resumed": missed is not None,
-                "online": await live.online(self.session_id),
-            }).decode())
+            self.outbox.put_nowait(
+                orjson.dumps(
+                    {
+                        "type": "hello",
+                        "clientId": self.user.get_username(),
+                        "connectionId": self.connection_id,
+                        "lastSeq": last_seq,
+                        "activeTurns": active,
+                        "resumed": missed is not None,
+                        "online": await live.online(self.session_id),
+                    }
+                ).decode()
+            )
         for frame in frames:
             self.outbox.put_nowait(frame)
         self.delivered = last_seq

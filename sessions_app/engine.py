@@ -42,7 +42,9 @@ def workers_key() -> str:
 
 class Engine:
     def __init__(self) -> None:
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # Scoped by the deployment's key prefix: a reaper only judges its own deployment's
+        # workers, even where several deployments (or test stacks) share one database.
+        self.worker_id = f"{key_prefix()}/{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="engine-db"))
         self.aborts: dict[int, asyncio.Event] = {}
@@ -127,9 +129,9 @@ class Engine:
             await asyncio.sleep(app_settings.HEARTBEAT_SECONDS)
             cutoff = time.time() - app_settings.WORKER_LOST_AFTER_SECONDS
             await client.zremrangebyscore(workers_key(), "-inf", cutoff)
-            alive = {m.decode() for m in await client.zrangebyscore(workers_key(), cutoff, "+inf")}
+            alive = {m.decode() for m in await client.zrangebyscore(workers_key(), cutoff, "+inf")}  # type: ignore[union-attr]
             alive.add(self.worker_id)
-            ended = await db(turns_fail_lost)(live_workers=alive)
+            ended = await db(turns_fail_lost)(live_workers=alive, scope=f"{key_prefix()}/")
             if ended:
                 logger.warning("ended turns of lost workers: %s", ", ".join(ended))
 

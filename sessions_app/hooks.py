@@ -1,6 +1,6 @@
 """Example hooks a site can name in settings.
 
-    SESSIONS_APP = {"ON_ABORT": "sessions_app.hooks.append_cancelled_notice"}
+SESSIONS_APP = {"ON_ABORT": "sessions_app.hooks.append_cancelled_notice"}
 """
 
 from collections.abc import Callable

@@ -55,7 +55,9 @@ class SessionFeed:
             return
         first = live.seq_of(frames[0])
         if first > self.seq + 1:
-            logger.warning("session %s: events %d..%d no longer in the log; resyncing", self.session_id, self.seq + 1, first - 1)
+            logger.warning(
+                "session %s: events %d..%d no longer in the log; resyncing", self.session_id, self.seq + 1, first - 1
+            )
             self.seq = first - 1
             for listener in list(self.listeners):
                 listener.resync()

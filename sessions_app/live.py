@@ -229,7 +229,7 @@ async def read_log(session_id: str, after: int, until: int | None = None, page: 
     start = after + 1
     end = f"{until}-0" if until is not None else "+"
     while True:
-        entries = await client.xrange(Keys.log(session_id), min=f"{start}-0", max=end, count=page)
+        entries = await client.xrange(Keys.log(session_id), min=f"{start}-0", max=end, count=page) or []
         frames.extend(_entries_to_frames(entries))
         if len(entries) < page:
             return frames
@@ -301,4 +301,6 @@ async def presence_change(session_id: str, client_id: str, delta: int) -> tuple[
 
 
 async def online(session_id: str) -> list[str]:
-    return sorted(k.decode() for k in await async_redis().hkeys(Keys.presence(session_id)))
+    return sorted(
+        (k.decode() if isinstance(k, bytes) else k) for k in await async_redis().hkeys(Keys.presence(session_id))
+    )

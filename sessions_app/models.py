@@ -53,16 +53,16 @@ class ChatSession(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     title = models.CharField(max_length=200, blank=True)
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_chat_sessions"
-    )
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_chat_sessions")
     members = models.ManyToManyField(  # type: ignore[var-annotated]
         settings.AUTH_USER_MODEL, through="Membership", related_name="chat_sessions"
     )
     model = models.CharField(max_length=100, default="demo", help_text="e.g. demo, openai:gpt-4.1-mini")
     model_options = models.JSONField(default=dict, blank=True, help_text="Options passed to the model.")
     policy = models.CharField(
-        max_length=16, choices=Policy.choices, default=Policy.CONCURRENT,
+        max_length=16,
+        choices=Policy.choices,
+        default=Policy.CONCURRENT,
         help_text="Default double-texting policy; a send may name its own.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -105,7 +105,11 @@ class MessageNode(models.Model):
     turn = models.ForeignKey("Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="nodes")
     client_id = models.CharField(max_length=150, help_text="Who wrote it (the turn's owner for answers).")
     fork_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="forks",
         help_text="The node this one edits (user) or regenerates (assistant).",
     )
     status = models.CharField(max_length=16, choices=NodeStatus.choices, default=NodeStatus.COMPLETE)
@@ -135,9 +139,7 @@ class Turn(models.Model):
     client_id = models.CharField(max_length=150, help_text="The owner's clientId (username).")
     status = models.CharField(max_length=16, choices=TurnStatus.choices, default=TurnStatus.ACTIVE)
     policy = models.CharField(max_length=16, choices=Policy.choices, default=Policy.CONCURRENT)
-    user_message = models.ForeignKey(
-        MessageNode, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    user_message = models.ForeignKey(MessageNode, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     assistant_message = models.ForeignKey(
         MessageNode, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -145,9 +147,7 @@ class Turn(models.Model):
     model_options = models.JSONField(default=dict, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
-    worker_id = models.CharField(
-        max_length=200, blank=True, help_text="The worker process that claimed the turn."
-    )
+    worker_id = models.CharField(max_length=200, blank=True, help_text="The worker process that claimed the turn.")
     cancel_requested_by = models.CharField(
         max_length=150, blank=True, help_text="clientId whose cancel was accepted (once only)."
     )
@@ -187,6 +187,9 @@ class HeldCancel(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["session", "turn_id"], name="unique_held_cancel")]
+
+    def __str__(self) -> str:
+        return f"held cancel of {self.turn_id}"
 
 
 class EventRecord(models.Model):

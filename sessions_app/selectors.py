@@ -3,6 +3,7 @@ device missed."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -10,7 +11,16 @@ from django.db.models import QuerySet
 
 from sessions_app import live
 from sessions_app.errors import Invalid, NotFound
-from sessions_app.models import IN_FLIGHT, ChatSession, EventRecord, MessageNode, NodeStatus, Turn, TurnStatus, node_payload
+from sessions_app.models import (
+    IN_FLIGHT,
+    ChatSession,
+    EventRecord,
+    MessageNode,
+    NodeStatus,
+    Turn,
+    TurnStatus,
+    node_payload,
+)
 
 
 def sessions_for_user(*, user: AbstractBaseUser) -> QuerySet[ChatSession]:
@@ -21,7 +31,9 @@ def active_turns_map(*, session: ChatSession) -> dict[str, list[str]]:
     """clientId -> [turnId] of the session's active turns."""
     result: dict[str, list[str]] = {}
     for client_id, turn_id in (
-        Turn.objects.filter(session=session, status=TurnStatus.ACTIVE).order_by("id").values_list("client_id", "turn_id")
+        Turn.objects.filter(session=session, status=TurnStatus.ACTIVE)
+        .order_by("id")
+        .values_list("client_id", "turn_id")
     ):
         result.setdefault(client_id, []).append(turn_id)
     return result
@@ -122,7 +134,9 @@ def events_page(*, session: ChatSession, after: int, limit: int) -> dict[str, An
     frames = live.read_log_sync(session_id, after, limit)
     if not frames or live.seq_of(frames[0]) != after + 1:
         archived = list(
-            EventRecord.objects.filter(session=session, seq__gt=after).order_by("seq").values_list("frame", flat=True)[:limit]
+            EventRecord.objects.filter(session=session, seq__gt=after)
+            .order_by("seq")
+            .values_list("frame", flat=True)[:limit]
         )
         if archived:
             frames = archived
@@ -145,7 +159,9 @@ def snapshot_rows(*, session_id: str) -> tuple[list[MessageNode], list[Turn], di
     return nodes, turns, active
 
 
-async def build_snapshot(*, session_id: str, last_seq: int, nodes: list[MessageNode], turns: list[Turn]) -> dict[str, Any]:
+async def build_snapshot(
+    *, session_id: str, last_seq: int, nodes: list[MessageNode], turns: list[Turn]
+) -> dict[str, Any]:
     """The snapshot frame. `last_seq` was read before the rows, so the rows hold at least
     everything up to it. Answers still streaming take their text from the live buffer,
     each with `contentSeq` (the seq of its last delta): a client skips a delta for that
@@ -181,8 +197,9 @@ async def missed_frames(*, session_id: str, after: int, last_seq: int) -> list[s
 
         older = await sync_to_async(
             lambda: list(
-                EventRecord.objects.filter(session_id=session_id, seq__gt=after, seq__lt=first_kept)
-                .order_by("seq").values_list("frame", flat=True)
+                EventRecord.objects.filter(session_id=uuid.UUID(session_id), seq__gt=after, seq__lt=first_kept)
+                .order_by("seq")
+                .values_list("frame", flat=True)
             ),
             thread_sensitive=False,
         )()

@@ -8,7 +8,11 @@ from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Tu
 
 
 def default_parent(
-    *, session: ChatSession, policy: str, in_flight: Sequence[Turn], interrupted: Sequence[Turn],
+    *,
+    session: ChatSession,
+    policy: str,
+    in_flight: Sequence[Turn],
+    interrupted: Sequence[Turn],
 ) -> MessageNode | None:
     """Parent of a new user message when the client names none (DESIGN.md, Sending):
 
@@ -34,8 +38,12 @@ def default_parent(
 
 def context_path(node: MessageNode) -> list[MessageNode]:
     """Nodes from the root down to `node` (inclusive), skipping answers left empty."""
-    by_id = {n.pk: n for n in MessageNode.objects.filter(session_id=node.session_id).only(
-        "id", "parent_id", "role", "parts", "status")}
+    by_id = {
+        n.pk: n
+        for n in MessageNode.objects.filter(session_id=node.session_id).only(
+            "id", "parent_id", "role", "parts", "status"
+        )
+    }
     path: list[MessageNode] = []
     current: MessageNode | None = by_id.get(node.pk, node)
     seen: set[int] = set()

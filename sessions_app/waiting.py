@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -21,7 +22,7 @@ from sessions_app.schemas import CancelFilter
 
 def matched_turns(*, session_id: str, user: AbstractBaseUser, flt: CancelFilter) -> list[dict[str, Any]]:
     """Turns the filter names: a turnId in any state; otherwise the in-flight ones."""
-    turns = Turn.objects.filter(session_id=session_id)
+    turns = Turn.objects.filter(session_id=uuid.UUID(session_id))
     if flt.turn_id is not None:
         turns = turns.filter(turn_id=flt.turn_id)
     else:
@@ -30,14 +31,11 @@ def matched_turns(*, session_id: str, user: AbstractBaseUser, flt: CancelFilter)
             turns = turns.filter(client_id=client_id_of(user))
         elif flt.client_id is not None:
             turns = turns.filter(client_id=flt.client_id)
-    return [
-        {"turnId": t.turn_id, "status": t.status, "reason": t.reason}
-        for t in turns.order_by("id")
-    ]
+    return [{"turnId": t.turn_id, "status": t.status, "reason": t.reason} for t in turns.order_by("id")]
 
 
 def turn_states(*, session_id: str, turn_ids: list[str]) -> list[dict[str, Any]]:
-    by_id = {t.turn_id: t for t in Turn.objects.filter(session_id=session_id, turn_id__in=turn_ids)}
+    by_id = {t.turn_id: t for t in Turn.objects.filter(session_id=uuid.UUID(session_id), turn_id__in=turn_ids)}
     return [{"turnId": i, "status": by_id[i].status, "reason": by_id[i].reason} for i in turn_ids if i in by_id]
 
 
@@ -59,7 +57,9 @@ class _EndWatcher:
         self.done.set()  # re-read the database below
 
 
-async def wait_for_turns(*, session_id: str, user: AbstractBaseUser, flt: CancelFilter, timeout: float) -> dict[str, Any]:
+async def wait_for_turns(
+    *, session_id: str, user: AbstractBaseUser, flt: CancelFilter, timeout: float
+) -> dict[str, Any]:
     turns = await db(matched_turns)(session_id=session_id, user=user, flt=flt)
     turn_ids = [t["turnId"] for t in turns]
     watcher = _EndWatcher({t["turnId"] for t in turns if t["status"] in IN_FLIGHT})

@@ -29,7 +29,7 @@ def django_db_setup(django_test_environment: Any, django_db_blocker: Any) -> Ite
     from django.test.utils import setup_databases, teardown_databases
 
     with django_db_blocker.unblock():
-        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})  # type: ignore[arg-type]
     yield
     with django_db_blocker.unblock():
         teardown_databases(config, verbosity=0)
@@ -85,8 +85,11 @@ def create_user(orm: Callable[[Callable[[], Any]], Any]) -> Callable[..., str]:
         from django.contrib.auth import get_user_model
 
         username = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        orm(lambda: get_user_model().objects.create_user(
-            username=username, password=PASSWORD, is_staff=staff, is_superuser=staff))
+        orm(
+            lambda: get_user_model().objects.create_user(
+                username=username, password=PASSWORD, is_staff=staff, is_superuser=staff
+            )
+        )
         return username
 
     return create

@@ -53,12 +53,31 @@ class Stack:
         return redis.Redis.from_url(self.env["REDIS_URL"])
 
     def start_worker(self, name: str = "worker", concurrency: int = 100) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.logs / f"{name}.log", "ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "threads",
-             "--concurrency", str(concurrency), "--loglevel", "WARNING", "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "-n", f"{name}-{self.key_prefix}@%h"],
-            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"{name}-{self.key_prefix}@%h",
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.processes[name] = process
         before = set(self.live_workers())
@@ -72,14 +91,18 @@ class Stack:
         raise RuntimeError(f"{name} did not start: {self.log_tail(name)}")
 
     def live_workers(self) -> list[bytes]:
-        return list(self.redis.zrangebyscore(f"{self.key_prefix}:workers", time.time() - 5, "+inf"))
+        members = self.redis.zrangebyscore(f"{self.key_prefix}:workers", time.time() - 5, "+inf")
+        return list(members)  # type: ignore[arg-type]
 
     def start_web(self, name: str = "web", extra_env: dict[str, str] | None = None) -> str:
         port = free_port()
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
+        log = open(self.logs / f"{name}.log", "ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-            env={**self.env, **(extra_env or {})}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env={**self.env, **(extra_env or {})},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.processes[name] = process
         url = f"http://127.0.0.1:{port}"
@@ -116,8 +139,14 @@ class Stack:
         self.processes.clear()
 
 
-def start_stack(*, database: str, key_prefix: str, extra_env: dict[str, str] | None = None,
-                worker: bool = True, concurrency: int = 100) -> Stack:
+def start_stack(
+    *,
+    database: str,
+    key_prefix: str,
+    extra_env: dict[str, str] | None = None,
+    worker: bool = True,
+    concurrency: int = 100,
+) -> Stack:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.test"),

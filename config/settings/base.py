@@ -111,9 +111,7 @@ KEY_PREFIX = env("CHAT_KEY_PREFIX", default="chat")
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": env(
-            "CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"
-        ),
+        "BACKEND": env("CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"),
         "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{KEY_PREFIX}:layer:"},
     }
 }

@@ -8,7 +8,7 @@ import os
 import uuid
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import BASE_DIR, DATABASES, SESSIONS_APP, env
+from config.settings.base import BASE_DIR, SESSIONS_APP, env
 
 if not os.environ.get("REDIS_URL"):
     from config.embedded_redis import start_embedded_redis
@@ -19,15 +19,13 @@ if not os.environ.get("REDIS_URL"):
 # inherit it through the environment.
 os.environ.setdefault("CHAT_KEY_PREFIX", f"test{uuid.uuid4().hex[:8]}")
 
-from config.settings.base import database_from_env  # noqa: E402
+from config.settings.base import database_from_env
 
 REDIS_URL = os.environ["REDIS_URL"]
 KEY_PREFIX = os.environ["CHAT_KEY_PREFIX"]
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": env(
-            "CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"
-        ),
+        "BACKEND": env("CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"),
         "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{KEY_PREFIX}:layer:"},
     }
 }

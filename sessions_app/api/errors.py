@@ -41,8 +41,11 @@ def describe(exc: Exception) -> tuple[int, str, str] | None:
         return 429, "rate_limited", str(exc.detail)
     if isinstance(exc, exceptions.APIException):
         detail = exc.detail
-        message = str(detail if not isinstance(detail, dict | list) else next(iter(
-            detail.values() if isinstance(detail, dict) else detail), detail))
+        message = str(
+            detail
+            if not isinstance(detail, dict | list)
+            else next(iter(detail.values() if isinstance(detail, dict) else detail), detail)
+        )
         return exc.status_code, "invalid", message
     return None
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import authenticate
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
@@ -28,6 +29,13 @@ from sessions_app.schemas import CancelFilter, MemberBody, SendBody, SessionCrea
 from sessions_app.services.sessions import member_add, member_leave, require_member, session_create, session_update
 from sessions_app.services.turns import turn_send, turns_cancel
 from sessions_app.waiting import wait_for_turns
+
+
+def _user(request: Request) -> AbstractBaseUser:
+    """The authenticated user (IsAuthenticated has already refused anonymous requests)."""
+    user = request.user
+    assert isinstance(user, AbstractBaseUser)
+    return user
 
 
 def _body(request: Request) -> dict[str, Any]:
@@ -75,13 +83,16 @@ class ModelsView(APIView):
 
 class SessionsView(APIView):
     def get(self, request: Request) -> Response:
-        sessions = selectors.sessions_for_user(user=request.user)
+        sessions = selectors.sessions_for_user(user=_user(request))
         return Response({"results": [selectors.session_payload(s) for s in sessions]})
 
     def post(self, request: Request) -> Response:
         body = SessionCreateBody.model_validate(_body(request))
         session = session_create(
-            owner=request.user, title=body.title, model=body.model, model_options=body.model_options,
+            owner=_user(request),
+            title=body.title,
+            model=body.model,
+            model_options=body.model_options,
             policy=body.policy,
         )
         return Response(selectors.session_payload(session, detail=True), status=status.HTTP_201_CREATED)
@@ -89,69 +100,75 @@ class SessionsView(APIView):
 
 class SessionView(APIView):
     def get(self, request: Request, session_id: str) -> Response:
-        session = require_member(session_id=session_id, user=request.user)
+        session = require_member(session_id=session_id, user=_user(request))
         return Response(selectors.session_payload(session, detail=True))
 
     def patch(self, request: Request, session_id: str) -> Response:
-        session = require_member(session_id=session_id, user=request.user)
+        session = require_member(session_id=session_id, user=_user(request))
         body = SessionUpdateBody.model_validate(_body(request))
         session = session_update(
-            session=session, user=request.user, title=body.title, model=body.model,
-            model_options=body.model_options, policy=body.policy,
+            session=session,
+            user=_user(request),
+            title=body.title,
+            model=body.model,
+            model_options=body.model_options,
+            policy=body.policy,
         )
         return Response(selectors.session_payload(session, detail=True))
 
 
 class MembersView(APIView):
     def post(self, request: Request, session_id: str) -> Response:
-        session = require_member(session_id=session_id, user=request.user)
+        session = require_member(session_id=session_id, user=_user(request))
         body = MemberBody.model_validate(_body(request))
-        membership = member_add(session=session, by=request.user, username=body.username)
+        membership = member_add(session=session, by=_user(request), username=body.username)
         return Response(
             {"username": membership.user.get_username(), "role": membership.role}, status=status.HTTP_201_CREATED
         )
 
     def delete(self, request: Request, session_id: str) -> Response:
         """Leave the session."""
-        session = require_member(session_id=session_id, user=request.user)
-        member_leave(session=session, user=request.user)
+        session = require_member(session_id=session_id, user=_user(request))
+        member_leave(session=session, user=_user(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class TurnsView(APIView):
     def get(self, request: Request, session_id: str) -> Response:
-        session = require_member(session_id=session_id, user=request.user)
+        session = require_member(session_id=session_id, user=_user(request))
         return Response({"results": selectors.turns_list(session=session, status=request.query_params.get("status"))})
 
     def post(self, request: Request, session_id: str) -> Response:
         body = SendBody.model_validate(_body(request))
-        result = turn_send(session_id=session_id, user=request.user, body=body)
+        result = turn_send(session_id=session_id, user=_user(request), body=body)
         return Response(result.as_dict(), status=status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK)
 
 
 class TurnView(APIView):
     def get(self, request: Request, session_id: str, turn_id: str) -> Response:
-        session = require_member(session_id=session_id, user=request.user)
+        session = require_member(session_id=session_id, user=_user(request))
         return Response(selectors.turn_detail(session=session, turn_id=turn_id))
 
 
 class CancelView(APIView):
     def post(self, request: Request, session_id: str) -> Response:
         flt = CancelFilter.model_validate(_body(request))
-        outcome = turns_cancel(session_id=session_id, user=request.user, flt=flt)
+        outcome = turns_cancel(session_id=session_id, user=_user(request), flt=flt)
         return Response(outcome.as_dict())
 
 
 class MessagesView(APIView):
     def get(self, request: Request, session_id: str) -> Response:
-        session = require_member(session_id=session_id, user=request.user)
+        session = require_member(session_id=session_id, user=_user(request))
         limit = _int(request, "limit", 50, 1, 500)
-        return Response(selectors.messages_page(session=session, before=request.query_params.get("before"), limit=limit))
+        return Response(
+            selectors.messages_page(session=session, before=request.query_params.get("before"), limit=limit)
+        )
 
 
 class EventsView(APIView):
     def get(self, request: Request, session_id: str) -> Response:
-        session = require_member(session_id=session_id, user=request.user)
+        session = require_member(session_id=session_id, user=_user(request))
         after = _int(request, "after", 0, 0, 2**62)
         limit = _int(request, "limit", 1000, 1, 5000)
         return Response(selectors.events_page(session=session, after=after, limit=limit))
@@ -190,7 +207,9 @@ async def wait_view(request: HttpRequest, session_id: str) -> HttpResponse:
         body = WaitBody.model_validate(raw)
         await db(require_member)(session_id=session_id, user=user)
         result = await wait_for_turns(
-            session_id=session_id, user=user, flt=body.filter,
+            session_id=session_id,
+            user=user,
+            flt=body.filter,
             timeout=min(body.timeout, float(app_settings.MAX_WAIT_SECONDS)),
         )
     except Exception as exc:

@@ -16,7 +16,7 @@ from sessions_app import events, live
 from sessions_app.cancellation.authorisers import CancelRequest
 from sessions_app.conf import app_settings
 from sessions_app.live import Event
-from sessions_app.models import IN_FLIGHT, ChatSession, HeldCancel, NodeStatus, Turn, TurnStatus
+from sessions_app.models import IN_FLIGHT, ChatSession, HeldCancel, MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter
 
 
@@ -38,13 +38,21 @@ def client_id_of(user: AbstractBaseUser) -> str:
 
 
 def authorise(
-    *, session: ChatSession, requester: AbstractBaseUser, filter_: dict[str, Any], owners: dict[str, str],
+    *,
+    session: ChatSession,
+    requester: AbstractBaseUser,
+    filter_: dict[str, Any],
+    owners: dict[str, str],
 ) -> set[str]:
     authoriser = import_string(app_settings.CANCEL_AUTHORISER)
     request = CancelRequest(
-        session_id=str(session.pk), requester_id=int(requester.pk), client_id=client_id_of(requester),
-        is_session_owner=session.owner_id == requester.pk, filter=filter_,  # type: ignore[attr-defined]
-        matched_turn_ids=list(owners), turn_owners=owners,
+        session_id=str(session.pk),
+        requester_id=int(requester.pk),
+        client_id=client_id_of(requester),
+        is_session_owner=session.owner_id == requester.pk,
+        filter=filter_,  # type: ignore[attr-defined]
+        matched_turn_ids=list(owners),
+        turn_owners=owners,
     )
     return set(authoriser(request)) & set(owners)
 
@@ -55,7 +63,7 @@ def end_queued(turn: Turn, *, by: str) -> None:
     Turn.objects.filter(pk=turn.pk).update(status=TurnStatus.CANCELLED, cancel_requested_by=by, ended_at=now)
     turn.status, turn.cancel_requested_by, turn.ended_at = TurnStatus.CANCELLED, by, now
     if turn.assistant_message_id:
-        turn.assistant_message.__class__.objects.filter(pk=turn.assistant_message_id).update(
+        MessageNode.objects.filter(pk=turn.assistant_message_id).update(
             status=NodeStatus.CANCELLED
         )
 
@@ -80,9 +88,10 @@ def _hold(session: ChatSession, requester: AbstractBaseUser, turn_id: str) -> bo
     if HeldCancel.objects.filter(session=session).count() >= app_settings.HELD_CANCEL_LIMIT:
         return False
     HeldCancel.objects.update_or_create(
-        session=session, turn_id=turn_id,
+        session=session,
+        turn_id=turn_id,
         defaults={
-            "requested_by": requester,
+            "requested_by_id": requester.pk,
             "expires_at": now + timedelta(seconds=app_settings.HELD_CANCEL_TTL_SECONDS),
         },
     )
@@ -90,8 +99,13 @@ def _hold(session: ChatSession, requester: AbstractBaseUser, turn_id: str) -> bo
 
 
 def cancel_locked(
-    *, session: ChatSession, requester: AbstractBaseUser, flt: CancelFilter,
-    only_active: bool = False, bypass_authoriser: bool = False, announce: bool = True,
+    *,
+    session: ChatSession,
+    requester: AbstractBaseUser,
+    flt: CancelFilter,
+    only_active: bool = False,
+    bypass_authoriser: bool = False,
+    announce: bool = True,
 ) -> CancelOutcome:
     """Cancel what `flt` matches. The caller holds the session lock and emits
     `outcome.events` on commit; workers are signalled on commit from here."""
@@ -104,8 +118,10 @@ def cancel_locked(
     if not matched:
         return outcome
     owners = {t.turn_id: t.client_id for t in matched}
-    allowed = set(owners) if bypass_authoriser else authorise(
-        session=session, requester=requester, filter_=flt.as_dict(), owners=owners
+    allowed = (
+        set(owners)
+        if bypass_authoriser
+        else authorise(session=session, requester=requester, filter_=flt.as_dict(), owners=owners)
     )
     by = client_id_of(requester)
     to_signal: list[int] = []
@@ -140,7 +156,9 @@ def take_held_cancel(*, session: ChatSession, turn_id: str, owner_client_id: str
         return False
     held.delete()
     allowed = authorise(
-        session=session, requester=held.requested_by, filter_={"turnId": turn_id},
+        session=session,
+        requester=held.requested_by,
+        filter_={"turnId": turn_id},
         owners={turn_id: owner_client_id},
     )
     return turn_id in allowed

@@ -33,23 +33,35 @@ def _check_model(model: str) -> None:
 
 
 def session_create(
-    *, owner: AbstractBaseUser, title: str = "", model: str | None = None,
-    model_options: dict[str, Any] | None = None, policy: str | None = None,
+    *,
+    owner: AbstractBaseUser,
+    title: str = "",
+    model: str | None = None,
+    model_options: dict[str, Any] | None = None,
+    policy: str | None = None,
 ) -> ChatSession:
     model = model or app_settings.DEFAULT_MODEL
     _check_model(model)
     with transaction.atomic():
         session = ChatSession.objects.create(
-            owner=owner, title=title, model=model, model_options=model_options or {},
+            owner_id=owner.pk,
+            title=title,
+            model=model,
+            model_options=model_options or {},
             policy=policy or app_settings.DEFAULT_POLICY,
         )
-        Membership.objects.create(session=session, user=owner, role=Membership.MemberRole.OWNER)
+        Membership.objects.create(session=session, user_id=owner.pk, role=Membership.MemberRole.OWNER)
     return session
 
 
 def session_update(
-    *, session: ChatSession, user: AbstractBaseUser, title: str | None = None, model: str | None = None,
-    model_options: dict[str, Any] | None = None, policy: str | None = None,
+    *,
+    session: ChatSession,
+    user: AbstractBaseUser,
+    title: str | None = None,
+    model: str | None = None,
+    model_options: dict[str, Any] | None = None,
+    policy: str | None = None,
 ) -> ChatSession:
     """Any member may rename the session or change its default policy; the model is the
     owner's to change."""

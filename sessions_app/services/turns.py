@@ -20,7 +20,14 @@ from sessions_app.conf import app_settings
 from sessions_app.errors import Busy, Conflict, Invalid, NotFound, QueueFull, RateLimited, TooLarge
 from sessions_app.live import Event
 from sessions_app.models import (
-    IN_FLIGHT, ChatSession, MessageNode, NodeStatus, Policy, Role, Turn, TurnStatus,
+    IN_FLIGHT,
+    ChatSession,
+    MessageNode,
+    NodeStatus,
+    Policy,
+    Role,
+    Turn,
+    TurnStatus,
 )
 from sessions_app.schemas import CancelFilter, SendBody
 from sessions_app.services.sessions import require_member
@@ -92,16 +99,22 @@ def _existing(session: ChatSession, body: SendBody) -> SendResult | None:
     different content."""
     turn: Turn | None = None
     if body.turn_id:
-        turn = Turn.objects.filter(session=session, turn_id=body.turn_id).select_related(
-            "user_message", "assistant_message__fork_of").first()
+        turn = (
+            Turn.objects.filter(session=session, turn_id=body.turn_id)
+            .select_related("user_message", "assistant_message__fork_of")
+            .first()
+        )
     ids = [m.id for m in body.messages]
     nodes = {n.node_id: n for n in MessageNode.objects.filter(session=session, node_id__in=ids)}
     if turn is None and not nodes:
         return None
     if turn is None:
         first = nodes[ids[0]] if ids[0] in nodes else next(iter(nodes.values()))
-        turn = Turn.objects.filter(pk=first.turn_id).select_related(
-            "user_message", "assistant_message__fork_of").first()
+        turn = (
+            Turn.objects.filter(pk=first.turn_id or 0)
+            .select_related("user_message", "assistant_message__fork_of")
+            .first()
+        )
         if turn is None or first.role != Role.USER:
             raise Conflict("a message id of this send is already used")
     if body.regenerate:
@@ -163,8 +176,14 @@ def _send_locked(session_pk: Any, user: AbstractBaseUser, body: SendBody) -> Sen
 
     client_id = client_id_of(user)
     turn = Turn.objects.create(
-        session=session, turn_id=body.turn_id or str(uuid.uuid4()), user=user, client_id=client_id,
-        status=status, policy=policy, model=session.model, model_options=session.model_options,
+        session=session,
+        turn_id=body.turn_id or str(uuid.uuid4()),
+        user_id=user.pk,
+        client_id=client_id,
+        status=status,
+        policy=policy,
+        model=session.model,
+        model_options=session.model_options,
         started_at=timezone.now() if status == TurnStatus.ACTIVE else None,
     )
     new_nodes: list[MessageNode] = []
@@ -186,14 +205,26 @@ def _send_locked(session_pk: Any, user: AbstractBaseUser, body: SendBody) -> Sen
             parent = default_parent(session=session, policy=policy, in_flight=in_flight, interrupted=interrupted)
         for index, message in enumerate(body.messages):
             parent = MessageNode.objects.create(
-                session=session, node_id=message.id, parent=parent, role=Role.USER, parts=_parts(message),
-                turn=turn, client_id=client_id, fork_of=edited if body.fork_of and index == 0 else None,
+                session=session,
+                node_id=message.id,
+                parent=parent,
+                role=Role.USER,
+                parts=_parts(message),
+                turn=turn,
+                client_id=client_id,
+                fork_of=edited if body.fork_of and index == 0 else None,
             )
             new_nodes.append(parent)
         user_node = new_nodes[-1]
     assistant = MessageNode.objects.create(
-        session=session, node_id=f"a-{uuid.uuid4()}", parent=user_node, role=Role.ASSISTANT, parts=[],
-        turn=turn, client_id=client_id, fork_of=fork_of,
+        session=session,
+        node_id=f"a-{uuid.uuid4()}",
+        parent=user_node,
+        role=Role.ASSISTANT,
+        parts=[],
+        turn=turn,
+        client_id=client_id,
+        fork_of=fork_of,
         status=NodeStatus.STREAMING if status == TurnStatus.ACTIVE else NodeStatus.QUEUED,
     )
     new_nodes.append(assistant)
@@ -229,12 +260,24 @@ def _send_signals(nodes: Sequence[MessageNode], turn: Turn) -> None:
         signals.turn_ended.send(sender=Turn, turn=turn, reason=turn.status)
 
 
+def _announce_ended(turns: Sequence[Turn]) -> None:
+    for turn in turns:
+        signals.turn_ended.send(sender=Turn, turn=turn, reason=turn.status)
+
+
 def turns_cancel(
-    *, session_id: Any, user: AbstractBaseUser, flt: CancelFilter, as_admin: bool = False,
+    *,
+    session_id: Any,
+    user: AbstractBaseUser,
+    flt: CancelFilter,
+    as_admin: bool = False,
 ) -> CancelOutcome:
     """Cancel the turns `flt` matches that the authoriser allows; report the rest."""
-    session = ChatSession.objects.filter(pk=session_id).first() if as_admin else require_member(
-        session_id=session_id, user=user)
+    session = (
+        ChatSession.objects.filter(pk=session_id).first()
+        if as_admin
+        else require_member(session_id=session_id, user=user)
+    )
     if session is None:
         raise NotFound("no such session")
     with transaction.atomic():
@@ -242,7 +285,7 @@ def turns_cancel(
         outcome = cancel_locked(session=session, requester=user, flt=flt, bypass_authoriser=as_admin)
         events.emit_on_commit(str(session.pk), outcome.events)
         ended = list(outcome.ended)
-        _announce(lambda: [signals.turn_ended.send(sender=Turn, turn=t, reason=t.status) for t in ended])
+        _announce(lambda: _announce_ended(ended))
     return outcome
 
 
@@ -274,15 +317,28 @@ def turn_claim(*, turn_pk: int, worker_id: str) -> ClaimedTurn | None:
     assert turn.user_message is not None and turn.assistant_message is not None
     context = [{"role": n.role, "parts": n.parts} for n in context_path(turn.user_message)]
     return ClaimedTurn(
-        pk=turn.pk, session_id=str(turn.session_id), turn_id=turn.turn_id, client_id=turn.client_id,
-        model=turn.model, model_options=dict(turn.model_options), assistant_message_id=turn.assistant_message.node_id,
-        cancel_requested=bool(turn.cancel_requested_by), context=context,
+        pk=turn.pk,
+        session_id=str(turn.session_id),
+        turn_id=turn.turn_id,
+        client_id=turn.client_id,
+        model=turn.model,
+        model_options=dict(turn.model_options),
+        assistant_message_id=turn.assistant_message.node_id,
+        cancel_requested=bool(turn.cancel_requested_by),
+        context=context,
     )
 
 
 def turn_finish(
-    *, turn_pk: int, status: str, parts: list[dict[str, Any]], content_seq: int,
-    error_code: str = "", error_message: str = "", usage: dict[str, Any] | None = None, finish_reason: str = "",
+    *,
+    turn_pk: int,
+    status: str,
+    parts: list[dict[str, Any]],
+    content_seq: int,
+    error_code: str = "",
+    error_message: str = "",
+    usage: dict[str, Any] | None = None,
+    finish_reason: str = "",
 ) -> bool:
     """End an active turn with its final answer, then start the next queued turn if the
     session has no active turn left. False if the turn had already ended."""
@@ -291,22 +347,32 @@ def turn_finish(
         session = ChatSession.objects.select_for_update().get(pk=turn.session_id)
         now = timezone.now()
         ended = Turn.objects.filter(pk=turn_pk, status=TurnStatus.ACTIVE).update(
-            status=status, ended_at=now, error_code=error_code, error_message=error_message,
-            usage=usage or {}, finish_reason=finish_reason,
+            status=status,
+            ended_at=now,
+            error_code=error_code,
+            error_message=error_message,
+            usage=usage or {},
+            finish_reason=finish_reason,
         )
         if not ended:
             return False
         turn.status, turn.ended_at, turn.error_code, turn.error_message = status, now, error_code, error_message
-        MessageNode.objects.filter(pk=turn.assistant_message_id).update(
-            parts=parts, content_seq=content_seq, status=status,
+        MessageNode.objects.filter(pk=turn.assistant_message_id or 0).update(
+            parts=parts,
+            content_seq=content_seq,
+            status=status,
         )
         emitted = [events.turn_end(turn)]
         emitted.extend(_promote_queue(session))
         events.emit_on_commit(str(session.pk), emitted)
-        _announce(lambda: signals.turn_ended.send(sender=Turn, turn=turn, reason=status))
+        _announce(lambda: _announce_ended([turn]))
     if turn.assistant_message:
         live.expire_live_content_sync(str(turn.session_id), turn.assistant_message.node_id)
     return True
+
+
+def _announce_started(turn: Turn) -> None:
+    signals.turn_started.send(sender=Turn, turn=turn)
 
 
 def _promote_queue(session: ChatSession) -> list[Event]:
@@ -317,18 +383,21 @@ def _promote_queue(session: ChatSession) -> list[Event]:
     if turn is None:
         return []
     Turn.objects.filter(pk=turn.pk).update(status=TurnStatus.ACTIVE, started_at=timezone.now())
-    MessageNode.objects.filter(pk=turn.assistant_message_id).update(status=NodeStatus.STREAMING)
+    MessageNode.objects.filter(pk=turn.assistant_message_id or 0).update(status=NodeStatus.STREAMING)
     turn.status = TurnStatus.ACTIVE
     _announce(lambda: _dispatch(turn.pk))
-    _announce(lambda: signals.turn_started.send(sender=Turn, turn=turn))
+    _announce(lambda: _announce_started(turn))
     return [events.turn_start(turn)]
 
 
-def turns_fail_lost(*, live_workers: set[str]) -> list[str]:
-    """End active turns whose worker has stopped heartbeating with error `worker_lost`,
-    keeping what they streamed. Returns the ended turn ids."""
+def turns_fail_lost(*, live_workers: set[str], scope: str = "") -> list[str]:
+    """End active turns whose worker (of this deployment: ids starting with `scope`) has
+    stopped heartbeating with error `worker_lost`, keeping what they streamed. Returns the
+    ended turn ids."""
     lost = (
-        Turn.objects.filter(status=TurnStatus.ACTIVE).exclude(worker_id="").exclude(worker_id__in=live_workers)
+        Turn.objects.filter(status=TurnStatus.ACTIVE, worker_id__startswith=scope)
+        .exclude(worker_id="")
+        .exclude(worker_id__in=live_workers)
         .select_related("assistant_message")
     )
     ended = []
@@ -336,8 +405,12 @@ def turns_fail_lost(*, live_workers: set[str]) -> list[str]:
         message_id = turn.assistant_message.node_id if turn.assistant_message else ""
         content = live.live_content_sync(str(turn.session_id), message_id)
         if turn_finish(
-            turn_pk=turn.pk, status=TurnStatus.ERROR, parts=content.parts, content_seq=content.content_seq,
-            error_code="worker_lost", error_message="the worker running this turn stopped",
+            turn_pk=turn.pk,
+            status=TurnStatus.ERROR,
+            parts=content.parts,
+            content_seq=content.content_seq,
+            error_code="worker_lost",
+            error_message="the worker running this turn stopped",
         ):
             ended.append(turn.turn_id)
     return ended

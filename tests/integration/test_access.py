@@ -31,10 +31,14 @@ async def test_non_members_are_forbidden_everywhere(make_client):
     sid = session["id"]
     turn = await alice.send(sid, "private")
     calls = [
-        ("GET", f"/api/sessions/{sid}", None), ("POST", f"/api/sessions/{sid}/turns", {"messages": [user_message("x")]}),
-        ("GET", f"/api/sessions/{sid}/turns", None), ("GET", f"/api/sessions/{sid}/turns/{turn['turnId']}", None),
-        ("POST", f"/api/sessions/{sid}/cancel", {"all": True}), ("POST", f"/api/sessions/{sid}/wait", {"timeout": 1}),
-        ("GET", f"/api/sessions/{sid}/messages", None), ("GET", f"/api/sessions/{sid}/events", None),
+        ("GET", f"/api/sessions/{sid}", None),
+        ("POST", f"/api/sessions/{sid}/turns", {"messages": [user_message("x")]}),
+        ("GET", f"/api/sessions/{sid}/turns", None),
+        ("GET", f"/api/sessions/{sid}/turns/{turn['turnId']}", None),
+        ("POST", f"/api/sessions/{sid}/cancel", {"all": True}),
+        ("POST", f"/api/sessions/{sid}/wait", {"timeout": 1}),
+        ("GET", f"/api/sessions/{sid}/messages", None),
+        ("GET", f"/api/sessions/{sid}/events", None),
         ("POST", f"/api/sessions/{sid}/members", {"username": mallory.client_id}),
     ]
     for method, path, body in calls:
@@ -47,8 +51,11 @@ async def test_non_members_are_forbidden_everywhere(make_client):
 async def test_unknown_sessions_and_turns_are_not_found(make_client):
     alice = await make_client("alice")
     session = await session_with(alice)
-    for path in ("/api/sessions/00000000-0000-0000-0000-000000000000", "/api/sessions/not-a-uuid/turns",
-                 f"/api/sessions/{session['id']}/turns/nope"):
+    for path in (
+        "/api/sessions/00000000-0000-0000-0000-000000000000",
+        "/api/sessions/not-a-uuid/turns",
+        f"/api/sessions/{session['id']}/turns/nope",
+    ):
         with pytest.raises(ChatClientError) as missing:
             await alice.request("GET", path)
         assert (missing.value.status, missing.value.code) == (404, "not_found")
@@ -117,7 +124,9 @@ async def test_bad_http_input_is_refused_with_the_documented_codes(make_client):
     for body, status, code in cases:
         response = await alice.http.post(f"/api/sessions/{sid}/turns", json=body)
         assert (response.status_code, response.json()["error"]["code"]) == (status, code), body
-    not_json = await alice.http.post(f"/api/sessions/{sid}/turns", content=b"{", headers={"Content-Type": "application/json"})
+    not_json = await alice.http.post(
+        f"/api/sessions/{sid}/turns", content=b"{", headers={"Content-Type": "application/json"}
+    )
     assert (not_json.status_code, not_json.json()["error"]["code"]) == (400, "invalid")
     bad_filter = await alice.http.post(f"/api/sessions/{sid}/cancel", json={"turnId": "a", "all": True})
     assert (bad_filter.status_code, bad_filter.json()["error"]["code"]) == (400, "invalid")

@@ -12,12 +12,20 @@ from tests.conftest import PASSWORD
 from tests.integration.helpers import NOTICE, session_with
 
 
+def csrf_token(html: str) -> str:
+    found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert found is not None, "no CSRF token on the page"
+    return found.group(1)
+
+
 async def admin_login(base_url: str, username: str) -> httpx.AsyncClient:
     http = httpx.AsyncClient(base_url=base_url, follow_redirects=True)
     page = await http.get("/admin/login/")
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    await http.post("/admin/login/", data={"username": username, "password": PASSWORD,
-                                           "csrfmiddlewaretoken": token, "next": "/admin/"})
+    token = csrf_token(page.text)
+    await http.post(
+        "/admin/login/",
+        data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token, "next": "/admin/"},
+    )
     return http
 
 
@@ -33,9 +41,11 @@ async def test_admin_cancels_selected_turns_through_the_service(make_client, sta
     try:
         listing = await admin.get("/admin/sessions_app/turn/", params={"status__exact": "active"})
         assert turn.turn_id in listing.text
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', listing.text).group(1)
-        await admin.post("/admin/sessions_app/turn/", data={
-            "action": "cancel_turns", "_selected_action": str(pk), "csrfmiddlewaretoken": token})
+        token = csrf_token(listing.text)
+        await admin.post(
+            "/admin/sessions_app/turn/",
+            data={"action": "cancel_turns", "_selected_action": str(pk), "csrfmiddlewaretoken": token},
+        )
     finally:
         await admin.aclose()
 

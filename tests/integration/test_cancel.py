@@ -98,8 +98,12 @@ async def test_cancel_while_the_model_is_silent_ends_the_turn_at_once(make_clien
     session = await session_with(alice, tokens=50, rate=100, pauseAfter=5, pauseSeconds=60)
     device = await alice.connect(session["id"])
     turn = await device.send("go quiet")
-    await device.wait_for(lambda: len([e for e in device.turn_events(turn.turn_id) if e["type"] == "delta"]) >= 1
-                          and device.text_of(turn.ack["assistantMessageId"]).count(" ") >= 5)
+    await device.wait_for(
+        lambda: (
+            len([e for e in device.turn_events(turn.turn_id) if e["type"] == "delta"]) >= 1
+            and device.text_of(turn.ack["assistantMessageId"]).count(" ") >= 5
+        )
+    )
 
     started = time.monotonic()
     await device.cancel(turn_id=turn.turn_id)
@@ -214,8 +218,9 @@ async def test_a_dropped_connection_cancels_nothing(make_client):
 @pytest.fixture(scope="module")
 def owner_only_url(stack):
     """A second Daphne on the shared stack, whose authoriser lets only a turn's owner cancel it."""
-    return stack.start_web("web-owner-only", {
-        "CHAT_CANCEL_AUTHORISER": "sessions_app.cancellation.authorisers.turn_owner_only"})
+    return stack.start_web(
+        "web-owner-only", {"CHAT_CANCEL_AUTHORISER": "sessions_app.cancellation.authorisers.turn_owner_only"}
+    )
 
 
 async def test_refused_cancel_is_reported_to_the_requester_and_the_turn_goes_on(make_client, owner_only_url):

@@ -30,8 +30,9 @@ async def test_repeating_a_send_by_turn_id_returns_the_same_turn(make_client):
     alice = await make_client("alice")
     session = await session_with(alice, tokens=5, rate=100)
     message = user_message("by turn id")
-    concurrent = await asyncio.gather(*[
-        alice.send(session["id"], messages=[message], turnId="my-turn") for _ in range(4)])
+    concurrent = await asyncio.gather(
+        *[alice.send(session["id"], messages=[message], turnId="my-turn") for _ in range(4)]
+    )
 
     assert {c["turnId"] for c in concurrent} == {"my-turn"}
     assert len(await alice.turns(session["id"])) == 1

@@ -11,7 +11,8 @@ async def test_one_turn_streams_the_same_text_to_two_users_on_three_devices(make
     alice, bob = await make_client("alice"), await make_client("bob")
     session = await session_with(alice, bob, tokens=30, rate=200)
     phone, laptop, bobs = await asyncio.gather(
-        alice.connect(session["id"]), alice.connect(session["id"]), bob.connect(session["id"]))
+        alice.connect(session["id"]), alice.connect(session["id"]), bob.connect(session["id"])
+    )
 
     turn = await phone.send("Plan a trip")
     streamed = "".join([text async for text in turn.stream()])
@@ -35,8 +36,12 @@ async def test_concurrent_turns_each_stream_their_own_answer(make_client):
     device = await alice.connect(session["id"])
 
     turns = [await device.send(f"question {i}") for i in range(3)]
-    await device.wait_for(lambda: len(device.active_turns.get(device.client_id, set())) == 3 or all(
-        device.turns.get(t.turn_id, {}).get("status") == "complete" for t in turns))
+    await device.wait_for(
+        lambda: (
+            len(device.active_turns.get(device.client_id, set())) == 3
+            or all(device.turns.get(t.turn_id, {}).get("status") == "complete" for t in turns)
+        )
+    )
     for turn in turns:
         await turn.end()
     for i, turn in enumerate(turns):

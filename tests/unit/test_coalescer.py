@@ -12,8 +12,16 @@ from sessions_app.services.turns import ClaimedTurn
 
 
 def claimed() -> ClaimedTurn:
-    return ClaimedTurn(pk=1, session_id=str(uuid.uuid4()), turn_id="t", client_id="c", model="demo",
-                       model_options={}, assistant_message_id="a1", cancel_requested=False)
+    return ClaimedTurn(
+        pk=1,
+        session_id=str(uuid.uuid4()),
+        turn_id="t",
+        client_id="c",
+        model="demo",
+        model_options={},
+        assistant_message_id="a1",
+        cancel_requested=False,
+    )
 
 
 async def test_without_a_window_every_delta_goes_out_at_once():

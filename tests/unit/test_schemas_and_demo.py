@@ -14,30 +14,48 @@ def test_an_empty_filter_means_own():
     assert CancelFilter.model_validate({}).as_dict() == {"own": True}
 
 
-@pytest.mark.parametrize("raw", [{"own": True, "all": True}, {"turnId": "a", "clientId": "b"}, {"own": False},
-                                 {"all": "yes"}, {"turnId": ""}, {"nope": 1}])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"own": True, "all": True},
+        {"turnId": "a", "clientId": "b"},
+        {"own": False},
+        {"all": "yes"},
+        {"turnId": ""},
+        {"nope": 1},
+    ],
+)
 def test_a_filter_holds_exactly_one_valid_scope(raw):
     with pytest.raises(ValidationError):
         CancelFilter.model_validate(raw)
 
 
-@pytest.mark.parametrize("raw", [
-    {"messages": []},
-    {"messages": [{"id": "m", "role": "assistant", "parts": [{"type": "text", "text": "x"}]}]},
-    {"messages": [{"id": "m", "role": "user", "parts": []}]},
-    {"messages": [{"id": "has space", "role": "user", "parts": [{"type": "text", "text": "x"}]}]},
-    {"regenerate": "a1", "messages": [{"id": "m", "role": "user", "parts": [{"type": "text", "text": "x"}]}]},
-    {"regenerate": "a1", "parent": "p"},
-    {"messages": [{"id": "m", "role": "user", "parts": [{"type": "text", "text": "x"}]}], "extra": 1},
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"messages": []},
+        {"messages": [{"id": "m", "role": "assistant", "parts": [{"type": "text", "text": "x"}]}]},
+        {"messages": [{"id": "m", "role": "user", "parts": []}]},
+        {"messages": [{"id": "has space", "role": "user", "parts": [{"type": "text", "text": "x"}]}]},
+        {"regenerate": "a1", "messages": [{"id": "m", "role": "user", "parts": [{"type": "text", "text": "x"}]}]},
+        {"regenerate": "a1", "parent": "p"},
+        {"messages": [{"id": "m", "role": "user", "parts": [{"type": "text", "text": "x"}]}], "extra": 1},
+    ],
+)
 def test_malformed_sends_are_refused(raw):
     with pytest.raises(ValidationError):
         SendBody.model_validate(raw)
 
 
 def test_a_send_reads_the_protocols_camel_case_fields():
-    body = SendBody.model_validate({"turnId": "t", "forkOf": "u", "policy": "queue",
-                                    "messages": [{"id": "m", "role": "user", "parts": [{"type": "text", "text": "x"}]}]})
+    body = SendBody.model_validate(
+        {
+            "turnId": "t",
+            "forkOf": "u",
+            "policy": "queue",
+            "messages": [{"id": "m", "role": "user", "parts": [{"type": "text", "text": "x"}]}],
+        }
+    )
     assert (body.turn_id, body.fork_of, body.policy) == ("t", "u", "queue")
 
 
@@ -48,8 +66,9 @@ def test_demo_answers_are_a_function_of_the_prompt():
 
 
 def request(**options):
-    return ModelRequest(model="demo", messages=[{"role": "user", "parts": [{"type": "text", "text": "hi there"}]}],
-                        options=options)
+    return ModelRequest(
+        model="demo", messages=[{"role": "user", "parts": [{"type": "text", "text": "hi there"}]}], options=options
+    )
 
 
 async def test_demo_streams_its_tokens_then_usage():

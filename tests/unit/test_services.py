@@ -36,8 +36,14 @@ def session(alice, bob):
 
 
 def send(session, user, text="hi", **extra):
-    body = SendBody.model_validate({"messages": [{"id": extra.pop("id", str(uuid.uuid4())), "role": "user",
-                                                  "parts": [{"type": "text", "text": text}]}], **extra})
+    body = SendBody.model_validate(
+        {
+            "messages": [
+                {"id": extra.pop("id", str(uuid.uuid4())), "role": "user", "parts": [{"type": "text", "text": text}]}
+            ],
+            **extra,
+        }
+    )
     return turn_send(session_id=session.pk, user=user, body=body)
 
 
@@ -131,8 +137,9 @@ def test_a_turn_is_claimed_once_and_ended_once(session, alice):
 
 def test_turns_of_a_lost_worker_end_with_worker_lost(session, alice):
     result = send(session, alice)
-    turn_claim(turn_pk=result.turn.pk, worker_id="dead-worker")
-    assert turns_fail_lost(live_workers={"other"}) == [result.turn.turn_id]
+    turn_claim(turn_pk=result.turn.pk, worker_id="site-a/dead-worker")
+    assert turns_fail_lost(live_workers=set(), scope="site-b/") == []  # not this deployment's worker
+    assert turns_fail_lost(live_workers={"site-a/other"}, scope="site-a/") == [result.turn.turn_id]
     turn = Turn.objects.get(pk=result.turn.pk)
     assert (turn.status, turn.error_code) == (TurnStatus.ERROR, "worker_lost")
 
@@ -146,8 +153,15 @@ def test_non_members_cannot_send_or_cancel(session):
 
 
 def test_authorisers():
-    request = CancelRequest(session_id="s", requester_id=2, client_id="bob", is_session_owner=False,
-                            filter={"all": True}, matched_turn_ids=["a", "b"], turn_owners={"a": "alice", "b": "bob"})
+    request = CancelRequest(
+        session_id="s",
+        requester_id=2,
+        client_id="bob",
+        is_session_owner=False,
+        filter={"all": True},
+        matched_turn_ids=["a", "b"],
+        turn_owners={"a": "alice", "b": "bob"},
+    )
     assert list(turn_owner_only(request)) == ["b"]
     assert list(turn_owner_or_session_owner(request)) == ["b"]
     owner = CancelRequest(**{**request.__dict__, "is_session_owner": True})

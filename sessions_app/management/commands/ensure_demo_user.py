@@ -20,4 +20,6 @@ class Command(BaseCommand):
             user.set_password(options["password"])
             user.is_staff = user.is_superuser = staff
             user.save()
-        self.stdout.write(f"demo users: {options['username']} (admin) and {options['username']}2, password {options['password']}")
+        self.stdout.write(
+            f"demo users: {options['username']} (admin) and {options['username']}2, password {options['password']}"
+        )
