@@ -1,0 +1,1 @@
+"""Benchmarks of the engine: `make bench` (python -m bench.run). See docs/performance.md."""

@@ -1,0 +1,24 @@
+"""Settings of the benchmark stack: the production-like base settings, against the database
+and Redis the harness gives (DATABASE_URL, REDIS_URL, CHAT_KEY_PREFIX).
+
+One change from the defaults, so that the load is not refused: the per-user send rate limit
+(SENDS_PER_MINUTE, 600 by default) is off, as the harness sends thousands of turns a minute
+as a handful of users.
+"""
+
+import os
+
+from config.settings.base import *  # noqa: F403
+from config.settings.base import SESSIONS_APP, env
+
+REDIS_URL = os.environ["REDIS_URL"]
+KEY_PREFIX = os.environ["CHAT_KEY_PREFIX"]
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": env("CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"),
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{KEY_PREFIX}:layer:"},
+    }
+}
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_TASK_DEFAULT_QUEUE = f"{KEY_PREFIX}.turns"
+SESSIONS_APP = {**SESSIONS_APP, "SENDS_PER_MINUTE": 0}
