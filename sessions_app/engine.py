@@ -142,11 +142,12 @@ class Engine:
 
     async def _flush_archive(self) -> None:
         pending, self._archive = self._archive, defaultdict(list)
-        for session_id, frames in pending.items():
-            try:
-                await db(events.archive)(session_id, frames)
-            except Exception:
-                logger.exception("archiving %d events of session %s failed", len(frames), session_id)
+        if not pending:
+            return
+        try:
+            await db(events.archive_many)(dict(pending))
+        except Exception:
+            logger.exception("archiving events of %d sessions failed", len(pending))
 
 
 _engine: Engine | None = None

@@ -20,7 +20,13 @@ logger = logging.getLogger(__name__)
 
 
 def turn_queued(turn: Turn, position: int) -> Event:
-    return {"type": "turn.queued", "at": now_ms(), "turnId": turn.turn_id, "clientId": turn.client_id, "position": position}
+    return {
+        "type": "turn.queued",
+        "at": now_ms(),
+        "turnId": turn.turn_id,
+        "clientId": turn.client_id,
+        "position": position,
+    }
 
 
 def turn_start(turn: Turn) -> Event:
@@ -40,7 +46,10 @@ def delta(turn_id: str, message_id: str, text: str, part: str = "text") -> Event
 
 def turn_end(turn: Turn) -> Event:
     event: Event = {
-        "type": "turn.end", "at": now_ms(), "turnId": turn.turn_id, "clientId": turn.client_id,
+        "type": "turn.end",
+        "at": now_ms(),
+        "turnId": turn.turn_id,
+        "clientId": turn.client_id,
         "reason": turn.status,
     }
     if turn.error_code:
@@ -50,8 +59,12 @@ def turn_end(turn: Turn) -> Event:
 
 def cancel(filter_: dict[str, Any], client_id: str, cancelled: list[str], rejected: list[str]) -> Event:
     return {
-        "type": "cancel", "at": now_ms(), "filter": filter_, "clientId": client_id,
-        "cancelled": cancelled, "rejected": rejected,
+        "type": "cancel",
+        "at": now_ms(),
+        "filter": filter_,
+        "clientId": client_id,
+        "cancelled": cancelled,
+        "rejected": rejected,
     }
 
 
@@ -61,16 +74,24 @@ def presence(online: list[str]) -> Event:
 
 def archive(session_id: str, frames: Sequence[str]) -> None:
     """Write published frames to the durable archive (one insert for the batch)."""
+    archive_many({session_id: frames})
+
+
+def archive_many(frames_by_session: dict[str, Sequence[str]]) -> None:
+    """Archive the frames of many sessions in one transaction (the worker's batches)."""
     records = []
-    for frame in frames:
-        type_start = frame.index('"type":"') + 8
-        records.append(
-            EventRecord(
-                session_id=session_id, seq=live.seq_of(frame),
-                type=frame[type_start : frame.index('"', type_start)], frame=frame,
+    for session_id, frames in frames_by_session.items():
+        for frame in frames:
+            type_start = frame.index('"type":"') + 8
+            records.append(
+                EventRecord(
+                    session_id=session_id,
+                    seq=live.seq_of(frame),
+                    type=frame[type_start : frame.index('"', type_start)],
+                    frame=frame,
+                )
             )
-        )
-    EventRecord.objects.bulk_create(records, ignore_conflicts=True)
+    EventRecord.objects.bulk_create(records, ignore_conflicts=True, batch_size=500)
 
 
 def publish_now(session_id: str, events: Sequence[Event]) -> list[str]:
@@ -100,3 +121,13 @@ def emit_on_commit(session_id: str, events: Sequence[Event]) -> None:
     batch = list(events)
     if batch:
         transaction.on_commit(lambda: publish_now(session_id, batch))
+
+
+def tool_call(turn_id: str, message_id: str, part: dict[str, Any]) -> Event:
+    """A model asked for a server-side tool (`part`: a `tool-call` part of the answer)."""
+    return {"type": "tool.call", "at": now_ms(), "turnId": turn_id, "messageId": message_id, "part": part}
+
+
+def tool_result(turn_id: str, message_id: str, part: dict[str, Any]) -> Event:
+    """A tool's result (`part`: a `tool-result` part of the answer)."""
+    return {"type": "tool.result", "at": now_ms(), "turnId": turn_id, "messageId": message_id, "part": part}

@@ -77,9 +77,9 @@ def database_from_env(default_sqlite: Path) -> dict[str, Any]:
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             }
         )
-    else:
-        config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-        config["CONN_HEALTH_CHECKS"] = True
+    # Worker and executor threads keep their connection between calls (no reconnect per query).
+    config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    config["CONN_HEALTH_CHECKS"] = True
     return config
 
 
