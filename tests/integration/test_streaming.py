@@ -49,3 +49,31 @@ async def test_concurrent_turns_each_stream_their_own_answer(make_client):
     starts = [e["turnId"] for e in device.events_of("turn.start")]
     assert starts == [t.turn_id for t in turns]
     assert_clean(device)
+
+
+async def test_a_model_failure_ends_only_that_turn_with_error_and_keeps_its_partial_text(make_client):
+    alice = await make_client("alice")
+    failing = await session_with(alice, tokens=30, rate=200, failAfter=4)
+    healthy = await session_with(alice, tokens=30, rate=200)
+    broken, fine = await alice.connect(failing["id"]), await alice.connect(healthy["id"])
+
+    doomed, survivor = await broken.send("rate limited"), await fine.send("unaffected")
+    end, other = await doomed.end(), await survivor.end()
+
+    assert end["reason"] == "error" and end["error"]["code"] == "provider_unavailable"
+    assert broken.text_of(doomed.ack["assistantMessageId"]) == expected_answer("rate limited", 4)
+    assert other["reason"] == "complete"
+    detail = await alice.turn(failing["id"], doomed.turn_id)
+    assert detail["status"] == "error" and detail["error"]["code"] == "provider_unavailable"
+    assert detail["content"] == expected_answer("rate limited", 4)
+
+
+async def test_the_next_queued_turn_starts_after_a_turn_fails(make_client):
+    alice = await make_client("alice")
+    session = await session_with(alice, tokens=10, rate=200, failAfter=3, policy="queue")
+    device = await alice.connect(session["id"])
+    first, second = await device.send("one"), await device.send("two")
+    assert second.status == "queued"
+    assert (await first.end())["reason"] == "error"
+    assert (await second.end())["reason"] == "error"  # it ran (and failed the same way)
+    assert [e["turnId"] for e in device.events_of("turn.start")] == [first.turn_id, second.turn_id]

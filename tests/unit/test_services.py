@@ -166,3 +166,52 @@ def test_authorisers():
     assert list(turn_owner_or_session_owner(request)) == ["b"]
     owner = CancelRequest(**{**request.__dict__, "is_session_owner": True})
     assert list(turn_owner_or_session_owner(owner)) == ["a", "b"]
+
+
+def test_sends_beyond_the_rate_limit_are_refused(session, alice, settings):
+    from sessions_app.errors import RateLimited
+
+    import time
+
+    from sessions_app import live
+
+    settings.SESSIONS_APP = {**settings.SESSIONS_APP, "SENDS_PER_MINUTE": 2}
+    window = int(time.time() // 60)
+    # rolled-back tests reuse user ids: start from a clean counter
+    live.sync_redis().delete(*(live.Keys.rate(alice.pk, w) for w in (window, window + 1)))
+    send(session, alice)
+    send(session, alice)
+    with pytest.raises(RateLimited):
+        send(session, alice)
+
+
+def test_signals_announce_messages_and_turns_after_commit(session, alice, django_capture_on_commit_callbacks):
+    from sessions_app import signals
+
+    heard: list[tuple[str, object]] = []
+
+    def on_message(sender, node, **kwargs):
+        heard.append(("message", node.role))
+
+    def on_start(sender, turn, **kwargs):
+        heard.append(("started", turn.turn_id))
+
+    def on_end(sender, turn, reason, **kwargs):
+        heard.append(("ended", reason))
+
+    signals.message_created.connect(on_message)
+    signals.turn_started.connect(on_start)
+    signals.turn_ended.connect(on_end)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            result = send(session, alice)
+            assert heard == []  # nothing before the commit
+        with django_capture_on_commit_callbacks(execute=True):
+            turn_claim(turn_pk=result.turn.pk, worker_id="w")
+            turn_finish(turn_pk=result.turn.pk, status="complete", parts=[], content_seq=0)
+    finally:
+        signals.message_created.disconnect(on_message)
+        signals.turn_started.disconnect(on_start)
+        signals.turn_ended.disconnect(on_end)
+    assert ("message", "user") in heard and ("message", "assistant") in heard
+    assert ("started", result.turn.turn_id) in heard and ("ended", "complete") in heard
