@@ -63,9 +63,7 @@ def end_queued(turn: Turn, *, by: str) -> None:
     Turn.objects.filter(pk=turn.pk).update(status=TurnStatus.CANCELLED, cancel_requested_by=by, ended_at=now)
     turn.status, turn.cancel_requested_by, turn.ended_at = TurnStatus.CANCELLED, by, now
     if turn.assistant_message_id:
-        MessageNode.objects.filter(pk=turn.assistant_message_id).update(
-            status=NodeStatus.CANCELLED
-        )
+        MessageNode.objects.filter(pk=turn.assistant_message_id).update(status=NodeStatus.CANCELLED)
 
 
 def _match(session: ChatSession, requester: AbstractBaseUser, flt: CancelFilter, only_active: bool) -> list[Turn]:
