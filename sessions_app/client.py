@@ -319,7 +319,7 @@ class Device:
     def _apply_snapshot(self, snapshot: Event) -> None:
         self.snapshots += 1
         self.last_seq = snapshot["lastSeq"]
-        self.messages = {m["id"]: m for m in snapshot["messages"]}
+        self.messages = {m["id"]: {**m, "parts": list(m["parts"])} for m in snapshot["messages"]}
         self.turns = {t["turnId"]: dict(t) for t in snapshot["turns"]}
         self.active_turns = {}
         for turn in snapshot["turns"]:
@@ -341,7 +341,7 @@ class Device:
         if turn_id:
             self._by_turn.setdefault(turn_id, []).append(event)
         if kind == "message":
-            node = event["message"]
+            node = {**event["message"], "parts": list(event["message"]["parts"])}  # events stay as received
             known = self.messages.get(node["id"])
             if known is not None and known.get("contentSeq", 0) > node.get("contentSeq", 0):
                 node = {**node, "parts": known["parts"], "contentSeq": known["contentSeq"]}
@@ -350,6 +350,11 @@ class Device:
             self._apply_delta(event)
         elif kind == "presence":
             self.online = list(event["online"])
+        elif kind in ("tool.call", "tool.result"):
+            answer = self.messages.get(event["messageId"])
+            if answer is not None and event["seq"] > answer.get("contentSeq", 0):
+                answer["parts"] = [*answer["parts"], event["part"]]
+                answer["contentSeq"] = event["seq"]
         elif kind == "turn.queued":
             self.turns.setdefault(event["turnId"], {}).update(
                 turnId=event["turnId"], clientId=event["clientId"], status="queued"

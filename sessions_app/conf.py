@@ -49,6 +49,24 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_CONCURRENCY": 200,
     # Longest wait of POST /wait.
     "MAX_WAIT_SECONDS": 60,
+    # Model providers (sessions_app/llm; docs/providers.md). Keys and base URLs come from the
+    # environment only. A failure before the first token is retried PROVIDER_RETRIES times,
+    # waiting PROVIDER_RETRY_BACKOFF_SECONDS, doubled each time; never once tokens streamed.
+    "PROVIDER_RETRIES": 2,
+    "PROVIDER_RETRY_BACKOFF_SECONDS": 0.5,
+    # Longest silence (seconds) of a model's HTTP stream, first token included, before the
+    # turn ends with provider_timeout; and the connect timeout.
+    "PROVIDER_TIMEOUT_SECONDS": 120.0,
+    "PROVIDER_CONNECT_TIMEOUT_SECONDS": 10.0,
+    # The context sent to a model: the newest messages of the branch that fit this many
+    # characters (the turn's user message always goes).
+    "CONTEXT_BUDGET_CHARS": 200_000,
+    # System prompt of sessions whose modelOptions set none.
+    "SYSTEM_PROMPT": "",
+    # Server-side tools offered to models that support them: dotted paths of
+    # sessions_app.llm.tools.Tool objects; and the most model calls one turn makes.
+    "TOOLS": [],
+    "TOOL_ROUNDS": 8,
 }
 
 

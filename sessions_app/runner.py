@@ -4,6 +4,12 @@ on abort, and end the turn with its reason.
 Hot path: a token costs an append to an in-memory buffer. A flusher task publishes the
 buffer in one Redis call per window (see `DeltaCoalescer`); the cancel flag is an
 in-memory event set by the engine's cancel listener, checked on every chunk.
+
+A turn is one or more model calls: when the model calls server-side tools, the worker runs
+them (inside the same cancellable task, so an abort reaches the tool), publishes the call
+and the result as parts of the answer, and calls the model again with them. A model call
+that fails before it streamed anything may be retried (PROVIDER_RETRIES, with backoff);
+once it streamed, a failure ends the turn and keeps the partial answer.
 """
 
 from __future__ import annotations
@@ -18,8 +24,21 @@ from django.utils.module_loading import import_string
 
 from sessions_app import events, live
 from sessions_app.conf import app_settings
-from sessions_app.llm.base import Finish, ModelRequest, ProviderError, ReasoningDelta, TextDelta, Usage
+from sessions_app.live import Event
+from sessions_app.llm.base import (
+    Finish,
+    ModelRequest,
+    Provider,
+    ProviderError,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    Usage,
+)
+from sessions_app.llm.config import tuning
+from sessions_app.llm.context import trim
 from sessions_app.llm.registry import resolve
+from sessions_app.llm.tools import ToolContext, call_part, configured_tools, run_tool
 from sessions_app.models import TurnStatus
 from sessions_app.services.turns import ClaimedTurn
 
@@ -37,9 +56,11 @@ class DeltaCoalescer:
         self.turn = turn
         self.window = window
         self.on_frames = on_frames
-        self.content: dict[str, list[str]] = {"reasoning": [], "text": []}
+        # The answer's parts in order: ("text" | "reasoning", [chunks]) or ("part", tool part).
+        self._ordered: list[tuple[str, Any]] = []
         self.last_seq = 0
         self._pending: list[tuple[str, str]] = []
+        self._publishing = asyncio.Lock()  # keeps seq order between the flusher and tool parts
         self._has_data = asyncio.Event()
         self._last_flush = 0.0
         self._closed = False
@@ -48,7 +69,10 @@ class DeltaCoalescer:
     def add(self, part: str, text: str) -> None:
         if not text:
             return
-        self.content[part].append(text)
+        if self._ordered and self._ordered[-1][0] == part:
+            self._ordered[-1][1].append(text)
+        else:
+            self._ordered.append((part, [text]))
         if self._pending and self._pending[-1][0] == part:
             self._pending[-1] = (part, self._pending[-1][1] + text)
         else:
@@ -65,35 +89,46 @@ class DeltaCoalescer:
             await self._publish()
             self._last_flush = loop.time()
 
-    async def _publish(self) -> None:
-        self._has_data.clear()
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        turn = self.turn
-        frames = await live.publish_async(
-            turn.session_id,
-            [events.delta(turn.turn_id, turn.assistant_message_id, text, part) for part, text in batch],
-        )
-        self.last_seq = live.seq_of(frames[-1])
-        self.on_frames(turn.session_id, frames)
+    async def _publish(self, extra: list[Event] | None = None) -> None:
+        async with self._publishing:
+            self._has_data.clear()
+            batch, self._pending = self._pending, []
+            turn = self.turn
+            batch_events = [events.delta(turn.turn_id, turn.assistant_message_id, text, part) for part, text in batch]
+            batch_events.extend(extra or [])
+            if not batch_events:
+                return
+            frames = await live.publish_async(turn.session_id, batch_events)
+            self.last_seq = live.seq_of(frames[-1])
+            self.on_frames(turn.session_id, frames)
+
+    async def add_part(self, build: Callable[[str, str, dict[str, Any]], Event], part: dict[str, Any]) -> None:
+        """Append a whole part (a tool call or result) and publish it now, after the deltas
+        before it, with the event `build(turnId, messageId, part)`."""
+        self._ordered.append(("part", part))
+        await self._publish([build(self.turn.turn_id, self.turn.assistant_message_id, part)])
 
     async def close(self) -> None:
         """Publish what is left, now."""
         self._closed = True
-        self._task.cancel()
+        async with self._publishing:  # never cancel the flusher mid-publish: its batch would be lost
+            self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         await self._publish()
 
-    def parts(self) -> list[dict[str, str]]:
-        return [{"type": part, "text": "".join(chunks)} for part, chunks in
-                (("reasoning", self.content["reasoning"]), ("text", self.content["text"])) if chunks]
+    def parts(self) -> list[dict[str, Any]]:
+        return [value if kind == "part" else {"type": kind, "text": "".join(value)} for kind, value in self._ordered]
 
 
 class TurnRunner:
-    def __init__(self, turn: ClaimedTurn, abort: asyncio.Event, window: Callable[[], float],
-                 on_frames: Callable[[str, list[str]], None]):
+    def __init__(
+        self,
+        turn: ClaimedTurn,
+        abort: asyncio.Event,
+        window: Callable[[], float],
+        on_frames: Callable[[str, list[str]], None],
+    ):
         self.turn = turn
         self.abort = abort
         self.coalescer = DeltaCoalescer(turn, window, on_frames)
@@ -119,9 +154,14 @@ class TurnRunner:
             await self._on_abort()
         await self.coalescer.close()
         return {
-            "turn_pk": self.turn.pk, "status": status, "parts": self.coalescer.parts(),
-            "content_seq": self.coalescer.last_seq, "error_code": error_code, "error_message": error_message,
-            "usage": self.usage, "finish_reason": self.finish_reason,
+            "turn_pk": self.turn.pk,
+            "status": status,
+            "parts": self.coalescer.parts(),
+            "content_seq": self.coalescer.last_seq,
+            "error_code": error_code,
+            "error_message": error_message,
+            "usage": self.usage,
+            "finish_reason": self.finish_reason,
         }
 
     async def _stream_until_abort(self) -> None:
@@ -139,24 +179,73 @@ class TurnRunner:
             raise consume.exception()  # type: ignore[misc]
 
     async def _consume(self) -> None:
-        provider, model_name = resolve(self.turn.model)
-        request = ModelRequest(model=model_name, messages=self.turn.context, options=self.turn.model_options)
-        stream = provider.stream(request)
+        """Call the model, run the tools it calls, and call it again, until it answers."""
         try:
-            async for item in stream:
-                if self.abort.is_set():
-                    return
-                if isinstance(item, TextDelta):
-                    self.tokens_seen += 1
-                    self.coalescer.add("text", item.text)
-                elif isinstance(item, ReasoningDelta):
-                    self.coalescer.add("reasoning", item.text)
-                elif isinstance(item, Usage):
-                    self.usage = {"inputTokens": item.input_tokens, "outputTokens": item.output_tokens}
-                elif isinstance(item, Finish):
-                    self.finish_reason = item.reason
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            provider, model_name = resolve(self.turn.model)
+        except KeyError:
+            raise ProviderError("model_not_configured", f"model {self.turn.model!r} is not configured") from None
+        tools = configured_tools() if provider.supports_tools else {}
+        context = trim(self.turn.context, int(tuning("CONTEXT_BUDGET_CHARS")))
+        specs = tuple(tool.spec() for tool in tools.values())
+        tool_context = ToolContext(session_id=self.turn.session_id, turn_id=self.turn.turn_id, abort=self.abort)
+        for round_ in range(max(int(tuning("TOOL_ROUNDS")), 1)):
+            answer = [{"role": "assistant", "parts": self.coalescer.parts()}] if round_ else []
+            request = ModelRequest(
+                model=model_name, messages=context + answer, options=self.turn.model_options, tools=specs
+            )
+            calls = await self._call_model(provider, request)
+            if not calls or self.abort.is_set():
+                return
+            for call in calls:
+                await self.coalescer.add_part(events.tool_result, await run_tool(tools, call, tool_context))
+        raise ProviderError("tool_rounds_exceeded", f"the model was still calling tools after {round_ + 1} rounds")
+
+    async def _call_model(self, provider: Provider, request: ModelRequest) -> list[ToolCall]:
+        """One model call, streamed; retried with backoff while it failed before streaming
+        anything. Returns the tools it called."""
+        retries = int(tuning("PROVIDER_RETRIES"))
+        backoff = float(tuning("PROVIDER_RETRY_BACKOFF_SECONDS"))
+        for attempt in range(retries + 1):
+            calls: list[ToolCall] = []
+            streamed = False
+            stream = provider.stream(request)
+            try:
+                async for item in stream:
+                    if self.abort.is_set():
+                        return []
+                    streamed = self._take(item) or streamed
+                    if isinstance(item, ToolCall):
+                        calls.append(item)
+                        await self.coalescer.add_part(events.tool_call, call_part(item))
+                return calls
+            except ProviderError as exc:
+                if streamed or not exc.retryable or attempt >= retries:
+                    raise
+                logger.warning(
+                    "turn %s: model call failed before its first token (%s), retrying", self.turn.turn_id, exc.code
+                )
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+            await asyncio.sleep(backoff * 2**attempt)  # an abort cancels this task, sleep included
+        raise AssertionError("unreachable")
+
+    def _take(self, item: object) -> bool:
+        """Apply a stream item; True if it is part of the answer (no retry after that)."""
+        if isinstance(item, TextDelta):
+            self.tokens_seen += 1
+            self.coalescer.add("text", item.text)
+            return True
+        if isinstance(item, ReasoningDelta):
+            self.coalescer.add("reasoning", item.text)
+            return True
+        if isinstance(item, Usage):
+            self.usage = {
+                "inputTokens": self.usage.get("inputTokens", 0) + item.input_tokens,
+                "outputTokens": self.usage.get("outputTokens", 0) + item.output_tokens,
+            }
+        elif isinstance(item, Finish):
+            self.finish_reason = item.reason
+        return isinstance(item, ToolCall)
 
     async def _on_abort(self) -> None:
         """The site's onAbort hook may write final deltas, e.g. "[Response cancelled]"."""

@@ -208,3 +208,39 @@ EVENT_MODELS: dict[str, type[EventBase]] = {
 def validate_event(event: dict[str, Any]) -> EventBase:
     """Check a received event against its schema (raises pydantic.ValidationError)."""
     return EVENT_MODELS[event["type"]].model_validate(event)
+
+
+# --- tool parts (issue 3) -------------------------------------------------------------------
+
+
+class ToolCallPart(Strict):
+    type: Literal["tool-call"]
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class ToolResultPart(Strict):
+    type: Literal["tool-result"]
+    id: str
+    name: str
+    result: Any
+    is_error: bool = Field(alias="isError")
+
+
+class ToolCallEvent(EventBase):
+    type: Literal["tool.call"]
+    turn_id: str = Field(alias="turnId")
+    message_id: str = Field(alias="messageId")
+    part: ToolCallPart
+
+
+class ToolResultEvent(EventBase):
+    type: Literal["tool.result"]
+    turn_id: str = Field(alias="turnId")
+    message_id: str = Field(alias="messageId")
+    part: ToolResultPart
+
+
+EVENT_MODELS["tool.call"] = ToolCallEvent
+EVENT_MODELS["tool.result"] = ToolResultEvent

@@ -1,12 +1,18 @@
 """The app's URLs; a site includes them (`path("", include("sessions_app.urls"))`)."""
 
-from django.urls import include, path
+from django.conf import settings
+from django.urls import include, path, re_path
 
 from sessions_app import pages
 
 urlpatterns = [
     path("", include("sessions_app.api.urls")),
     path("", pages.home, name="home"),
+    path("s/<str:session_id>/", pages.chat, name="chat"),
     path("login/", pages.LoginPage.as_view(), name="login"),
     path("logout/", pages.LogoutPage.as_view(), name="logout"),
 ]
+
+# Daphne serves no static files by itself (docs/decisions/020-browser-page.md).
+if settings.STATIC_URL.startswith(("/static/", "static/")) and getattr(settings, "CHAT_SERVE_STATIC", True):
+    urlpatterns.append(re_path(r"^static/(?P<path>.+)$", pages.static_file, name="chat-static"))

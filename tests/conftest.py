@@ -32,6 +32,14 @@ def django_db_setup(django_test_environment: Any, django_db_blocker: Any) -> Ite
         config = setup_databases(verbosity=0, interactive=False, aliases={"default"})  # type: ignore[arg-type]
     yield
     with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            # The stack's processes are gone, but PostgreSQL may not have reaped their
+            # sessions yet; DROP DATABASE refuses while any remain.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
         teardown_databases(config, verbosity=0)
 
 

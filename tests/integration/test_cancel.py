@@ -51,7 +51,7 @@ async def test_cancel_own_stops_only_the_requesters_turns(make_client):
     assert sorted(answer["cancelled"]) == sorted(t.turn_id for t in mine)
     for turn in mine:
         assert (await alice_phone.wait_turn_end(turn.turn_id))["reason"] == "cancelled"
-    assert bob_laptop.active_turns == {bob.client_id: {theirs.turn_id}}
+    await bob_laptop.wait_for(lambda: bob_laptop.active_turns == {bob.client_id: {theirs.turn_id}})
     await bob_laptop.cancel()
     assert (await theirs.end())["reason"] == "cancelled"
 

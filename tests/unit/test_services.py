@@ -169,11 +169,10 @@ def test_authorisers():
 
 
 def test_sends_beyond_the_rate_limit_are_refused(session, alice, settings):
-    from sessions_app.errors import RateLimited
-
     import time
 
     from sessions_app import live
+    from sessions_app.errors import RateLimited
 
     settings.SESSIONS_APP = {**settings.SESSIONS_APP, "SENDS_PER_MINUTE": 2}
     window = int(time.time() // 60)

@@ -1,0 +1,428 @@
+"""The chat page in a real browser: several devices of one user and another member, against
+the real stack. Each test names the behaviour it checks; waits are Playwright's auto-waiting
+expectations (with the conftest's timeout), never sleeps."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import open_chat
+
+expect = pytest.importorskip("playwright.async_api", reason="playwright is not installed").expect
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
+
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+# Answers slow enough to act on while they stream, short enough to keep the suite quick.
+SLOW = {"tokens": 80, "rate": 16}
+QUICK = {"tokens": 12, "rate": 60}
+
+ANSWER_TEXT = """() => {
+  const node = window.chat.tree.branch().filter((n) => n.role === "assistant").at(-1);
+  return node ? node.parts.filter((p) => p.type === "text").map((p) => p.text).join("") : null;
+}"""
+
+
+def message_box(page: Any) -> Any:
+    return page.get_by_label("Message", exact=True)
+
+
+async def type_and_send(page: Any, text: str) -> None:
+    box = message_box(page)
+    await box.fill(text)
+    await box.press("Enter")
+
+
+def answers(page: Any) -> Any:
+    return page.locator("#messages .msg-assistant")
+
+
+def user_messages(page: Any) -> Any:
+    return page.locator("#messages .msg-user")
+
+
+async def choose_policy(page: Any, label: str) -> None:
+    async with page.expect_response(lambda r: r.request.method == "PATCH" and "/api/sessions/" in r.url) as patched:
+        await page.get_by_label("If the assistant is answering").select_option(label=label)
+    assert (await patched.value).ok
+
+
+async def test_answer_streams_to_two_devices_of_one_user_and_to_another_member(person: Any, device: Any) -> None:
+    alice, bob = await person("alice"), await person("bob")
+    session = await alice.api.create_session(title="Three devices", model_options=SLOW)
+    await alice.api.add_member(session["id"], bob.username)
+    laptop, phone, other = await device(alice), await device(alice, **PHONE), await device(bob)
+    pages = [await open_chat(d, session["id"]) for d in (laptop, phone, other)]
+    alice_there = pages[2].locator(f'#members li[data-user="{alice.username}"]')
+    await expect(alice_there).to_have_attribute("data-online", "true")
+
+    await type_and_send(pages[0], "Tell me a story")
+
+    for page in pages:  # every device sees the question, the answer streaming, and who asked
+        await expect(user_messages(page).last).to_contain_text("Tell me a story")
+        await expect(answers(page).last).to_have_attribute("data-status", "streaming")
+        await expect(answers(page).last.locator(".body")).to_have_text(re.compile(r"\w+"))
+    await expect(pages[1].locator("#activity")).to_have_text("You are getting an answer")
+    await expect(pages[2].locator("#activity")).to_have_text(f"{alice.username} is getting an answer")
+    await expect(pages[1].get_by_role("button", name="Stop my answers")).to_be_visible()
+    await expect(pages[2].get_by_role("button", name="Send message")).to_be_disabled()
+
+    turn_id = await pages[0].evaluate("() => window.chat.inFlight({own: true})[0].turnId")
+    final = await alice.api.wait(session["id"], {"turnId": turn_id}, timeout=30)
+    assert final["turns"][0]["status"] == "complete"
+    content = (await alice.api.turn(session["id"], turn_id))["content"]
+    for page in pages:
+        await expect(answers(page).last).to_have_attribute("data-status", "complete")
+        assert await page.evaluate(ANSWER_TEXT) == content
+        await expect(answers(page).last.locator(".body")).to_have_text(content)
+        await expect(page.locator("#activity")).to_have_text("")
+    assert not (laptop.errors or phone.errors or other.errors)
+
+
+async def test_stop_on_one_device_stops_a_turn_started_on_another(person: Any, device: Any) -> None:
+    alice, bob = await person("alice"), await person("bob")
+    session = await alice.api.create_session(title="Stop", model_options={"tokens": 400, "rate": 10})
+    await alice.api.add_member(session["id"], bob.username)
+    laptop, phone, other = await device(alice), await device(alice, **PHONE), await device(bob)
+    first, second, third = [await open_chat(d, session["id"]) for d in (laptop, phone, other)]
+
+    await type_and_send(first, "A long answer please")
+    await expect(answers(second).last).to_have_attribute("data-status", "streaming")
+    await second.get_by_role("button", name="Stop my answers").click()  # the Send/Stop toggle
+
+    for page in (first, second, third):
+        await expect(answers(page).last).to_have_attribute("data-status", "cancelled")
+        await expect(answers(page).last.locator(".badge")).to_have_text("Stopped")
+    await expect(first.get_by_role("button", name="Send message")).to_be_visible()
+    turns = await alice.api.turns(session["id"])
+    assert [t["status"] for t in turns] == ["cancelled"]
+
+    # Another member stops one answer with its own Stop control (cancel by turnId); Esc stops
+    # the user's own answers from the keyboard.
+    await type_and_send(first, "Another one")
+    await expect(answers(third).last).to_have_attribute("data-status", "streaming")
+    await third.get_by_role("button", name="Stop this answer").click()
+    await expect(answers(first).last).to_have_attribute("data-status", "cancelled")
+    await type_and_send(second, "And a third")
+    await expect(answers(second).last).to_have_attribute("data-status", "streaming")
+    await message_box(second).press("Escape")
+    await expect(answers(first).last).to_have_attribute("data-status", "cancelled")
+    assert [t["status"] for t in await alice.api.turns(session["id"])] == ["cancelled"] * 3
+
+
+async def test_queue_then_cancel_queued_and_interrupt(person: Any, device: Any) -> None:
+    alice = await person("alice")
+    sid = (await alice.api.create_session(title="Queue", model_options={"tokens": 120, "rate": 15}))["id"]
+
+    async def next_answers(options: dict[str, Any]) -> None:
+        # A turn takes the session's model options when it is created: the owner switches
+        # them between sends so that one answer is long enough to act on and others are quick.
+        await alice.api.request("PATCH", f"/api/sessions/{sid}", json={"modelOptions": options})
+
+    laptop, phone = await device(alice), await device(alice, **PHONE)
+    page = await open_chat(laptop, sid)
+    await choose_policy(page, "Queue after it")
+    other = await open_chat(phone, sid)
+    # the choice is kept per session: the other device opens with it
+    await expect(other.get_by_label("If the assistant is answering")).to_have_value("queue")
+
+    await type_and_send(page, "first")
+    await expect(answers(page).last).to_have_attribute("data-status", "streaming")
+    await next_answers(QUICK)
+    await type_and_send(page, "second")
+    queued = answers(other).last
+    await expect(queued).to_have_attribute("data-status", "queued")
+    await expect(queued.locator(".badge")).to_have_text(re.compile(r"^Queued"))
+    await queued.get_by_role("button", name="Cancel this queued message").click()
+    await expect(answers(page).last).to_have_attribute("data-status", "cancelled")
+
+    await type_and_send(page, "third")  # queued behind "first", starts when it ends
+    await expect(answers(page).last).to_have_attribute("data-status", "queued")
+    await expect(answers(page).nth(0)).to_have_attribute("data-status", "streaming")
+    await expect(answers(page).last).to_have_attribute("data-status", "complete")
+    assert [t["status"] for t in await alice.api.turns(sid)] == ["complete", "cancelled", "complete"]
+
+    await choose_policy(page, "Interrupt it")
+    await next_answers({"tokens": 120, "rate": 15})
+    await type_and_send(page, "fourth")
+    await expect(answers(other).last).to_have_attribute("data-status", "streaming")
+    await next_answers(QUICK)
+    await type_and_send(page, "fifth, instead")
+    # fourth's partial answer is kept, marked stopped, and fifth follows it on the branch
+    for shown in (page, other):
+        await expect(user_messages(shown).last).to_contain_text("fifth, instead")
+        await expect(answers(shown).nth(-2).locator(".badge")).to_have_text("Stopped")
+        await expect(answers(shown).last).to_have_attribute("data-status", "complete")
+    statuses = [t["status"] for t in await alice.api.turns(sid)]
+    assert statuses == ["complete", "cancelled", "complete", "cancelled", "complete"]
+
+
+async def test_busy_is_explained_and_the_message_is_kept(person: Any, device: Any) -> None:
+    alice = await person("alice")
+    session = await alice.api.create_session(title="Busy", model_options={"tokens": 200, "rate": 10})
+    page = await open_chat(await device(alice), session["id"])
+    await choose_policy(page, "Refuse (busy)")
+    await type_and_send(page, "first")
+    await expect(answers(page).last).to_have_attribute("data-status", "streaming")
+    await type_and_send(page, "second")
+    await expect(page.get_by_role("alert")).to_contain_text("refuses new messages")
+    await expect(message_box(page)).to_have_value("second")
+    await expect(user_messages(page)).to_have_count(1)
+
+
+async def test_full_queue_and_refused_cancel_are_explained(person: Any, device: Any) -> None:
+    alice, bob = await person("alice"), await person("bob")
+    sid = (await alice.api.create_session(title="Limits", model_options={"tokens": 300, "rate": 10}))["id"]
+    await alice.api.add_member(sid, bob.username)
+    page = await open_chat(await device(alice), sid)
+
+    # Refused cancel. The shared stack lets any member cancel any turn, and a second stack
+    # with a stricter authoriser cannot share its database (each stack's reaper would end the
+    # other's turns as worker_lost), so bob's device answers his cancel the way a refusing
+    # server does: an ack listing the turn under `rejected`. What is checked is the page.
+    bob_device = await device(bob)
+
+    def refuse_cancels(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "cancel":
+                refused = list(frame["filter"].values())[:1] if "turnId" in frame["filter"] else []
+                ws.send(
+                    json.dumps(
+                        {"type": "ack", "ref": frame["ref"], "cancelled": [], "rejected": refused, "pending": []}
+                    )
+                )
+            else:
+                server.send(message)
+
+        ws.on_message(from_page)
+
+    await bob_device.page.route_web_socket(re.compile(r"/ws/sessions/"), refuse_cancels)
+    other = await open_chat(bob_device, sid)
+    await type_and_send(page, "first")
+    await expect(answers(other).last).to_have_attribute("data-status", "streaming")
+    await other.get_by_role("button", name="Stop this answer").click()
+    await expect(other.get_by_role("alert")).to_contain_text("Not stopped")
+    await expect(answers(page).last).to_have_attribute("data-status", "streaming")  # still running
+
+    # Full queue: the session queues at most 10 turns (the default QUEUE_LIMIT).
+    for n in range(10):
+        await alice.api.send(sid, f"queued {n}", policy="queue")
+    await expect(page.locator("#activity")).to_contain_text("10 queued")
+    await choose_policy(page, "Queue after it")
+    await type_and_send(page, "one too many")
+    await expect(page.get_by_role("alert")).to_contain_text("The queue is full")
+    await expect(message_box(page)).to_have_value("one too many")  # kept, to send later
+    await alice.api.cancel(sid, all=True)
+    await expect(page.locator("#activity")).to_have_text("")
+
+
+async def test_branches_after_double_texting_edit_and_regenerate(person: Any, device: Any) -> None:
+    alice = await person("alice")
+    session = await alice.api.create_session(title="Branches", model_options=QUICK)
+    page = await open_chat(await device(alice), session["id"])
+
+    await type_and_send(page, "one")
+    await expect(answers(page).last).to_have_attribute("data-status", "complete")
+
+    # edit: a sibling of "one", shown at once, with ‹ 2/2 ›
+    await user_messages(page).first.get_by_role("button", name="Edit").click()
+    editor = page.get_by_label("Edit your message")
+    await expect(editor).to_be_focused()
+    await editor.fill("uno")
+    await editor.press("Enter")
+    first = user_messages(page).first
+    await expect(first.locator(".body")).to_have_text("uno")
+    await expect(first.locator(".sib-count")).to_have_text("2/2")
+    await expect(answers(page).last).to_have_attribute("data-status", "complete")
+
+    previous = first.get_by_role("button", name="Previous version")
+    await previous.click()
+    await expect(first.locator(".body")).to_have_text("one")
+    await expect(first.locator(".sib-count")).to_have_text("1/2")
+    await expect(first.get_by_role("button", name="Next version")).to_be_focused()  # focus stays on the control
+
+    # regenerate: a new answer beside the old one
+    await answers(page).last.get_by_role("button", name="Regenerate").click()
+    await expect(answers(page).last.locator(".sib-count")).to_have_text("2/2")
+    await expect(answers(page).last).to_have_attribute("data-status", "complete")
+    await answers(page).last.get_by_role("button", name="Previous version").click()
+    await expect(answers(page).last.locator(".sib-count")).to_have_text("1/2")
+    await expect(first.locator(".body")).to_have_text("one")
+
+    # double texting under "run alongside": the second message is a sibling of the first
+    session2 = await alice.api.create_session(title="Double", model_options={"tokens": 60, "rate": 15})
+    await page.goto(f"/s/{session2['id']}/")
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+    await type_and_send(page, "a")
+    await expect(answers(page).last).to_have_attribute("data-status", "streaming")
+    await type_and_send(page, "b")
+    await expect(user_messages(page).last.locator(".body")).to_have_text("b")
+    await expect(user_messages(page).last.locator(".sib-count")).to_have_text("2/2")
+    await expect(page.locator("#activity")).to_have_text("You are getting 2 answers")
+
+
+async def test_device_taken_offline_resumes_with_the_exact_text(person: Any, device: Any) -> None:
+    alice = await person("alice")
+    session = await alice.api.create_session(title="Offline", model_options={"tokens": 90, "rate": 18})
+    laptop, phone = await device(alice), await device(alice, **PHONE)
+    page, mobile = await open_chat(laptop, session["id"]), await open_chat(phone, session["id"])
+
+    await type_and_send(page, "Keep going while my phone is in a tunnel")
+    await expect(answers(mobile).last.locator(".body")).to_have_text(re.compile(r"\w+ \w+"))
+    await phone.context.set_offline(True)
+    await expect(mobile.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+    await expect(answers(page).last).to_have_attribute("data-status", "complete")
+    turn_id = await page.evaluate("() => window.chat.turns.keys().next().value")
+    content = (await alice.api.turn(session["id"], turn_id))["content"]
+    partial = await mobile.evaluate(ANSWER_TEXT)
+    assert len(partial) < len(content) and content.startswith(partial)
+
+    await phone.context.set_offline(False)
+    await expect(mobile.locator("#connection")).to_have_attribute("data-state", "open")
+    await expect(answers(mobile).last).to_have_attribute("data-status", "complete")
+    assert await mobile.evaluate(ANSWER_TEXT) == content
+    await expect(answers(mobile).last.locator(".body")).to_have_text(content)
+    stats = await mobile.evaluate("() => window.chat.stats")
+    assert stats["resumes"] >= 1 and stats["gaps"] == 0 and stats["duplicates"] == 0, stats
+    assert stats["snapshots"] == 1, stats  # resumed by seq, not by a fresh snapshot
+
+
+XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>[click](javascript:window.__xss=3)'
+
+
+async def test_xss_in_a_user_message_and_in_a_model_answer_stays_inert(person: Any, device: Any) -> None:
+    alice, bob = await person("alice"), await person("bob")
+    session = await alice.api.create_session(title="XSS", model_options=QUICK)
+    await alice.api.add_member(session["id"], bob.username)
+    page = await open_chat(await device(alice), session["id"])
+    other = await open_chat(await device(bob), session["id"])
+
+    await type_and_send(page, XSS)
+    for shown in (page, other):
+        await expect(user_messages(shown).last.locator(".body")).to_have_text(XSS)  # shown as typed
+        await expect(answers(shown).last).to_have_attribute("data-status", "complete")
+
+    # A model answer carrying the payload: the demo model cannot be made to say it, so a
+    # crafted delta goes through the transport's own event application, as a real one would.
+    answer = (
+        "**bold** " + XSS + " [ok](https://example.com/x) `<b>code</b>`\n\n```\n<script>window.__xss=4</script>\n```"
+    )
+    await other.evaluate(
+        """(text) => {
+          const node = window.chat.tree.branch().at(-1);
+          window.chat.applyEvent({seq: window.chat.lastSeq + 1, type: "delta", turnId: node.turnId,
+                                  messageId: node.id, text});
+        }""",
+        answer,
+    )
+    body = answers(other).last.locator(".body")
+    await expect(body.locator("strong")).to_have_text("bold")
+    await expect(body).to_contain_text('<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>')
+    await expect(body.locator("code").first).to_have_text("<b>code</b>")
+    await expect(body.locator("a")).to_have_count(1)  # the javascript: link stays text
+    await expect(body.locator("a")).to_have_attribute("href", "https://example.com/x")
+    await expect(body.locator("a")).to_have_attribute("rel", "noopener noreferrer nofollow")
+    for shown in (page, other):
+        assert await shown.locator("#messages img, #messages script, #messages b, #messages [onerror]").count() == 0
+        assert await shown.evaluate("() => window.__xss") is None
+
+    # The renderer on its own, with payloads that target parsers rather than text.
+    rendered = await other.evaluate(
+        """async (payloads) => {
+          const { renderMarkdown } = await import("/static/chat/markdown.js");
+          return payloads.map((text) => {
+            const box = document.createElement("div");
+            box.append(renderMarkdown(text));
+            return {html: box.innerHTML, elements: [...box.querySelectorAll("*")].map((e) => e.tagName.toLowerCase()),
+                    hrefs: [...box.querySelectorAll("a")].map((a) => a.getAttribute("href")),
+                    attrs: [...box.querySelectorAll("*")].flatMap((e) => e.getAttributeNames())};
+          });
+        }""",
+        [
+            '<svg onload="window.__xss=5">',
+            "[x](javascript:alert(1)) [y](data:text/html,hi) [z](JaVaScRiPt:alert(1))",
+            '[a](https://ok.example/"onmouseover="alert(1))',
+            '```js" onclick="alert(1)\n<iframe src=x>\n```',
+            "*<i>em</i>* **<u>strong</u>** &lt;escaped&gt; &amp;",
+            "https://example.com/<img>",
+        ],
+    )
+    allowed_tags = {"p", "br", "strong", "em", "code", "pre", "a", "ul", "ol", "li", "blockquote", "h3", "h4", "h5"}
+    allowed_attrs = {"href", "rel", "target", "class", "start"}
+    for result in rendered:
+        assert set(result["elements"]) <= allowed_tags, result
+        assert set(result["attrs"]) <= allowed_attrs, result
+        assert all(h.startswith(("http://", "https://")) and '"' not in h for h in result["hrefs"]), result
+    assert "&amp;lt;escaped&amp;gt;" in rendered[4]["html"]  # entities are text, not markup
+    assert await other.evaluate("() => window.__xss") is None
+
+
+async def test_sessions_page_creates_renames_invites_and_leaves(person: Any, device: Any) -> None:
+    alice, bob = await person("alice"), await person("bob")
+    owner, guest = await device(alice), await device(bob)
+    page = owner.page
+    await page.get_by_label("New session title").fill("Weekend plans")
+    await page.get_by_role("button", name="Create session").click()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+    await expect(page.locator("#session-title")).to_have_text("Weekend plans")
+
+    await page.get_by_role("link", name="All sessions").click()
+    item = page.locator("#sessions li", has_text="Weekend plans")
+    await item.get_by_text("Manage").click()
+    rename = item.get_by_label("Rename to")
+    await rename.fill("Weekend trip")
+    await rename.press("Enter")
+    await expect(page.get_by_role("alert")).to_have_text("Renamed to “Weekend trip”.")
+    item = page.locator("#sessions li", has_text="Weekend trip")
+    await item.get_by_text("Manage").click()
+    invite = item.get_by_label("Invite by username")
+    await invite.fill(bob.username)
+    await invite.press("Enter")
+    await expect(page.get_by_role("alert")).to_contain_text(f"{bob.username} can now open")
+
+    await guest.page.reload()
+    shared = guest.page.locator("#sessions li", has_text="Weekend trip")
+    await expect(shared).to_contain_text(f"owner {alice.username}")
+    await shared.get_by_text("Manage").click()
+    guest.page.once("dialog", lambda dialog: dialog.accept())
+    await shared.get_by_role("button", name="Leave session").click()
+    await expect(guest.page.get_by_role("alert")).to_have_text("You left “Weekend trip”.")
+    await expect(guest.page.locator("#sessions li", has_text="Weekend trip")).to_have_count(0)
+    sessions = await bob.api.request("GET", "/api/sessions")
+    assert sessions["results"] == []
+
+
+async def test_transport_module_alone_streams_waits_and_cancels_on_close(person: Any, device: Any) -> None:
+    alice = await person("alice")
+    sid = (await alice.api.create_session(title="Module", model_options={"tokens": 30, "rate": 40}))["id"]
+    dev = await device(alice)
+    result = await dev.page.evaluate(
+        """async (sid) => {
+          const { ChatTransport } = await import("/static/chat/transport.js");
+          const chat = new ChatTransport({ sessionId: sid });
+          await chat.connect();
+          const turn = await chat.send("hello", { policy: "concurrent" });
+          let streamed = "";
+          for await (const piece of turn.stream()) streamed += piece;
+          const [ended] = await chat.waitForTurn({ turnId: turn.turnId }, { timeout: 20000 });
+          const answer = chat.answerOf(turn.turnId).parts.map((p) => p.text).join("");
+          let refused = null;
+          try { await chat.send("x", { policy: "bogus" }); } catch (error) { refused = error.code; }
+          const slow = await chat.send("a long one");
+          const closed = await chat.close({ cancel: true });
+          return { streamed, answer, status: ended.status, refused, state: chat.state, closed, slow: slow.turnId };
+        }""",
+        sid,
+    )
+    assert result["answer"] and result["streamed"] == result["answer"]
+    assert result["status"] == "complete" and result["refused"] == "invalid"
+    assert result["state"] == "closed" and result["closed"]["cancelled"] == [result["slow"]]
+    final = await alice.api.wait(sid, {"turnId": result["slow"]}, timeout=20)
+    assert final["turns"][0]["status"] == "cancelled"
