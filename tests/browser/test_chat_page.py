@@ -4,7 +4,6 @@ expectations (with the conftest's timeout), never sleeps."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -174,36 +173,26 @@ async def test_busy_is_explained_and_the_message_is_kept(person: Any, device: An
     await expect(user_messages(page)).to_have_count(1)
 
 
-async def test_full_queue_and_refused_cancel_are_explained(person: Any, device: Any) -> None:
+@pytest.fixture(scope="module")
+def owner_only_url(stack: Any) -> str:
+    """A second Daphne on the shared stack whose authoriser lets only a turn's owner cancel it."""
+    return str(
+        stack.start_web(
+            "web-owner-only-browser",
+            {"CHAT_CANCEL_AUTHORISER": "sessions_app.cancellation.authorisers.turn_owner_only"},
+        )
+    )
+
+
+async def test_full_queue_and_refused_cancel_are_explained(person: Any, device: Any, owner_only_url: str) -> None:
     alice, bob = await person("alice"), await person("bob")
     sid = (await alice.api.create_session(title="Limits", model_options={"tokens": 300, "rate": 10}))["id"]
     await alice.api.add_member(sid, bob.username)
     page = await open_chat(await device(alice), sid)
 
-    # Refused cancel. The shared stack lets any member cancel any turn, and a second stack
-    # with a stricter authoriser cannot share its database (each stack's reaper would end the
-    # other's turns as worker_lost), so bob's device answers his cancel the way a refusing
-    # server does: an ack listing the turn under `rejected`. What is checked is the page.
-    bob_device = await device(bob)
-
-    def refuse_cancels(ws: Any) -> None:
-        server = ws.connect_to_server()
-
-        def from_page(message: str | bytes) -> None:
-            frame = json.loads(message)
-            if frame.get("type") == "cancel":
-                refused = list(frame["filter"].values())[:1] if "turnId" in frame["filter"] else []
-                ws.send(
-                    json.dumps(
-                        {"type": "ack", "ref": frame["ref"], "cancelled": [], "rejected": refused, "pending": []}
-                    )
-                )
-            else:
-                server.send(message)
-
-        ws.on_message(from_page)
-
-    await bob_device.page.route_web_socket(re.compile(r"/ws/sessions/"), refuse_cancels)
+    # Refused cancel: bob's device talks to a web process whose authoriser refuses to cancel
+    # turns of others; the server's `rejected` answer must reach him as a clear message.
+    bob_device = await device(bob, base_url=owner_only_url)
     other = await open_chat(bob_device, sid)
     await type_and_send(page, "first")
     await expect(answers(other).last).to_have_attribute("data-status", "streaming")
