@@ -17,7 +17,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
+class Stop(Exception):
+    """Ctrl-C or SIGTERM: stop every process of the stack."""
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
 def main() -> int:
+    # Explicit handlers: a shell without job control starts background commands with
+    # SIGINT ignored, and service managers stop with SIGTERM.
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
     host, port = env.get("HOST", "127.0.0.1"), env.get("PORT", "8000")
@@ -67,12 +79,13 @@ def main() -> int:
     try:
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    except (Stop, KeyboardInterrupt):
+        print("\nStopping...", flush=True)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         for process in processes:
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signal.SIGTERM)
         for process in processes:
             try:
                 process.wait(timeout=10)
