@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -45,6 +47,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to stop this redis-server when its parent dies, even by
+    SIGKILL (when atexit never runs). A no-op elsewhere."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def start_embedded_redis(port: int | None = None) -> EmbeddedRedis:
     """Start redis-server on 127.0.0.1 and wait until it answers PING."""
     port = port or free_port()
@@ -67,6 +79,7 @@ def start_embedded_redis(port: int | None = None) -> EmbeddedRedis:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,  # only prctl() runs before exec
     )
     server = EmbeddedRedis(process=process, port=port, directory=directory)
     atexit.register(server.stop)
