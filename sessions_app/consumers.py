@@ -38,6 +38,9 @@ def validation_message(exc: ValidationError) -> str:
 
 
 class SessionConsumer(AsyncWebsocketConsumer):
+    # Events reach connections through the process's hub, not a channel per connection:
+    # no channel-layer alias means no SUBSCRIBE and no receive task per websocket.
+    channel_layer_alias = "sessions-app-no-layer"
     session_id: str
     connection_id: str
 

@@ -97,8 +97,7 @@ class Engine:
                 return
             runner = TurnRunner(claimed, abort, self.coalesce_window, self._archive_frames)
             outcome = await runner.run()
-            await self._flush_archive()
-            await db(turn_finish)(**outcome)
+            await db(turn_finish)(**outcome)  # the archive catches up off the critical path
         finally:
             self.aborts.pop(turn_pk, None)
 

@@ -1,11 +1,12 @@
 """Per-process fan-out of session events to the websockets this process serves.
 
-Each Daphne process keeps one feed per session it has connections for, fed by a single
-channel-layer channel: one Redis subscription per session per process, whatever the
-number of devices. The channel layer is at-most-once, so a feed is gapless on its own:
-it numbers what it forwards by `seq`, reads any gap from the session's log, and checks
-every TAIL_CHECK_SECONDS (one round trip for all its sessions) that no trailing event was
-dropped. Connections then see every event once, in order.
+Each Daphne process keeps one feed per session it has connections for, fed by one Redis
+pub/sub connection subscribed to the sessions' event channels (the numbering script
+publishes every batch there: live.py): one subscription per session per process, whatever
+the number of devices. Pub/sub is at-most-once, so a feed is gapless on its own: it
+forwards by `seq`, reads any gap from the session's log, and checks every
+TAIL_CHECK_SECONDS (one round trip for all its sessions) that no trailing event was
+dropped. Connections then see every event once, in order. See docs/decisions/002 and 008.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
-from channels.layers import get_channel_layer
+import redis.asyncio as aioredis
+from django.conf import settings
 
 from sessions_app import live
 from sessions_app.conf import app_settings
@@ -75,24 +77,29 @@ class SessionFeed:
 class Hub:
     def __init__(self) -> None:
         self.feeds: dict[str, SessionFeed] = {}
-        self.channel: str | None = None
+        self.by_channel: dict[bytes, SessionFeed] = {}
         self._lock = asyncio.Lock()
+        self._pubsub: Any = None
+        self._subscribed = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def _start(self) -> None:
-        layer = get_channel_layer()
-        assert layer is not None, "CHANNEL_LAYERS must be configured"
-        self.channel = await layer.new_channel(prefix="hub.")
+        # A connection of its own: in subscribe mode it can carry nothing else.
+        client = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=False)
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._tasks = [asyncio.create_task(self._receive_loop()), asyncio.create_task(self._tail_loop())]
 
     async def subscribe(self, session_id: str, listener: Listener) -> None:
         async with self._lock:
-            if self.channel is None:
+            if self._pubsub is None:
                 await self._start()
             feed = self.feeds.get(session_id)
             if feed is None:
                 feed = self.feeds[session_id] = SessionFeed(session_id)
-                await get_channel_layer().group_add(live.session_group(session_id), self.channel)  # type: ignore[union-attr]
+                channel = live.Keys.events_channel(session_id)
+                self.by_channel[channel.encode()] = feed
+                await self._pubsub.subscribe(channel)
+                self._subscribed.set()
                 feed.seq = await live.last_seq(session_id)
                 feed.ready.set()
                 for first, frames in feed.early:
@@ -108,21 +115,26 @@ class Hub:
             feed.listeners.discard(listener)
             if not feed.listeners:
                 del self.feeds[session_id]
+                channel = live.Keys.events_channel(session_id)
+                self.by_channel.pop(channel.encode(), None)
                 with contextlib.suppress(Exception):
-                    await get_channel_layer().group_discard(live.session_group(session_id), self.channel)  # type: ignore[union-attr]
+                    await self._pubsub.unsubscribe(channel)
 
     async def _receive_loop(self) -> None:
-        layer = get_channel_layer()
-        assert layer is not None and self.channel is not None
+        await self._subscribed.wait()  # get_message needs a subscribed connection
         while True:
             try:
-                message = await layer.receive(self.channel)
-                feed = self.feeds.get(message.get("session", ""))
+                message = await self._pubsub.get_message(timeout=1.0)
+                if message is None or message.get("type") != "message":
+                    continue
+                feed = self.by_channel.get(message["channel"])
                 if feed is not None:
-                    await feed.receive(int(message["first"]), list(message["frames"]))
+                    await feed.receive(*live.parse_published(message["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception:
+                # The connection dropped: redis-py reconnects and resubscribes on the next
+                # read; anything published meanwhile is recovered from the log.
                 logger.exception("hub receive failed")
                 await asyncio.sleep(0.1)
 

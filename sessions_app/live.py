@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 import redis
 import redis.asyncio as aioredis
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from sessions_app.conf import app_settings, key_prefix
@@ -30,12 +29,20 @@ Event = dict[str, Any]
 # KEYS: 1 seq, 2 log, then live keys (text buffer, then its seq) referenced from ARGV.
 # ARGV: 1 maxlen, 2 ttl, then per event: body (JSON without its leading "{"), index of
 # its live text key in KEYS (0 for none), text to append.
+# KEYS: 1 seq, 2 log, 3 the session's event channel, then live keys (text buffer, then its
+# seq) referenced from ARGV. ARGV: 1 maxlen, 2 ttl, then per event: body (JSON without its
+# leading "{"), index of its live text key in KEYS (0 for none), text to append.
+# The batch is published on the event channel as one message: the frames joined by "\n"
+# (JSON text holds no raw newline).
 _EMIT_LUA = """
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 local first = seq + 1
+local frames = {}
 for i = 3, #ARGV, 3 do
   seq = seq + 1
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'f', '{"seq":' .. seq .. ',' .. ARGV[i])
+  local frame = '{"seq":' .. seq .. ',' .. ARGV[i]
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'f', frame)
+  frames[#frames + 1] = frame
   local live = tonumber(ARGV[i + 1])
   if live > 0 then
     redis.call('APPEND', KEYS[live], ARGV[i + 2])
@@ -44,13 +51,9 @@ for i = 3, #ARGV, 3 do
 end
 redis.call('SET', KEYS[1], seq, 'EX', ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', KEYS[3], table.concat(frames, '\\n'))
 return first
 """
-
-
-def session_group(session_id: str) -> str:
-    """Channel-layer group of a session (names allow only [a-zA-Z0-9_.-])."""
-    return f"s.{session_id}"
 
 
 class Keys:
@@ -61,6 +64,11 @@ class Keys:
     @staticmethod
     def log(session_id: str) -> str:
         return f"{key_prefix()}:{{{session_id}}}:log"
+
+    @staticmethod
+    def events_channel(session_id: str) -> str:
+        """Redis pub/sub channel on which the numbering script publishes each batch."""
+        return f"{key_prefix()}:{{{session_id}}}:ev"
 
     @staticmethod
     def live_text(session_id: str, message_id: str, part: str) -> str:
@@ -105,7 +113,7 @@ class PreparedBatch:
 
 def prepare(session_id: str, events: Sequence[Event]) -> PreparedBatch:
     """Serialise events once; the script prefixes each with its seq."""
-    keys = [Keys.seq(session_id), Keys.log(session_id)]
+    keys = [Keys.seq(session_id), Keys.log(session_id), Keys.events_channel(session_id)]
     args: list[Any] = [app_settings.EVENT_LOG_MAXLEN, int(app_settings.EVENT_LOG_TTL_SECONDS)]
     bodies = []
     live_index: dict[str, int] = {}
@@ -128,15 +136,13 @@ def frames_for(first_seq: int, bodies: Sequence[bytes]) -> list[str]:
     return [f'{{"seq":{first_seq + i},{body.decode()}' for i, body in enumerate(bodies)]
 
 
-def layer_message(session_id: str, first_seq: int, frames: list[str]) -> dict[str, Any]:
-    return {"type": "chat.events", "session": session_id, "first": first_seq, "frames": frames}
-
-
 # --- clients -----------------------------------------------------------------------------
 
 _sync_lock = threading.Lock()
 _sync_client: redis.Redis | None = None
 _async_clients: dict[int, aioredis.Redis] = {}
+_sync_emit: Any = None
+_async_emits: dict[int, Any] = {}
 
 
 def sync_redis() -> redis.Redis:
@@ -163,32 +169,46 @@ def async_redis() -> aioredis.Redis:
 # --- publishing --------------------------------------------------------------------------
 
 
+def _emit_script_sync() -> Any:
+    """The numbering script, sent once and then called by its SHA (EVALSHA)."""
+    global _sync_emit
+    if _sync_emit is None:
+        _sync_emit = sync_redis().register_script(_EMIT_LUA)
+    return _sync_emit
+
+
+def _emit_script_async() -> Any:
+    import asyncio
+
+    loop_id = id(asyncio.get_running_loop())
+    if loop_id not in _async_emits:
+        _async_emits[loop_id] = async_redis().register_script(_EMIT_LUA)
+    return _async_emits[loop_id]
+
+
 def publish(session_id: str, events: Sequence[Event]) -> list[str]:
-    """Number, log and fan out events (sync; used on commit by services). Returns frames."""
+    """Number, log and fan out events in one Redis call (sync; services, on commit).
+    Returns the frames as sent."""
     if not events:
         return []
     batch = prepare(session_id, events)
-    first = int(sync_redis().eval(_EMIT_LUA, len(batch.keys), *batch.keys, *batch.args))  # type: ignore[no-untyped-call]
-    frames = frames_for(first, batch.bodies)
-    from asgiref.sync import async_to_sync
-
-    layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(session_group(session_id), layer_message(session_id, first, frames))
-    return frames
+    first = int(_emit_script_sync()(keys=batch.keys, args=batch.args))
+    return frames_for(first, batch.bodies)
 
 
 async def publish_async(session_id: str, events: Sequence[Event]) -> list[str]:
-    """Number, log and fan out events (async; the worker's hot path). Returns frames."""
+    """Number, log and fan out events in one Redis call (async; the worker's hot path)."""
     if not events:
         return []
     batch = prepare(session_id, events)
-    first = int(await async_redis().eval(_EMIT_LUA, len(batch.keys), *batch.keys, *batch.args))  # type: ignore[misc]
-    frames = frames_for(first, batch.bodies)
-    layer = get_channel_layer()
-    if layer is not None:
-        await layer.group_send(session_group(session_id), layer_message(session_id, first, frames))
-    return frames
+    first = int(await _emit_script_async()(keys=batch.keys, args=batch.args))
+    return frames_for(first, batch.bodies)
+
+
+def parse_published(data: bytes) -> tuple[int, list[str]]:
+    """(first seq, frames) of a batch received on an events channel."""
+    frames = data.decode().split("\n")
+    return seq_of(frames[0]), frames
 
 
 # --- reading -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@ device joining mid-stream starts from a snapshot; lost fan-out is recovered from
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from sessions_app.models import EventRecord
@@ -65,6 +66,10 @@ async def test_a_device_joining_mid_stream_gets_a_snapshot_then_the_rest(make_cl
     assert_clean(late)
 
 
+def turn_end_seq(device, turn) -> int:
+    return next(e["seq"] for e in device.events if e["type"] == "turn.end" and e["turnId"] == turn.turn_id)
+
+
 async def test_resume_from_further_back_than_the_live_log_reads_the_archive_or_snapshots(make_client, stack, orm):
     alice = await make_client("alice")
     session = await session_with(alice, tokens=30, rate=300)
@@ -72,6 +77,12 @@ async def test_resume_from_further_back_than_the_live_log_reads_the_archive_or_s
     turn = await device.send("archived")
     await turn.end()
     await device.close()
+    # the worker archives in batches every half second: trim only what the archive holds
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while orm(lambda: EventRecord.objects.filter(session_id=session["id"]).count()) < turn_end_seq(device, turn):
+        assert loop.time() < deadline, "the archive did not catch up"
+        await asyncio.sleep(0.05)
     log_key = f"{stack.key_prefix}:{{{session['id']}}}:log"
     stack.redis.xtrim(log_key, maxlen=3)  # the live log forgets all but the newest events
 
