@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -48,7 +47,6 @@ class Engine:
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="engine-db"))
         self.aborts: dict[int, asyncio.Event] = {}
-        self._archive: dict[str, list[str]] = defaultdict(list)
         self._thread = threading.Thread(target=self._main, name="turn-engine", daemon=True)
         self._ready = threading.Event()
         self._thread.start()
@@ -63,7 +61,7 @@ class Engine:
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
-        for duty in (self._listen_for_cancels, self._heartbeat, self._reap, self._archive_loop):
+        for duty in (self._listen_for_cancels, self._heartbeat, self._reap):
             self.loop.create_task(self._forever(duty))
         self.loop.call_soon(self._ready.set)
         self.loop.run_forever()
@@ -85,9 +83,6 @@ class Engine:
         others = max(len(self.aborts) - 1, 0)
         return min(app_settings.COALESCE_WINDOW_MS, app_settings.COALESCE_PER_TURN_MS * others) / 1000
 
-    def _archive_frames(self, session_id: str, frames: list[str]) -> None:
-        self._archive[session_id].extend(frames)
-
     async def _run_turn(self, turn_pk: int) -> None:
         abort = asyncio.Event()
         self.aborts[turn_pk] = abort  # before the claim reads the cancel flag: no cancel slips by
@@ -95,7 +90,7 @@ class Engine:
             claimed = await db(turn_claim)(turn_pk=turn_pk, worker_id=self.worker_id)
             if claimed is None:
                 return
-            runner = TurnRunner(claimed, abort, self.coalesce_window, self._archive_frames)
+            runner = TurnRunner(claimed, abort, self.coalesce_window, events.archiver.add)
             outcome = await runner.run()
             await db(turn_finish)(**outcome)  # the archive catches up off the critical path
         finally:
@@ -133,20 +128,6 @@ class Engine:
             ended = await db(turns_fail_lost)(live_workers=alive, scope=f"{key_prefix()}/")
             if ended:
                 logger.warning("ended turns of lost workers: %s", ", ".join(ended))
-
-    async def _archive_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            await self._flush_archive()
-
-    async def _flush_archive(self) -> None:
-        pending, self._archive = self._archive, defaultdict(list)
-        if not pending:
-            return
-        try:
-            await db(events.archive_many)(dict(pending))
-        except Exception:
-            logger.exception("archiving events of %d sessions failed", len(pending))
 
 
 _engine: Engine | None = None

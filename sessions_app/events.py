@@ -7,10 +7,12 @@ Events go to Redis (numbered, logged, fanned out: live.py), then to the database
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import transaction
+from django.db import close_old_connections, transaction
 
 from sessions_app import live
 from sessions_app.live import Event, now_ms
@@ -72,13 +74,8 @@ def presence(online: list[str]) -> Event:
     return {"type": "presence", "at": now_ms(), "online": online}
 
 
-def archive(session_id: str, frames: Sequence[str]) -> None:
-    """Write published frames to the durable archive (one insert for the batch)."""
-    archive_many({session_id: frames})
-
-
 def archive_many(frames_by_session: dict[str, Sequence[str]]) -> None:
-    """Archive the frames of many sessions in one transaction (the worker's batches)."""
+    """Write published frames of many sessions to the durable archive, in one transaction."""
     records = []
     for session_id, frames in frames_by_session.items():
         for frame in frames:
@@ -94,25 +91,58 @@ def archive_many(frames_by_session: dict[str, Sequence[str]]) -> None:
     EventRecord.objects.bulk_create(records, ignore_conflicts=True, batch_size=500)
 
 
+class Archiver:
+    """Writes published events to the archive from a thread of its own, in batches, so
+    that no request, cancel or turn end waits on the insert. The live log in Redis holds
+    the events meanwhile (the archive serves resumes from further back than it keeps)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[str, Sequence[str]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def add(self, session_id: str, frames: Sequence[str]) -> None:
+        if not frames:
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="event-archiver", daemon=True)
+                self._thread.start()
+        self._queue.put((session_id, frames))
+
+    def _run(self) -> None:
+        while True:
+            batch: dict[str, list[str]] = {}
+            session_id, frames = self._queue.get()
+            batch.setdefault(session_id, []).extend(frames)
+            while len(batch) < 500:
+                try:
+                    session_id, frames = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.setdefault(session_id, []).extend(frames)
+            try:
+                close_old_connections()
+                archive_many(dict(batch))
+            except Exception:  # the live log still has them; retried by nothing, logged
+                logger.exception("archiving events of %d sessions failed", len(batch))
+
+
+archiver = Archiver()
+
+
 def publish_now(session_id: str, events: Sequence[Event]) -> list[str]:
-    """Publish and archive at once (the caller has committed what the events describe)."""
+    """Publish, then archive in the background (the caller has committed what the events
+    describe)."""
     frames = live.publish(session_id, events)
-    try:
-        archive(session_id, frames)
-    except Exception:  # the live log still has them; the archive is for late resumes
-        logger.exception("archiving events of session %s failed", session_id)
+    archiver.add(session_id, frames)
     return frames
 
 
 async def publish_now_async(session_id: str, events: Sequence[Event]) -> list[str]:
-    """Publish and archive from async code (the websocket consumer)."""
-    from sessions_app.dbasync import db
-
+    """Publish, then archive in the background, from async code."""
     frames = await live.publish_async(session_id, events)
-    try:
-        await db(archive)(session_id, frames)
-    except Exception:
-        logger.exception("archiving events of session %s failed", session_id)
+    archiver.add(session_id, frames)
     return frames
 
 

@@ -377,11 +377,10 @@ def _announce_started(turn: Turn) -> None:
 
 def _promote_queue(session: ChatSession) -> list[Event]:
     """Start the oldest queued turn when nothing is active (first in, first out)."""
-    if Turn.objects.filter(session=session, status=TurnStatus.ACTIVE).exists():
+    in_flight = list(Turn.objects.filter(session=session, status__in=IN_FLIGHT).order_by("id"))
+    if not in_flight or any(t.status == TurnStatus.ACTIVE for t in in_flight):
         return []
-    turn = Turn.objects.filter(session=session, status=TurnStatus.QUEUED).order_by("id").first()
-    if turn is None:
-        return []
+    turn = in_flight[0]
     Turn.objects.filter(pk=turn.pk).update(status=TurnStatus.ACTIVE, started_at=timezone.now())
     MessageNode.objects.filter(pk=turn.assistant_message_id or 0).update(status=NodeStatus.STREAMING)
     turn.status = TurnStatus.ACTIVE
