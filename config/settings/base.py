@@ -77,8 +77,11 @@ def database_from_env(default_sqlite: Path) -> dict[str, Any]:
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             }
         )
-    # Worker and executor threads keep their connection between calls (no reconnect per query).
-    config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    # Under ASGI every sync request runs in a thread of its own, so persistent connections
+    # would hold one database connection per concurrent request (a burst of 200 requests
+    # exceeds PostgreSQL's default 100). Requests close theirs; the Celery worker's engine,
+    # a fixed set of threads, keeps its own (WORKER_CONN_MAX_AGE, sessions_app/engine.py).
+    config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     config["CONN_HEALTH_CHECKS"] = True
     return config
 
