@@ -45,8 +45,6 @@ DEFAULTS: dict[str, Any] = {
     "SENDS_PER_MINUTE": 600,
     # The models sessions may use; "demo" is always there.
     "DEFAULT_MODEL": "demo",
-    # Seconds the worker engine's database threads keep a connection (web processes: 0).
-    "WORKER_CONN_MAX_AGE": 60,
     # How many turns one worker process streams at once (the Celery thread pool's size).
     "WORKER_CONCURRENCY": 200,
     # Longest wait of POST /wait.

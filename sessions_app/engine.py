@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
-from django.db import connections
 
 from sessions_app import events, live
 from sessions_app.conf import app_settings, key_prefix
@@ -40,16 +39,8 @@ def workers_key() -> str:
     return f"{key_prefix()}:workers"
 
 
-def keep_database_connections() -> None:
-    """The engine's DB threads are a fixed set: let them keep their connections (in this
-    worker process only; web processes close theirs after each request)."""
-    for alias in connections:
-        connections.settings[alias]["CONN_MAX_AGE"] = app_settings.WORKER_CONN_MAX_AGE
-
-
 class Engine:
     def __init__(self) -> None:
-        keep_database_connections()
         # Scoped by the deployment's key prefix: a reaper only judges its own deployment's
         # workers, even where several deployments (or test stacks) share one database.
         self.worker_id = f"{key_prefix()}/{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

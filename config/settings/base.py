@@ -77,11 +77,10 @@ def database_from_env(default_sqlite: Path) -> dict[str, Any]:
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             }
         )
-    # Under ASGI every sync request runs in a thread of its own, so persistent connections
-    # would hold one database connection per concurrent request (a burst of 200 requests
-    # exceeds PostgreSQL's default 100). Requests close theirs; the Celery worker's engine,
-    # a fixed set of threads, keeps its own (WORKER_CONN_MAX_AGE, sessions_app/engine.py).
-    config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+    # Persistent connections for the fixed thread sets that do the hot-path work (websocket
+    # commands, the worker's engine). HTTP requests, which ASGI runs in a thread each, close
+    # theirs when they finish (sessions_app/apps.py).
+    config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     config["CONN_HEALTH_CHECKS"] = True
     return config
 
