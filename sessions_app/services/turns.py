@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from sessions_app import events, live, signals
@@ -140,18 +140,33 @@ def turn_send(*, session_id: Any, user: AbstractBaseUser, body: SendBody) -> Sen
     for attempt in range(3):
         try:
             with transaction.atomic():
-                return _send_locked(session.pk, user, body)
+                return _send_locked(session, user, body, check_repeat=attempt > 0)
         except IntegrityError:
-            # Two identical sends raced past the idempotency check; the next pass finds
-            # the winner's turn (or reports the conflict).
+            # An id of this send exists already (a repeated send, or two racing): the next
+            # pass, under the lock, returns the turn it names or reports the conflict.
             if attempt == 2:
                 raise Conflict("this send conflicts with another one") from None
+        except (Busy, QueueFull):
+            if attempt > 0:
+                raise
+            # A refusal before any insert: it may be a repeat of a send that was accepted,
+            # which must answer with its turn, so look again with the repeat check.
     raise AssertionError("unreachable")
 
 
-def _send_locked(session_pk: Any, user: AbstractBaseUser, body: SendBody) -> SendResult:
-    session = ChatSession.objects.select_for_update().get(pk=session_pk)
-    existing = _existing(session, body)
+def lock_session(session: ChatSession) -> ChatSession:
+    """Serialise the session's state changes: its row lock where the database has row locks;
+    on SQLite the IMMEDIATE transaction already holds the database's write lock."""
+    if not connection.features.has_select_for_update:
+        return session
+    return ChatSession.objects.select_for_update().get(pk=session.pk)
+
+
+def _send_locked(session: ChatSession, user: AbstractBaseUser, body: SendBody, *, check_repeat: bool) -> SendResult:
+    session = lock_session(session)
+    # Ids are unique per session: a first pass inserts and lets a repeated id raise
+    # IntegrityError; only then is the earlier send looked up (saves queries per send).
+    existing = _existing(session, body) if check_repeat else None
     if existing is not None:
         return existing
     policy = body.policy or session.policy
@@ -232,7 +247,8 @@ def _send_locked(session_pk: Any, user: AbstractBaseUser, body: SendBody) -> Sen
     turn.save(update_fields=["user_message", "assistant_message"])
 
     emitted.extend(events.message(node, turn.turn_id) for node in new_nodes)
-    if take_held_cancel(session=session, turn_id=turn.turn_id, owner_client_id=client_id):
+    # Only a client-chosen turnId can have been cancelled before the server saw it.
+    if body.turn_id and take_held_cancel(session=session, turn_id=turn.turn_id, owner_client_id=client_id):
         from sessions_app.cancellation.core import end_queued
 
         end_queued(turn, by=client_id)
@@ -281,7 +297,7 @@ def turns_cancel(
     if session is None:
         raise NotFound("no such session")
     with transaction.atomic():
-        session = ChatSession.objects.select_for_update().get(pk=session.pk)
+        session = lock_session(session)
         outcome = cancel_locked(session=session, requester=user, flt=flt, bypass_authoriser=as_admin)
         events.emit_on_commit(str(session.pk), outcome.events)
         ended = list(outcome.ended)
@@ -342,9 +358,9 @@ def turn_finish(
 ) -> bool:
     """End an active turn with its final answer, then start the next queued turn if the
     session has no active turn left. False if the turn had already ended."""
-    turn = Turn.objects.select_related("assistant_message").get(pk=turn_pk)
+    turn = Turn.objects.select_related("assistant_message", "session").get(pk=turn_pk)
     with transaction.atomic():
-        session = ChatSession.objects.select_for_update().get(pk=turn.session_id)
+        session = lock_session(turn.session)
         now = timezone.now()
         ended = Turn.objects.filter(pk=turn_pk, status=TurnStatus.ACTIVE).update(
             status=status,

@@ -51,3 +51,15 @@ async def test_reusing_an_id_for_other_content_is_a_conflict(make_client):
     assert (same_message_id.value.code, same_message_id.value.status) == ("conflict", 409)
     assert (same_turn_id.value.code, same_turn_id.value.status) == ("conflict", 409)
     assert len(await alice.turns(session["id"])) == 1
+
+
+async def test_repeating_an_accepted_send_while_busy_returns_its_turn_not_busy(make_client):
+    alice = await make_client("alice")
+    session = await session_with(alice, tokens=200, rate=40, policy="reject")
+    message = user_message("first and only")
+
+    first = await alice.send(session["id"], messages=[message])
+    again = await alice.send(session["id"], messages=[message])  # the session is busy with it
+
+    assert again["turnId"] == first["turnId"]
+    await alice.cancel(session["id"], all=True)
