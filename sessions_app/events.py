@@ -91,6 +91,11 @@ def archive_many(frames_by_session: dict[str, Sequence[str]]) -> None:
     EventRecord.objects.bulk_create(records, ignore_conflicts=True, batch_size=500)
 
 
+def is_delta(frame: str) -> bool:
+    """Cheap test on a frame as published: `{"seq":N,"type":"delta",...`."""
+    return frame.startswith('"type":"delta"', frame.index(",") + 1)
+
+
 class Archiver:
     """Writes published events to the archive from a thread of its own, in batches, so
     that no request, cancel or turn end waits on the insert. The live log in Redis holds
@@ -102,6 +107,9 @@ class Archiver:
         self._lock = threading.Lock()
 
     def add(self, session_id: str, frames: Sequence[str]) -> None:
+        # Deltas are not archived: they are most events, the answers are in the tree, and a
+        # resume from further back than the live log gets a snapshot (decision 009).
+        frames = [f for f in frames if not is_delta(f)]
         if not frames:
             return
         with self._lock:

@@ -66,36 +66,48 @@ async def test_a_device_joining_mid_stream_gets_a_snapshot_then_the_rest(make_cl
     assert_clean(late)
 
 
-def turn_end_seq(device, turn) -> int:
-    return next(e["seq"] for e in device.events if e["type"] == "turn.end" and e["turnId"] == turn.turn_id)
+async def wait_archived(orm, session_id: str, count: int) -> None:
+    """The archive is written in the background: wait until it holds `count` events."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while orm(lambda: EventRecord.objects.filter(session_id=session_id).count()) < count:
+        assert loop.time() < deadline, "the archive did not catch up"
+        await asyncio.sleep(0.05)
 
 
-async def test_resume_from_further_back_than_the_live_log_reads_the_archive_or_snapshots(make_client, stack, orm):
+async def test_resume_from_further_back_than_the_live_log_gets_a_snapshot_with_the_exact_text(make_client, stack):
     alice = await make_client("alice")
     session = await session_with(alice, tokens=30, rate=300)
     device = await alice.connect(session["id"])
-    turn = await device.send("archived")
+    turn = await device.send("long ago")
     await turn.end()
     await device.close()
-    # the worker archives in batches every half second: trim only what the archive holds
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while orm(lambda: EventRecord.objects.filter(session_id=session["id"]).count()) < turn_end_seq(device, turn):
-        assert loop.time() < deadline, "the archive did not catch up"
-        await asyncio.sleep(0.05)
-    log_key = f"{stack.key_prefix}:{{{session['id']}}}:log"
-    stack.redis.xtrim(log_key, maxlen=3)  # the live log forgets all but the newest events
+    stack.redis.xtrim(f"{stack.key_prefix}:{{{session['id']}}}:log", maxlen=3)  # forget all but the newest
 
-    from_archive = await alice.connect(session["id"], after=2)
+    late = await alice.connect(session["id"], after=2)
+
+    assert late.resumed is False and late.snapshots == 1  # deltas are not archived: a snapshot
+    assert late.text_of(turn.ack["assistantMessageId"]) == expected_answer("long ago", 30)
+    assert late.messages[turn.ack["assistantMessageId"]]["status"] == "complete"
+    page = await alice.events(session["id"], after=late.last_seq - 2)
+    assert [e["seq"] for e in page["events"]] == [late.last_seq - 1, late.last_seq]
+
+
+async def test_the_archive_serves_a_resume_whose_gap_holds_no_deltas(make_client, stack, orm):
+    alice = await make_client("alice")
+    session = await session_with(alice, tokens=30, rate=300)
+    device = await alice.connect(session["id"])
+    await device.cancel(turn_id="never-ran")  # held: the turn ends at creation, no deltas
+    turn = await device.send("too late", turn_id="never-ran")
+    end = await turn.end()
+    await wait_archived(orm, session["id"], end["seq"])
+    stack.redis.xtrim(f"{stack.key_prefix}:{{{session['id']}}}:log", maxlen=1)
+
+    from_archive = await alice.connect(session["id"], after=1)
+
     assert from_archive.resumed is True
-    assert next(e["seq"] for e in from_archive.events) == 3
-
-    orm(lambda: EventRecord.objects.filter(session_id=session["id"]).delete())
-    from_scratch = await alice.connect(session["id"], after=2)
-    assert from_scratch.resumed is False and from_scratch.snapshots == 1
-    assert from_scratch.text_of(turn.ack["assistantMessageId"]) == expected_answer("archived", 30)
-    page = await alice.events(session["id"], after=from_scratch.last_seq - 2)
-    assert [e["seq"] for e in page["events"]] == [from_scratch.last_seq - 1, from_scratch.last_seq]
+    assert [e["seq"] for e in from_archive.events][: end["seq"] - 1] == list(range(2, end["seq"] + 1))
+    assert from_archive.turns[turn.turn_id]["status"] == "cancelled"
 
 
 async def test_events_lost_by_the_channel_layer_are_recovered_from_the_log(make_client, stack):
