@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 from sessions_app.models import EventRecord
 from tests.integration.helpers import assert_clean, expected_answer, session_with
@@ -70,7 +71,7 @@ async def wait_archived(orm, session_id: str, count: int) -> None:
     """The archive is written in the background: wait until it holds `count` events."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
-    while orm(lambda: EventRecord.objects.filter(session_id=session_id).count()) < count:
+    while orm(lambda: EventRecord.objects.filter(session_id=uuid.UUID(session_id)).count()) < count:
         assert loop.time() < deadline, "the archive did not catch up"
         await asyncio.sleep(0.05)
 
