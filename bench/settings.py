@@ -9,16 +9,12 @@ as a handful of users.
 import os
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import SESSIONS_APP, env
+from config.settings.base import SESSIONS_APP, redis_settings
 
 REDIS_URL = os.environ["REDIS_URL"]
 KEY_PREFIX = os.environ["CHAT_KEY_PREFIX"]
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": env("CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"),
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{KEY_PREFIX}:layer:"},
-    }
-}
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
-CELERY_TASK_DEFAULT_QUEUE = f"{KEY_PREFIX}.turns"
+_redis = redis_settings(REDIS_URL, KEY_PREFIX)
+CHANNEL_LAYERS = _redis["CHANNEL_LAYERS"]
+CELERY_BROKER_URL = _redis["CELERY_BROKER_URL"]
+CELERY_TASK_DEFAULT_QUEUE = _redis["CELERY_TASK_DEFAULT_QUEUE"]
 SESSIONS_APP = {**SESSIONS_APP, "SENDS_PER_MINUTE": 0}

@@ -111,15 +111,26 @@ REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # (or test runs) can share one Redis server.
 KEY_PREFIX = env("CHAT_KEY_PREFIX", default="chat")
 
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": env("CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"),
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{KEY_PREFIX}:layer:"},
-    }
-}
 
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
-CELERY_TASK_DEFAULT_QUEUE = f"{KEY_PREFIX}.turns"
+def redis_settings(redis_url: str, key_prefix: str) -> dict[str, Any]:
+    """The settings that follow from the Redis URL and the deployment's key prefix (the
+    test and benchmark settings pick their own of both)."""
+    return {
+        "CHANNEL_LAYERS": {
+            "default": {
+                "BACKEND": env("CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"),
+                "CONFIG": {"hosts": [redis_url], "prefix": f"{key_prefix}:layer:"},
+            }
+        },
+        "CELERY_BROKER_URL": env("CELERY_BROKER_URL", default=redis_url),
+        "CELERY_TASK_DEFAULT_QUEUE": f"{key_prefix}.turns",
+    }
+
+
+_redis = redis_settings(REDIS_URL, KEY_PREFIX)
+CHANNEL_LAYERS = _redis["CHANNEL_LAYERS"]
+CELERY_BROKER_URL = _redis["CELERY_BROKER_URL"]
+CELERY_TASK_DEFAULT_QUEUE = _redis["CELERY_TASK_DEFAULT_QUEUE"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

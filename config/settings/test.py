@@ -8,7 +8,7 @@ import os
 import uuid
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import BASE_DIR, SESSIONS_APP, env
+from config.settings.base import BASE_DIR, SESSIONS_APP, redis_settings
 
 if not os.environ.get("REDIS_URL"):
     from config.embedded_redis import start_embedded_redis
@@ -23,14 +23,10 @@ from config.settings.base import database_from_env
 
 REDIS_URL = os.environ["REDIS_URL"]
 KEY_PREFIX = os.environ["CHAT_KEY_PREFIX"]
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": env("CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"),
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{KEY_PREFIX}:layer:"},
-    }
-}
-CELERY_BROKER_URL = REDIS_URL
-CELERY_TASK_DEFAULT_QUEUE = f"{KEY_PREFIX}.turns"
+_redis = redis_settings(REDIS_URL, KEY_PREFIX)
+CHANNEL_LAYERS = _redis["CHANNEL_LAYERS"]
+CELERY_BROKER_URL = _redis["CELERY_BROKER_URL"]
+CELERY_TASK_DEFAULT_QUEUE = _redis["CELERY_TASK_DEFAULT_QUEUE"]
 
 DATABASES = {"default": database_from_env(BASE_DIR / "test-db.sqlite3")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

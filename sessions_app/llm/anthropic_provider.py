@@ -182,10 +182,10 @@ class AnthropicProvider:
         try:
             upstream = await self._client(config).messages.create(**self._arguments(request, options))
         except Exception as exc:
-            raise _mapped(exc) from exc
+            raise errors.mapped(exc, anthropic) from exc
         reader = _Reader()
         async with upstream:  # closes the HTTP stream on cancel, error or end
-            async for event in _events(upstream):
+            async for event in errors.stream_items(upstream, anthropic):
                 try:
                     items = reader.read(event)
                 except (AttributeError, TypeError, KeyError) as exc:
@@ -196,25 +196,3 @@ class AnthropicProvider:
             raise errors.bad_response("the stream ended before the model finished")
         yield Usage(input_tokens=reader.input_tokens, output_tokens=reader.output_tokens)
         yield Finish(reader.stop_reason)
-
-
-def _mapped(exc: BaseException) -> BaseException:
-    mapped = errors.from_sdk(exc, anthropic)
-    if mapped is not None:
-        return mapped
-    if isinstance(exc, ValueError):  # a `data:` line that is not JSON
-        return errors.bad_response(str(exc))
-    return exc
-
-
-async def _events(upstream: anthropic.AsyncStream[Any]) -> AsyncIterator[Any]:
-    """The SDK's events, with its failures as ProviderErrors."""
-    iterator = upstream.__aiter__()
-    while True:
-        try:
-            event = await iterator.__anext__()
-        except StopAsyncIteration:
-            return
-        except Exception as exc:
-            raise _mapped(exc) from exc
-        yield event

@@ -9,6 +9,7 @@ are retryable; the runner retries them only before the first token.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import httpx2
@@ -103,3 +104,27 @@ def from_sdk(exc: BaseException, sdk: Any) -> ProviderError | None:
     if isinstance(exc, sdk.APIError):  # an error event inside a stream
         return from_status(None, exc.body, exc.message)
     return from_transport(exc)
+
+
+def mapped(exc: BaseException, sdk: Any) -> BaseException:
+    """A vendor SDK's failure as a ProviderError where it is one (a `data:` line that is not
+    JSON raises ValueError inside the SDKs); anything else unchanged."""
+    provider_error = from_sdk(exc, sdk)
+    if provider_error is not None:
+        return provider_error
+    if isinstance(exc, ValueError):
+        return bad_response(str(exc))
+    return exc
+
+
+async def stream_items(upstream: AsyncIterable[Any], sdk: Any) -> AsyncIterator[Any]:
+    """The items of an SDK stream, with its failures as ProviderErrors."""
+    iterator = upstream.__aiter__()
+    while True:
+        try:
+            item = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        except Exception as exc:
+            raise mapped(exc, sdk) from exc
+        yield item

@@ -148,10 +148,10 @@ class OpenAIProvider:
         try:
             upstream = await self._client(config).chat.completions.create(**self._arguments(request, options, config))
         except Exception as exc:
-            raise _mapped(exc) from exc
+            raise errors.mapped(exc, openai) from exc
         async with upstream:  # closes the HTTP stream on cancel, error or end
             calls, usage, finish = _ToolCalls(), None, None
-            async for chunk in _chunks(upstream):
+            async for chunk in errors.stream_items(upstream, openai):
                 try:
                     items, chunk_usage, chunk_finish = _read_chunk(chunk, calls)
                 except (AttributeError, TypeError, KeyError, ValueError) as exc:
@@ -166,28 +166,6 @@ class OpenAIProvider:
         if usage is not None:
             yield usage
         yield Finish(finish)
-
-
-def _mapped(exc: BaseException) -> BaseException:
-    mapped = errors.from_sdk(exc, openai)
-    if mapped is not None:
-        return mapped
-    if isinstance(exc, ValueError):  # a `data:` line that is not JSON
-        return errors.bad_response(str(exc))
-    return exc
-
-
-async def _chunks(upstream: openai.AsyncStream[Any]) -> AsyncIterator[Any]:
-    """The SDK's chunks, with its failures as ProviderErrors."""
-    iterator = upstream.__aiter__()
-    while True:
-        try:
-            chunk = await iterator.__anext__()
-        except StopAsyncIteration:
-            return
-        except Exception as exc:
-            raise _mapped(exc) from exc
-        yield chunk
 
 
 def _read_chunk(chunk: Any, calls: _ToolCalls) -> tuple[list[StreamItem], Usage | None, str | None]:
