@@ -25,6 +25,32 @@ def _stop(signum: int, _frame: object) -> None:
     raise Stop(signal.Signals(signum).name)
 
 
+def web_command(host: str, port: int | str) -> list[str]:
+    """Daphne serving the ASGI application."""
+    return [PYTHON, "-m", "daphne", "-b", host, "-p", str(port), "config.asgi:application"]
+
+
+def worker_command(concurrency: int, *, loglevel: str = "INFO", name: str | None = None) -> list[str]:
+    """A Celery worker on a pool of threads: one process streams `concurrency` turns at once."""
+    command = [
+        PYTHON,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    return [*command, "-n", name] if name else command
+
+
 def main() -> int:
     # Explicit handlers: a shell without job control starts background commands with
     # SIGINT ignored, and service managers stop with SIGTERM.
@@ -45,31 +71,8 @@ def main() -> int:
     subprocess.run([*manage, "ensure_demo_user"], env=env, check=True)  # noqa: S603
     concurrency = env.get("WORKER_CONCURRENCY", "200")
     processes = [
-        subprocess.Popen(  # noqa: S603
-            [PYTHON, "-m", "daphne", "-b", host, "-p", port, "config.asgi:application"],
-            env=env,
-            cwd=ROOT,
-        ),
-        subprocess.Popen(  # noqa: S603
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                concurrency,
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            env=env,
-            cwd=ROOT,
-        ),
+        subprocess.Popen(web_command(host, port), env=env, cwd=ROOT),  # noqa: S603
+        subprocess.Popen(worker_command(int(concurrency)), env=env, cwd=ROOT),  # noqa: S603
     ]
     print(
         f"\n  Chat is running at http://{host}:{port}/  (admin: /admin/)\n"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ from typing import Any
 
 import httpx
 import redis
+
+from config.runstack import web_command, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,26 +55,9 @@ class Stack:
 
     def start_worker(self, name: str = "worker", concurrency: int = 100) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "ab")
+        command = worker_command(concurrency, loglevel="WARNING", name=f"{name}-{self.key_prefix}@%h")
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(concurrency),
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"{name}-{self.key_prefix}@%h",
-            ],
+            [*command, "--without-heartbeat"],
             env=self.env,
             cwd=ROOT,
             stdout=log,
@@ -98,7 +82,7 @@ class Stack:
         port = free_port()
         log = open(self.logs / f"{name}.log", "ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+            web_command("127.0.0.1", port),
             env={**self.env, **(extra_env or {})},
             cwd=ROOT,
             stdout=log,
