@@ -45,8 +45,6 @@ DEFAULTS: dict[str, Any] = {
     "SENDS_PER_MINUTE": 600,
     # The models sessions may use; "demo" is always there.
     "DEFAULT_MODEL": "demo",
-    # How many turns one worker process streams at once (the Celery thread pool's size).
-    "WORKER_CONCURRENCY": 200,
     # Longest wait of POST /wait.
     "MAX_WAIT_SECONDS": 60,
     # Model providers (sessions_app/llm; docs/providers.md). Keys and base URLs come from the

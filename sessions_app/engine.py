@@ -35,10 +35,6 @@ from sessions_app.services.turns import turn_claim, turn_finish, turns_fail_lost
 logger = logging.getLogger(__name__)
 
 
-def workers_key() -> str:
-    return f"{key_prefix()}:workers"
-
-
 class Engine:
     def __init__(self) -> None:
         # Scoped by the deployment's key prefix: a reaper only judges its own deployment's
@@ -114,7 +110,7 @@ class Engine:
     async def _heartbeat(self) -> None:
         client = live.async_redis()
         while True:
-            await client.zadd(workers_key(), {self.worker_id: time.time()})
+            await client.zadd(live.Keys.workers(), {self.worker_id: time.time()})
             await asyncio.sleep(app_settings.HEARTBEAT_SECONDS)
 
     async def _reap(self) -> None:
@@ -122,8 +118,8 @@ class Engine:
         while True:
             await asyncio.sleep(app_settings.HEARTBEAT_SECONDS)
             cutoff = time.time() - app_settings.WORKER_LOST_AFTER_SECONDS
-            await client.zremrangebyscore(workers_key(), "-inf", cutoff)
-            alive = {m.decode() for m in await client.zrangebyscore(workers_key(), cutoff, "+inf")}  # type: ignore[union-attr]
+            await client.zremrangebyscore(live.Keys.workers(), "-inf", cutoff)
+            alive = {m.decode() for m in await client.zrangebyscore(live.Keys.workers(), cutoff, "+inf")}  # type: ignore[union-attr]
             alive.add(self.worker_id)
             ended = await db(turns_fail_lost)(live_workers=alive, scope=f"{key_prefix()}/")
             if ended:

@@ -87,8 +87,9 @@ class Keys:
         return f"{key_prefix()}:cancel"
 
     @staticmethod
-    def worker(worker_id: str) -> str:
-        return f"{key_prefix()}:worker:{worker_id}"
+    def workers() -> str:
+        """Sorted set of worker ids scored by their last heartbeat."""
+        return f"{key_prefix()}:workers"
 
     @staticmethod
     def rate(user_id: int, window: int) -> str:
