@@ -107,6 +107,7 @@ class TurnResult:
     deltas: int = 0
     missing: list[int] = field(default_factory=list)  # indices of tokens never received
     gaps: list[tuple[int, int]] = field(default_factory=list)  # the device's seq gaps
+    ack: float | None = None  # send to the send's ack, seconds (the web process's part)
 
     @property
     def first_token(self) -> float | None:
@@ -356,12 +357,13 @@ class Started:
     turn_id: str
     prompt: str
     sent_at: float
+    acked_at: float
 
 
 async def start_turn(device: BenchDevice, prompt: str) -> Started:
     sent_at = time.time()
     handle = await device.send(prompt)
-    return Started(device, handle.turn_id, prompt, sent_at)
+    return Started(device, handle.turn_id, prompt, sent_at, time.time())
 
 
 async def run_turns(
@@ -381,4 +383,33 @@ async def run_turns(
 
     ended = await asyncio.gather(*(end(s) for s in started))
     results = [analyse_turn(s.device, s.turn_id, s.prompt, s.sent_at, tokens) for s in started]
+    for result, item in zip(results, started, strict=True):
+        result.ack = item.acked_at - item.sent_at
     return results, sum(1 for ok in ended if not ok)
+
+
+async def run_turns_closed_loop(
+    devices: Sequence[BenchDevice], tag: str, *, until: float, timeout: float = 60
+) -> tuple[list[TurnResult], int]:
+    """Each device sends a turn, waits for its end and sends the next, until `until` (wall
+    clock); returns every turn's result and how many did not end within `timeout`."""
+    timed_out = 0
+
+    async def loop(index: int, device: BenchDevice) -> list[TurnResult]:
+        nonlocal timed_out
+        out: list[TurnResult] = []
+        count = 0
+        while time.time() < until:
+            item = await start_turn(device, new_prompt(f"{tag}-{index}-{count}"))
+            count += 1
+            try:
+                await device.wait_turn_end(item.turn_id, timeout)
+            except TimeoutError:
+                timed_out += 1
+            result = analyse_turn(device, item.turn_id, item.prompt, item.sent_at)
+            result.ack = item.acked_at - item.sent_at
+            out.append(result)
+        return out
+
+    per_device = await asyncio.gather(*(loop(i, d) for i, d in enumerate(devices)))
+    return [r for results in per_device for r in results], timed_out

@@ -20,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     # COALESCE_PER_TURN_MS for each further turn streaming in the same process.
     "COALESCE_WINDOW_MS": 25.0,
     "COALESCE_PER_TURN_MS": 1.0,
+    # Connections each process's Redis pools may open; beyond it a caller waits for one.
+    "REDIS_MAX_CONNECTIONS": 64,
     # Dotted paths of the hooks.
     "CANCEL_AUTHORISER": "sessions_app.cancellation.authorisers.allow_any_member",
     "ON_ABORT": None,

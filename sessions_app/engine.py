@@ -29,8 +29,9 @@ import orjson
 from sessions_app import events, live
 from sessions_app.conf import app_settings, key_prefix
 from sessions_app.dbasync import db
+from sessions_app.grouping import GroupedCall
 from sessions_app.runner import TurnRunner
-from sessions_app.services.turns import turn_claim, turn_finish, turns_fail_lost
+from sessions_app.services.turns import ClaimedTurn, turns_claim, turns_fail_lost, turns_finish
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,12 @@ class Engine:
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="engine-db"))
         self.aborts: dict[int, asyncio.Event] = {}
+        # Turns handed over (or ended) while the previous claim (or finish) was in the
+        # database go together: one transaction per batch (grouping.py).
+        self._claims: GroupedCall[int, ClaimedTurn | None] = GroupedCall(
+            lambda pks: turns_claim(turn_pks=pks, worker_id=self.worker_id)
+        )
+        self._finishes: GroupedCall[dict[str, Any], bool] = GroupedCall(turns_finish)
         self._thread = threading.Thread(target=self._main, name="turn-engine", daemon=True)
         self._ready = threading.Event()
         self._thread.start()
@@ -83,12 +90,12 @@ class Engine:
         abort = asyncio.Event()
         self.aborts[turn_pk] = abort  # before the claim reads the cancel flag: no cancel slips by
         try:
-            claimed = await db(turn_claim)(turn_pk=turn_pk, worker_id=self.worker_id)
+            claimed = await self._claims.call(turn_pk)
             if claimed is None:
                 return
             runner = TurnRunner(claimed, abort, self.coalesce_window, events.archiver.add)
             outcome = await runner.run()
-            await db(turn_finish)(**outcome)  # the archive catches up off the critical path
+            await self._finishes.call(outcome)  # the archive catches up off the critical path
         finally:
             self.aborts.pop(turn_pk, None)
 

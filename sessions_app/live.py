@@ -1,16 +1,20 @@
 """The live side of a session in Redis: event numbering, the live event log, the text of
-answers while they stream, and fan-out over the channel layer.
+answers while they stream, and fan-out.
 
 One Lua script numbers a batch of events (`seq`, contiguous per session), appends them to
-the session's log (a Redis stream whose entry ids are the seqs), and appends streamed text
-to the answer's live buffer, all atomically. Fan-out then goes over the channel layer; as
-that is at-most-once, readers recover anything it drops from the log (see hub.py).
+the session's log (a Redis stream whose entry ids are the seqs), appends streamed text to
+the answer's live buffer and publishes the batch on the session's pub/sub channel, all
+atomically. Pub/sub is at-most-once: readers recover anything it drops from the log (see
+hub.py). In async code every batch of an event loop goes through its `Publisher`, which
+pipelines them.
 
 Every key of a session shares the hash tag `{<session>}` so the script runs on Redis Cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import threading
 import time
 from collections.abc import Sequence
@@ -21,14 +25,12 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 from sessions_app.conf import app_settings, key_prefix
 
 Event = dict[str, Any]
 
-# KEYS: 1 seq, 2 log, then live keys (text buffer, then its seq) referenced from ARGV.
-# ARGV: 1 maxlen, 2 ttl, then per event: body (JSON without its leading "{"), index of
-# its live text key in KEYS (0 for none), text to append.
 # KEYS: 1 seq, 2 log, 3 the session's event channel, then live keys (text buffer, then its
 # seq) referenced from ARGV. ARGV: 1 maxlen, 2 ttl, then per event: body (JSON without its
 # leading "{"), index of its live text key in KEYS (0 for none), text to append.
@@ -54,6 +56,7 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('PUBLISH', KEYS[3], table.concat(frames, '\\n'))
 return first
 """
+_EMIT_SHA = hashlib.sha1(_EMIT_LUA.encode(), usedforsecurity=False).hexdigest()  # EVALSHA names scripts by SHA-1
 
 
 class Keys:
@@ -143,7 +146,9 @@ _sync_lock = threading.Lock()
 _sync_client: redis.Redis | None = None
 _async_clients: dict[int, aioredis.Redis] = {}
 _sync_emit: Any = None
-_async_emits: dict[int, Any] = {}
+_publishers: dict[int, Publisher] = {}
+# A burst beyond the pool's size waits for a free connection rather than failing.
+_POOL_WAIT_SECONDS = 20
 
 
 def sync_redis() -> redis.Redis:
@@ -151,18 +156,22 @@ def sync_redis() -> redis.Redis:
     global _sync_client
     with _sync_lock:
         if _sync_client is None:
-            _sync_client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=False)
+            pool = redis.BlockingConnectionPool.from_url(
+                settings.REDIS_URL, max_connections=app_settings.REDIS_MAX_CONNECTIONS, timeout=_POOL_WAIT_SECONDS
+            )
+            _sync_client = redis.Redis(connection_pool=pool)
         return _sync_client
 
 
 def async_redis() -> aioredis.Redis:
     """One client per event loop: asyncio connections cannot cross loops."""
-    import asyncio
-
     loop = asyncio.get_running_loop()
     client = _async_clients.get(id(loop))
     if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=False)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=app_settings.REDIS_MAX_CONNECTIONS, timeout=_POOL_WAIT_SECONDS
+        )
+        client = aioredis.Redis(connection_pool=pool)
         _async_clients[id(loop)] = client
     return client
 
@@ -178,13 +187,79 @@ def _emit_script_sync() -> Any:
     return _sync_emit
 
 
-def _emit_script_async() -> Any:
-    import asyncio
+class Publisher:
+    """Sends the batches of every turn of one event loop to Redis together.
 
+    While one pipeline is on the wire, the batches that arrive meanwhile wait and go out
+    as the next pipeline: one round trip and one connection per flush, whatever the number
+    of turns streaming, and the busier the loop, the more each round trip carries (the
+    per-command cost of redis-py dominated the worker's CPU when each turn sent its own;
+    decision 012).
+    """
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[PreparedBatch, asyncio.Future[int]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def publish(self, session_id: str, events: Sequence[Event]) -> list[str]:
+        if not events:
+            return []
+        batch = prepare(session_id, events)
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append((batch, done))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="live-publisher")
+        self._wake.set()
+        return frames_for(await done, batch.bodies)
+
+    async def _run(self) -> None:
+        client = async_redis()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            waiting, self._waiting = self._waiting, []
+            if not waiting:
+                continue
+            try:
+                results = await _emit_pipelined(client, [batch for batch, _ in waiting])
+            except Exception as exc:
+                results = [exc] * len(waiting)
+            for (_, done), result in zip(waiting, results, strict=True):
+                if done.done():  # its caller was cancelled meanwhile
+                    continue
+                if isinstance(result, BaseException):
+                    done.set_exception(result)
+                else:
+                    done.set_result(int(result))
+
+
+async def _emit_pipelined(client: aioredis.Redis, batches: list[PreparedBatch]) -> list[Any]:
+    """Run the numbering script once per batch, in order, in one pipeline. Per-batch
+    results: the first seq, or the error of that batch."""
+    results = await _evalsha_all(client, batches)
+    missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+    if missing:  # Redis restarted or flushed its scripts: load it, run those again in order
+        await client.script_load(_EMIT_LUA)
+        for i, result in zip(missing, await _evalsha_all(client, [batches[i] for i in missing]), strict=True):
+            results[i] = result
+    return results
+
+
+async def _evalsha_all(client: aioredis.Redis, batches: list[PreparedBatch]) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for batch in batches:
+        pipe.execute_command("EVALSHA", _EMIT_SHA, len(batch.keys), *batch.keys, *batch.args)
+    return list(await pipe.execute(raise_on_error=False))
+
+
+def publisher() -> Publisher:
+    """The publisher of the running event loop."""
     loop_id = id(asyncio.get_running_loop())
-    if loop_id not in _async_emits:
-        _async_emits[loop_id] = async_redis().register_script(_EMIT_LUA)
-    return _async_emits[loop_id]
+    instance = _publishers.get(loop_id)
+    if instance is None:
+        instance = _publishers[loop_id] = Publisher()
+    return instance
 
 
 def publish(session_id: str, events: Sequence[Event]) -> list[str]:
@@ -198,12 +273,9 @@ def publish(session_id: str, events: Sequence[Event]) -> list[str]:
 
 
 async def publish_async(session_id: str, events: Sequence[Event]) -> list[str]:
-    """Number, log and fan out events in one Redis call (async; the worker's hot path)."""
-    if not events:
-        return []
-    batch = prepare(session_id, events)
-    first = int(await _emit_script_async()(keys=batch.keys, args=batch.args))
-    return frames_for(first, batch.bodies)
+    """Number, log and fan out events (async; the worker's hot path), pipelined with the
+    other batches of this event loop. Returns the frames as sent."""
+    return await publisher().publish(session_id, events)
 
 
 def parse_published(data: bytes) -> tuple[int, list[str]]:

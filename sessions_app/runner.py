@@ -44,6 +44,9 @@ from sessions_app.services.turns import ClaimedTurn
 
 logger = logging.getLogger(__name__)
 
+PUBLISH_RETRY_SECONDS = 0.2
+CLOSE_ATTEMPTS = 4  # the end of an answer is retried a little longer than other batches
+
 
 class DeltaCoalescer:
     """Buffers one turn's deltas and publishes them in batches.
@@ -86,7 +89,12 @@ class DeltaCoalescer:
             wait = self._last_flush + self.window() - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            await self._publish()
+            try:
+                await self._publish()
+            except Exception:
+                # Redis is unreachable: the batch went back to the buffer; try again soon.
+                logger.warning("turn %s: publishing deltas failed; retrying", self.turn.turn_id, exc_info=True)
+                await asyncio.sleep(PUBLISH_RETRY_SECONDS)
             self._last_flush = loop.time()
 
     async def _publish(self, extra: list[Event] | None = None) -> None:
@@ -98,7 +106,12 @@ class DeltaCoalescer:
             batch_events.extend(extra or [])
             if not batch_events:
                 return
-            frames = await live.publish_async(turn.session_id, batch_events)
+            try:
+                frames = await live.publish_async(turn.session_id, batch_events)
+            except Exception:
+                self._pending[:0] = batch  # not sent: keep it, in order, for the next flush
+                self._has_data.set()
+                raise
             self.last_seq = live.seq_of(frames[-1])
             self.on_frames(turn.session_id, frames)
 
@@ -115,7 +128,14 @@ class DeltaCoalescer:
             self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        await self._publish()
+        for attempt in range(CLOSE_ATTEMPTS):
+            try:
+                await self._publish()
+                return
+            except Exception:
+                if attempt == CLOSE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(PUBLISH_RETRY_SECONDS * 2**attempt)
 
     def parts(self) -> list[dict[str, Any]]:
         return [value if kind == "part" else {"type": kind, "text": "".join(value)} for kind, value in self._ordered]
@@ -152,7 +172,14 @@ class TurnRunner:
         if self.abort.is_set():
             status, error_code, error_message = TurnStatus.CANCELLED, "", ""
             await self._on_abort()
-        await self.coalescer.close()
+        try:
+            await self.coalescer.close()
+        except Exception as exc:
+            # The end of the answer could not be published (Redis unreachable): the turn
+            # still ends, with the whole answer saved in the tree for snapshots.
+            logger.exception("turn %s: publishing the end of the answer failed", self.turn.turn_id)
+            if status != TurnStatus.CANCELLED:
+                status, error_code, error_message = TurnStatus.ERROR, "internal", f"publishing failed: {exc}"
         return {
             "turn_pk": self.turn.pk,
             "status": status,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Turn
 
@@ -36,14 +37,10 @@ def default_parent(
     )
 
 
-def context_path(node: MessageNode) -> list[MessageNode]:
-    """Nodes from the root down to `node` (inclusive), skipping answers left empty."""
-    by_id = {
-        n.pk: n
-        for n in MessageNode.objects.filter(session_id=node.session_id).only(
-            "id", "parent_id", "role", "parts", "status"
-        )
-    }
+def context_path(node: MessageNode, nodes: Mapping[int, MessageNode] | None = None) -> list[MessageNode]:
+    """Nodes from the root down to `node` (inclusive), skipping answers left empty.
+    `nodes`: the session's nodes by pk, when the caller loaded them already."""
+    by_id = nodes if nodes is not None else session_nodes([node.session_id])
     path: list[MessageNode] = []
     current: MessageNode | None = by_id.get(node.pk, node)
     seen: set[int] = set()
@@ -54,3 +51,13 @@ def context_path(node: MessageNode) -> list[MessageNode]:
         current = by_id.get(current.parent_id) if current.parent_id else None
     path.reverse()
     return path
+
+
+def session_nodes(session_ids: Iterable[Any]) -> dict[int, MessageNode]:
+    """The nodes of some sessions by pk, with the fields a context needs (one query)."""
+    return {
+        n.pk: n
+        for n in MessageNode.objects.filter(session_id__in=list(session_ids)).only(
+            "id", "parent_id", "role", "parts", "status"
+        )
+    }

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def database_url(settings_dict: dict[str, Any]) -> str:
     """DATABASE_URL of a Django connection's settings (the test database)."""
-    if settings_dict["ENGINE"].endswith("sqlite3"):
+    if "sqlite" in settings_dict["ENGINE"]:
         return f"sqlite:///{Path(settings_dict['NAME']).resolve()}"
     user = settings_dict.get("USER") or ""
     password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""

@@ -93,6 +93,8 @@ async def run(bench: BenchStack, quick: bool) -> Measured:
             "token_max_ms": max(latencies, default=float("nan")),
             "first_token_p50_ms": percentile(firsts, 50),
             "first_token_max_ms": max(firsts, default=float("nan")),
+            "ack_p50_ms": percentile([ms(r.ack) for r in results if r.ack is not None], 50),
+            "ack_max_ms": max((ms(r.ack) for r in results if r.ack is not None), default=float("nan")),
             "deltas": sum(r.deltas for r in results),
             "cpu_s": meter.used,
             "cpu_s_per_1k_tokens": meter.per_thousand(delivered),

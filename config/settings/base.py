@@ -66,10 +66,12 @@ def database_from_env(default_sqlite: Path) -> dict[str, Any]:
     """PostgreSQL (or anything else) from DATABASE_URL; SQLite in WAL mode otherwise.
 
     SQLite runs with IMMEDIATE transactions so that concurrent writers (Daphne and the
-    Celery worker) queue on the lock instead of failing with "database is locked".
+    Celery worker) queue on the lock instead of failing with "database is locked", through
+    a backend that makes them queue on a file lock rather than sleep and retry (decision 011).
     """
     config: dict[str, Any] = env.db("DATABASE_URL", default=f"sqlite:///{default_sqlite}")
     if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["ENGINE"] = "config.sqlite_backend"
         config.setdefault("OPTIONS", {}).update(
             {
                 "transaction_mode": "IMMEDIATE",

@@ -29,7 +29,7 @@ CELERY_BROKER_URL = _redis["CELERY_BROKER_URL"]
 CELERY_TASK_DEFAULT_QUEUE = _redis["CELERY_TASK_DEFAULT_QUEUE"]
 
 DATABASES = {"default": database_from_env(BASE_DIR / "test-db.sqlite3")}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] == "config.sqlite_backend":
     # A file, not memory: the Daphne and Celery processes of the integration tests open it.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f"test-db-{os.getpid()}.sqlite3")}
 

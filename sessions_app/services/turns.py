@@ -8,7 +8,8 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
@@ -31,7 +32,9 @@ from sessions_app.models import (
 )
 from sessions_app.schemas import CancelFilter, SendBody
 from sessions_app.services.sessions import require_member
-from sessions_app.tree import context_path, default_parent
+from sessions_app.tree import context_path, default_parent, session_nodes
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -152,6 +155,34 @@ def turn_send(*, session_id: Any, user: AbstractBaseUser, body: SendBody) -> Sen
             # A refusal before any insert: it may be a repeat of a send that was accepted,
             # which must answer with its turn, so look again with the repeat check.
     raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    session_id: Any
+    user: AbstractBaseUser
+    body: SendBody
+
+
+def turns_send(requests: Sequence[SendRequest]) -> list[SendResult | Exception]:
+    """Many sends in one transaction, each in a savepoint of its own (the websocket
+    consumers of a process send together what arrived meanwhile: grouping.py). One outcome
+    per request, in order: its result or the error it alone raised."""
+    return in_one_transaction([partial(turn_send, session_id=r.session_id, user=r.user, body=r.body) for r in requests])
+
+
+def in_one_transaction(calls: Sequence[Callable[[], T]]) -> list[T | Exception]:
+    """Run calls in one transaction, each in a savepoint: a failing call rolls back only
+    its own work and reports its error; the others commit together."""
+    outcomes: list[T | Exception] = []
+    with transaction.atomic():
+        for call in calls:
+            try:
+                with transaction.atomic():
+                    outcomes.append(call())
+            except Exception as exc:
+                outcomes.append(exc)
+    return outcomes
 
 
 def lock_session(session: ChatSession) -> ChatSession:
@@ -326,23 +357,47 @@ class ClaimedTurn:
 def turn_claim(*, turn_pk: int, worker_id: str) -> ClaimedTurn | None:
     """Claim an active turn for this worker; None if it was claimed before or has ended
     (a redelivered task never runs a turn twice)."""
-    claimed = Turn.objects.filter(pk=turn_pk, status=TurnStatus.ACTIVE, worker_id="").update(worker_id=worker_id)
-    if not claimed:
-        return None
-    turn = Turn.objects.select_related("user_message", "assistant_message").get(pk=turn_pk)
-    assert turn.user_message is not None and turn.assistant_message is not None
-    context = [{"role": n.role, "parts": n.parts} for n in context_path(turn.user_message)]
-    return ClaimedTurn(
-        pk=turn.pk,
-        session_id=str(turn.session_id),
-        turn_id=turn.turn_id,
-        client_id=turn.client_id,
-        model=turn.model,
-        model_options=dict(turn.model_options),
-        assistant_message_id=turn.assistant_message.node_id,
-        cancel_requested=bool(turn.cancel_requested_by),
-        context=context,
-    )
+    return turns_claim(turn_pks=[turn_pk], worker_id=worker_id)[0]
+
+
+def turns_claim(*, turn_pks: Sequence[int], worker_id: str) -> list[ClaimedTurn | None]:
+    """Claim many turns in one transaction (a worker claims the turns it was handed
+    meanwhile together: engine.py). One outcome per pk, in order: None for a turn claimed
+    before, ended, or named twice (only its first request gets it)."""
+    claimed = _claim(turn_pks, worker_id)
+    return [claimed.pop(pk, None) for pk in turn_pks]
+
+
+def _claim(turn_pks: Sequence[int], worker_id: str) -> dict[int, ClaimedTurn]:
+    with transaction.atomic():
+        # FOR UPDATE where there are row locks: a worker claiming the same turn at the same
+        # moment waits, then sees it taken. SQLite's IMMEDIATE transaction serialises anyway.
+        free = list(
+            Turn.objects.select_for_update()
+            .filter(pk__in=list(turn_pks), status=TurnStatus.ACTIVE, worker_id="")
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        if not free:
+            return {}
+        Turn.objects.filter(pk__in=free).update(worker_id=worker_id)
+    turns = list(Turn.objects.filter(pk__in=free).select_related("user_message", "assistant_message"))
+    nodes = session_nodes({turn.session_id for turn in turns})
+    claimed = {}
+    for turn in turns:
+        assert turn.user_message is not None and turn.assistant_message is not None
+        claimed[turn.pk] = ClaimedTurn(
+            pk=turn.pk,
+            session_id=str(turn.session_id),
+            turn_id=turn.turn_id,
+            client_id=turn.client_id,
+            model=turn.model,
+            model_options=dict(turn.model_options),
+            assistant_message_id=turn.assistant_message.node_id,
+            cancel_requested=bool(turn.cancel_requested_by),
+            context=[{"role": n.role, "parts": n.parts} for n in context_path(turn.user_message, nodes)],
+        )
+    return claimed
 
 
 def turn_finish(
@@ -382,9 +437,16 @@ def turn_finish(
         emitted.extend(_promote_queue(session))
         events.emit_on_commit(str(session.pk), emitted)
         _announce(lambda: _announce_ended([turn]))
-    if turn.assistant_message:
-        live.expire_live_content_sync(str(turn.session_id), turn.assistant_message.node_id)
+        if turn.assistant_message:
+            message_id = turn.assistant_message.node_id
+            _announce(lambda: live.expire_live_content_sync(str(turn.session_id), message_id))
     return True
+
+
+def turns_finish(outcomes: Sequence[dict[str, Any]]) -> list[bool | Exception]:
+    """Many `turn_finish` calls (keyword arguments each) in one transaction (a worker ends
+    the turns that ended meanwhile together: engine.py)."""
+    return in_one_transaction([partial(turn_finish, **outcome) for outcome in outcomes])
 
 
 def _announce_started(turn: Turn) -> None:

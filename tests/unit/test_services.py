@@ -13,7 +13,17 @@ from sessions_app.errors import Busy, Conflict, Forbidden, QueueFull
 from sessions_app.models import MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody
 from sessions_app.services.sessions import member_add, session_create
-from sessions_app.services.turns import turn_claim, turn_finish, turn_send, turns_cancel, turns_fail_lost
+from sessions_app.services.turns import (
+    SendRequest,
+    turn_claim,
+    turn_finish,
+    turn_send,
+    turns_cancel,
+    turns_claim,
+    turns_fail_lost,
+    turns_finish,
+    turns_send,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -214,3 +224,47 @@ def test_signals_announce_messages_and_turns_after_commit(session, alice, django
         signals.turn_ended.disconnect(on_end)
     assert ("message", "user") in heard and ("message", "assistant") in heard
     assert ("started", result.turn.turn_id) in heard and ("ended", "complete") in heard
+
+
+def test_sends_grouped_in_one_transaction_fail_alone(session, alice):
+    """A grouped send refused by its policy reports its own error; the others commit."""
+    busy_session = session_create(owner=alice, title="busy", policy="reject")
+    send(busy_session, alice)  # streaming: the next reject-policy send is refused
+
+    def request(chat):
+        body = SendBody.model_validate(
+            {"messages": [{"id": str(uuid.uuid4()), "role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
+        )
+        return SendRequest(chat.pk, alice, body)
+
+    outcomes = turns_send([request(session), request(busy_session), request(session)])
+    assert isinstance(outcomes[1], Busy)
+    for outcome in (outcomes[0], outcomes[2]):
+        assert not isinstance(outcome, Exception)
+        assert Turn.objects.get(pk=outcome.turn.pk).status == TurnStatus.ACTIVE
+    assert Turn.objects.filter(session=busy_session).count() == 1  # nothing of the refused send stayed
+
+
+def test_grouped_claims_and_finishes(session, alice):
+    first, second = send(session, alice), send(session, alice)
+    claimed = turns_claim(turn_pks=[first.turn.pk, second.turn.pk, first.turn.pk], worker_id="w")
+    assert [c.turn_id if c else None for c in claimed] == [first.turn.turn_id, second.turn.turn_id, None]
+    assert claimed[0] is not None and claimed[0].context == [
+        {"role": "user", "parts": [{"type": "text", "text": "hi"}]}
+    ]
+    ended = turns_finish(
+        [
+            {
+                "turn_pk": first.turn.pk,
+                "status": "complete",
+                "parts": [{"type": "text", "text": "a"}],
+                "content_seq": 3,
+            },
+            {"turn_pk": 0, "status": "complete", "parts": [], "content_seq": 0},  # no such turn: fails alone
+            {"turn_pk": second.turn.pk, "status": "cancelled", "parts": [], "content_seq": 4},
+        ]
+    )
+    assert ended[0] is True and isinstance(ended[1], Turn.DoesNotExist) and ended[2] is True
+    assert Turn.objects.get(pk=first.turn.pk).status == "complete"
+    assert Turn.objects.get(pk=second.turn.pk).status == "cancelled"
+    assert MessageNode.objects.get(pk=first.turn.assistant_message.pk).text == "a"

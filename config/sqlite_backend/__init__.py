@@ -1,0 +1,1 @@
+"""SQLite backend whose write transactions queue on an OS file lock (decision 011)."""

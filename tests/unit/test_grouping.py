@@ -1,0 +1,72 @@
+"""Group commit and the pipelined publisher: what arrives while a call is under way goes
+out together in the next one, each caller gets its own outcome, and order and numbering
+hold (real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+import pytest
+
+from sessions_app import live
+from sessions_app.grouping import GroupedCall
+
+
+async def test_requests_arriving_during_a_call_go_together_in_the_next():
+    calls: list[list[int]] = []
+    release = threading.Event()
+
+    def run_many(requests: list[int]) -> list[int | Exception]:
+        calls.append(list(requests))
+        if len(calls) == 1:
+            release.wait(5)  # hold the first call while more requests arrive
+        return [ValueError(f"bad {r}") if r < 0 else r * 10 for r in requests]
+
+    grouped: GroupedCall[int, int] = GroupedCall(run_many, max_batch=3)
+    first = asyncio.create_task(grouped.call(1))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.create_task(grouped.call(r)) for r in (2, -3, 4, 5)]
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await first == 10
+    assert [await rest[0], await rest[2], await rest[3]] == [20, 40, 50]
+    with pytest.raises(ValueError, match="bad -3"):
+        await rest[1]  # only its own caller sees the error
+    assert calls == [[1], [2, -3, 4], [5]]  # grouped, in order, at most max_batch per call
+
+
+async def test_a_failing_call_fails_each_of_its_requests_and_the_next_call_runs():
+    def run_many(requests: list[int]) -> list[int | Exception]:
+        if 0 in requests:
+            raise RuntimeError("database down")
+        return list(requests)
+
+    grouped: GroupedCall[int, int] = GroupedCall(run_many)
+    with pytest.raises(RuntimeError):
+        await grouped.call(0)
+    assert await grouped.call(7) == 7
+
+
+async def test_pipelined_batches_keep_each_sessions_numbering_gapless_and_ordered():
+    sessions = [str(uuid.uuid4()) for _ in range(20)]
+
+    async def stream(session_id: str) -> list[str]:
+        frames: list[str] = []
+        for i in range(10):
+            frames += await live.publish_async(session_id, [{"type": "x", "n": i}, {"type": "x", "n": i + 100}])
+        return frames
+
+    results = await asyncio.gather(*(stream(s) for s in sessions))
+    for session_id, frames in zip(sessions, results, strict=True):
+        assert [live.seq_of(f) for f in frames] == list(range(1, 21))
+        assert await live.read_log(session_id, 0) == frames  # as sent, as logged
+
+
+async def test_the_publisher_reloads_its_script_after_redis_forgot_it():
+    session_id = str(uuid.uuid4())
+    await live.publish_async(session_id, [{"type": "x"}])
+    await live.async_redis().script_flush()
+    frames = await live.publish_async(session_id, [{"type": "y"}, {"type": "z"}])
+    assert [live.seq_of(f) for f in frames] == [2, 3]
