@@ -1,3 +1,4 @@
+import sys
 from typing import Any
 
 from django.apps import AppConfig
@@ -22,3 +23,11 @@ class SessionsAppConfig(AppConfig):
 
     def ready(self) -> None:
         request_finished.connect(close_request_connections, dispatch_uid="sessions_app.close_request_connections")
+        from sessions_app.conf import app_settings
+
+        interval = app_settings.THREAD_SWITCH_INTERVAL_MS
+        if interval:
+            # Daphne and the worker each run an event loop beside ORM threads: a thread
+            # that the GIL keeps waiting holds up a websocket frame or a token for up to the
+            # interval (Python's default is 5 ms). Decision 013.
+            sys.setswitchinterval(interval / 1000)

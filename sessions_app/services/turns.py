@@ -174,6 +174,12 @@ def turns_send(requests: Sequence[SendRequest]) -> list[SendResult | Exception]:
 def in_one_transaction(calls: Sequence[Callable[[], T]]) -> list[T | Exception]:
     """Run calls in one transaction, each in a savepoint: a failing call rolls back only
     its own work and reports its error; the others commit together."""
+    if len(calls) == 1:  # alone: its own transaction is enough, no savepoint to pay for
+        try:
+            with transaction.atomic():
+                return [calls[0]()]
+        except Exception as exc:
+            return [exc]
     outcomes: list[T | Exception] = []
     with transaction.atomic():
         for call in calls:
