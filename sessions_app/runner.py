@@ -182,6 +182,7 @@ class TurnRunner:
                 status, error_code, error_message = TurnStatus.ERROR, "internal", f"publishing failed: {exc}"
         return {
             "turn_pk": self.turn.pk,
+            "session_id": self.turn.session_id,
             "status": status,
             "parts": self.coalescer.parts(),
             "content_seq": self.coalescer.last_seq,

@@ -199,6 +199,12 @@ def lock_session(session: ChatSession) -> ChatSession:
     return ChatSession.objects.select_for_update().get(pk=session.pk)
 
 
+def lock_session_row(session_id: Any) -> None:
+    """`lock_session` for a caller that has only the session's id."""
+    if connection.features.has_select_for_update:
+        list(ChatSession.objects.select_for_update().filter(pk=session_id).values_list("pk", flat=True))
+
+
 def _send_locked(session: ChatSession, user: AbstractBaseUser, body: SendBody, *, check_repeat: bool) -> SendResult:
     session = lock_session(session)
     # Ids are unique per session: a first pass inserts and lets a repeated id raise
@@ -416,14 +422,31 @@ def turn_finish(
     error_message: str = "",
     usage: dict[str, Any] | None = None,
     finish_reason: str = "",
+    session_id: Any = None,
 ) -> bool:
     """End an active turn with its final answer, then start the next queued turn if the
-    session has no active turn left. False if the turn had already ended."""
-    turn = Turn.objects.select_related("assistant_message", "session").get(pk=turn_pk)
-    with transaction.atomic():
-        session = lock_session(turn.session)
+    session has no active turn left. False if the turn had already ended. `session_id`:
+    the turn's session, when the caller knows it (the worker does; it saves a query).
+
+    This is on the path of every cancel and every answer's end, so it reads the session's
+    in-flight turns once, for both the turn itself and the queue."""
+    if session_id is None:
+        session_id = Turn.objects.filter(pk=turn_pk).values_list("session_id", flat=True).first()
+        if session_id is None:
+            raise Turn.DoesNotExist(f"no turn {turn_pk}")
+    # No savepoint of its own: grouped finishes give each one (in_one_transaction).
+    with transaction.atomic(savepoint=False):
+        lock_session_row(session_id)
+        in_flight = list(
+            Turn.objects.filter(session_id=session_id, status__in=IN_FLIGHT)
+            .select_related("assistant_message")
+            .order_by("id")
+        )
+        turn = next((t for t in in_flight if t.pk == turn_pk and t.status == TurnStatus.ACTIVE), None)
+        if turn is None:
+            return False
         now = timezone.now()
-        ended = Turn.objects.filter(pk=turn_pk, status=TurnStatus.ACTIVE).update(
+        Turn.objects.filter(pk=turn_pk, status=TurnStatus.ACTIVE).update(
             status=status,
             ended_at=now,
             error_code=error_code,
@@ -431,21 +454,20 @@ def turn_finish(
             usage=usage or {},
             finish_reason=finish_reason,
         )
-        if not ended:
-            return False
         turn.status, turn.ended_at, turn.error_code, turn.error_message = status, now, error_code, error_message
+        turn.usage, turn.finish_reason = usage or {}, finish_reason
         MessageNode.objects.filter(pk=turn.assistant_message_id or 0).update(
             parts=parts,
             content_seq=content_seq,
             status=status,
         )
         emitted = [events.turn_end(turn)]
-        emitted.extend(_promote_queue(session))
-        events.emit_on_commit(str(session.pk), emitted)
+        emitted.extend(_promote_queue([t for t in in_flight if t.pk != turn_pk]))
+        events.emit_on_commit(str(session_id), emitted)
         _announce(lambda: _announce_ended([turn]))
         if turn.assistant_message:
             message_id = turn.assistant_message.node_id
-            _announce(lambda: live.expire_live_content_sync(str(turn.session_id), message_id))
+            _announce(lambda: live.expire_live_content_sync(str(session_id), message_id))
     return True
 
 
@@ -459,9 +481,9 @@ def _announce_started(turn: Turn) -> None:
     signals.turn_started.send(sender=Turn, turn=turn)
 
 
-def _promote_queue(session: ChatSession) -> list[Event]:
-    """Start the oldest queued turn when nothing is active (first in, first out)."""
-    in_flight = list(Turn.objects.filter(session=session, status__in=IN_FLIGHT).order_by("id"))
+def _promote_queue(in_flight: Sequence[Turn]) -> list[Event]:
+    """Start the oldest queued turn when nothing is active (first in, first out).
+    `in_flight`: the session's in-flight turns in creation order, read under its lock."""
     if not in_flight or any(t.status == TurnStatus.ACTIVE for t in in_flight):
         return []
     turn = in_flight[0]
@@ -489,6 +511,7 @@ def turns_fail_lost(*, live_workers: set[str], scope: str = "") -> list[str]:
         content = live.live_content_sync(str(turn.session_id), message_id)
         if turn_finish(
             turn_pk=turn.pk,
+            session_id=turn.session_id,
             status=TurnStatus.ERROR,
             parts=content.parts,
             content_seq=content.content_seq,
