@@ -172,12 +172,13 @@ def turns_send(requests: Sequence[SendRequest]) -> list[SendResult | Exception]:
 
 
 def in_one_transaction(calls: Sequence[Callable[[], T]]) -> list[T | Exception]:
-    """Run calls in one transaction, each in a savepoint: a failing call rolls back only
-    its own work and reports its error; the others commit together."""
-    if len(calls) == 1:  # alone: its own transaction is enough, no savepoint to pay for
+    """Run calls, each of which opens its own `transaction.atomic()`, in one transaction,
+    each in a savepoint: a failing call rolls back only its own work and reports its error;
+    the others commit together. A lone call runs as it is (its own transaction, no
+    savepoint to pay for)."""
+    if len(calls) == 1:
         try:
-            with transaction.atomic():
-                return [calls[0]()]
+            return [calls[0]()]
         except Exception as exc:
             return [exc]
     outcomes: list[T | Exception] = []
@@ -384,16 +385,15 @@ def _claim(turn_pks: Sequence[int], worker_id: str) -> dict[int, ClaimedTurn]:
     with transaction.atomic():
         # FOR UPDATE where there are row locks: a worker claiming the same turn at the same
         # moment waits, then sees it taken. SQLite's IMMEDIATE transaction serialises anyway.
-        free = list(
-            Turn.objects.select_for_update()
+        turns = list(
+            Turn.objects.select_for_update(of=("self",))
             .filter(pk__in=list(turn_pks), status=TurnStatus.ACTIVE, worker_id="")
+            .select_related("user_message", "assistant_message")
             .order_by("pk")
-            .values_list("pk", flat=True)
         )
-        if not free:
+        if not turns:
             return {}
-        Turn.objects.filter(pk__in=free).update(worker_id=worker_id)
-    turns = list(Turn.objects.filter(pk__in=free).select_related("user_message", "assistant_message"))
+        Turn.objects.filter(pk__in=[turn.pk for turn in turns]).update(worker_id=worker_id)
     nodes = session_nodes({turn.session_id for turn in turns})
     claimed = {}
     for turn in turns:
