@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.harness import BenchStack, start_bench_stack
+from bench.harness import BenchStack, close_all, connect, new_sessions, run_turns, start_bench_stack
 from bench.scenarios import Figure, Measured, Scenario, cancel, fanout, first_token, latency, reconnect, saturation
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -214,6 +214,15 @@ async def run_scenario(bench: BenchStack, scenario: Scenario, repeat: int, quick
     }
 
 
+async def warm_up(bench: BenchStack) -> None:
+    """One turn before measuring: a fresh process pays one-off costs (imports, connections,
+    the first query of each kind) on its first send, which no figure should include."""
+    client = (await bench.login())[0]
+    devices = await connect(client, await new_sessions(client, 1))
+    await run_turns(devices, "warm-up")
+    await close_all(devices)
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     only = set(args.only.split(",")) if args.only else None
     chosen = [s for s in SCENARIOS if only is None or s.name in only]
@@ -232,6 +241,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "scenarios": [],
     }
     try:
+        await warm_up(bench)
         for scenario in chosen:
             print(f"{scenario.name}: {scenario.title}", flush=True)
             report["scenarios"].append(await run_scenario(bench, scenario, repeat, args.quick))
