@@ -22,15 +22,17 @@ def default_parent(
     - while turns are in flight otherwise: a sibling of the newest in-flight user message;
     - else: the newest node of the session (the end of the current branch).
     """
+    # Only what a new node's parent needs (its pk, and its id for the `message` event).
+    nodes = MessageNode.objects.only("id", "node_id")
     if policy == Policy.INTERRUPT and interrupted:
-        return interrupted[-1].assistant_message
+        return nodes.filter(pk=interrupted[-1].assistant_message_id or 0).first()
     if in_flight:
         newest = in_flight[-1]
         if policy == Policy.QUEUE:
-            return newest.assistant_message
-        return newest.user_message.parent if newest.user_message else None
+            return nodes.filter(pk=newest.assistant_message_id or 0).first()
+        return nodes.filter(children__pk=newest.user_message_id or 0).first()  # its user message's parent
     return (
-        MessageNode.objects.filter(session=session)
+        nodes.filter(session=session)
         .exclude(status__in=[NodeStatus.QUEUED, NodeStatus.STREAMING])
         .order_by("-id")
         .first()

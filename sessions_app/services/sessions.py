@@ -19,7 +19,10 @@ def require_member(*, session_id: Any, user: AbstractBaseUser) -> ChatSession:
     """The session, if it exists and `user` belongs to it (404 / 403 otherwise). One query
     when the answer is yes: it runs on every command."""
     try:
-        membership = Membership.objects.select_related("session").filter(session_id=session_id, user_id=user.pk).first()
+        # At most one row (unique together): a slice, not first(), which would sort.
+        membership = next(
+            iter(Membership.objects.select_related("session").filter(session_id=session_id, user_id=user.pk)[:1]), None
+        )
         if membership is not None:
             return membership.session
         exists = ChatSession.objects.filter(pk=session_id).exists()

@@ -4,6 +4,7 @@ update under the session's row lock, so two workers or two cancels can never bot
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -33,6 +34,8 @@ from sessions_app.models import (
 from sessions_app.schemas import CancelFilter, SendBody
 from sessions_app.services.sessions import require_member
 from sessions_app.tree import context_path, default_parent, session_nodes
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -168,28 +171,54 @@ def turns_send(requests: Sequence[SendRequest]) -> list[SendResult | Exception]:
     """Many sends in one transaction, each in a savepoint of its own (the websocket
     consumers of a process send together what arrived meanwhile: grouping.py). One outcome
     per request, in order: its result or the error it alone raised."""
-    return in_one_transaction([partial(turn_send, session_id=r.session_id, user=r.user, body=r.body) for r in requests])
+    return in_one_transaction(
+        [partial(turn_send, session_id=r.session_id, user=r.user, body=r.body) for r in requests],
+        lock_order=[str(r.session_id) for r in requests],
+    )
 
 
-def in_one_transaction(calls: Sequence[Callable[[], T]]) -> list[T | Exception]:
-    """Run calls, each of which opens its own `transaction.atomic()`, in one transaction,
-    each in a savepoint: a failing call rolls back only its own work and reports its error;
-    the others commit together. A lone call runs as it is (its own transaction, no
-    savepoint to pay for)."""
+def in_one_transaction(
+    calls: Sequence[Callable[[], T]], lock_order: Sequence[str] | None = None, *, isolate: bool = True
+) -> list[T | Exception]:
+    """Run calls, each of which opens its own `transaction.atomic()`, in one transaction.
+    Outcomes (a result or the error raised) come back in the order of `calls`.
+
+    `isolate`: each call runs in a savepoint, so a failing call rolls back only its own
+    work and the others commit together (sends: refusals are part of normal life). Without
+    it (turn ends, which fail only when the database does) no savepoint is paid for; if a
+    call fails, the whole group rolls back and each call runs again on its own.
+
+    `lock_order`: the session each call locks. Calls run sorted by it, so two processes'
+    groups take their session locks in the same order and can never deadlock each other.
+    A lone call runs as it is (its own transaction)."""
     if len(calls) == 1:
+        return [_outcome(calls[0])]
+    order = sorted(range(len(calls)), key=lambda i: lock_order[i]) if lock_order else list(range(len(calls)))
+    outcomes: dict[int, T | Exception] = {}
+    if not isolate:
         try:
-            return [calls[0]()]
-        except Exception as exc:
-            return [exc]
-    outcomes: list[T | Exception] = []
+            with transaction.atomic():
+                for index in order:
+                    outcomes[index] = calls[index]()
+        except Exception:
+            logger.warning("a call of a group failed; running the group's calls one by one", exc_info=True)
+            return [_outcome(call) for call in calls]
+        return [outcomes[index] for index in range(len(calls))]
     with transaction.atomic():
-        for call in calls:
+        for index in order:
             try:
                 with transaction.atomic():
-                    outcomes.append(call())
+                    outcomes[index] = calls[index]()
             except Exception as exc:
-                outcomes.append(exc)
-    return outcomes
+                outcomes[index] = exc
+    return [outcomes[index] for index in range(len(calls))]
+
+
+def _outcome(call: Callable[[], T]) -> T | Exception:
+    try:
+        return call()
+    except Exception as exc:
+        return exc
 
 
 def lock_session(session: ChatSession) -> ChatSession:
@@ -214,11 +243,9 @@ def _send_locked(session: ChatSession, user: AbstractBaseUser, body: SendBody, *
     if existing is not None:
         return existing
     policy = body.policy or session.policy
-    in_flight = list(
-        Turn.objects.filter(session=session, status__in=IN_FLIGHT)
-        .select_related("user_message", "assistant_message")
-        .order_by("id")
-    )
+    # No joins: most sends find nothing in flight, and default_parent loads the one node
+    # it needs when something is.
+    in_flight = list(Turn.objects.filter(session=session, status__in=IN_FLIGHT).order_by("id"))
     emitted: list[Event] = []
     interrupted: list[Turn] = []
     if policy == Policy.REJECT and any(t.status == TurnStatus.ACTIVE for t in in_flight):
@@ -474,7 +501,11 @@ def turn_finish(
 def turns_finish(outcomes: Sequence[dict[str, Any]]) -> list[bool | Exception]:
     """Many `turn_finish` calls (keyword arguments each) in one transaction (a worker ends
     the turns that ended meanwhile together: engine.py)."""
-    return in_one_transaction([partial(turn_finish, **outcome) for outcome in outcomes])
+    return in_one_transaction(
+        [partial(turn_finish, **outcome) for outcome in outcomes],
+        lock_order=[str(outcome.get("session_id", "")) for outcome in outcomes],
+        isolate=False,
+    )
 
 
 def _announce_started(turn: Turn) -> None:
