@@ -21,3 +21,7 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsBrowserOriginValidator(TokenAuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+from sessions_app.runtime import freeze_start_up_objects  # noqa: E402
+
+freeze_start_up_objects()

@@ -1,4 +1,3 @@
-import sys
 from typing import Any
 
 from django.apps import AppConfig
@@ -23,11 +22,6 @@ class SessionsAppConfig(AppConfig):
 
     def ready(self) -> None:
         request_finished.connect(close_request_connections, dispatch_uid="sessions_app.close_request_connections")
-        from sessions_app.conf import app_settings
+        from sessions_app.runtime import tune_interpreter
 
-        interval = app_settings.THREAD_SWITCH_INTERVAL_MS
-        if interval:
-            # Daphne and the worker each run an event loop beside ORM threads: a thread
-            # that the GIL keeps waiting holds up a websocket frame or a token for up to the
-            # interval (Python's default is 5 ms). Decision 013.
-            sys.setswitchinterval(interval / 1000)
+        tune_interpreter()

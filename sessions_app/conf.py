@@ -18,11 +18,14 @@ DEFAULTS: dict[str, Any] = {
     # Delta coalescing: the longest a token waits before it is sent. The window adapts to
     # load: it is 0 while a worker process streams a single turn, and grows by
     # COALESCE_PER_TURN_MS for each further turn streaming in the same process.
-    "COALESCE_WINDOW_MS": 60.0,
+    "COALESCE_WINDOW_MS": 40.0,
     "COALESCE_PER_TURN_MS": 0.25,
     # How long a Python thread may keep the GIL while others wait (sys.setswitchinterval),
     # in every process that loads the app; None keeps Python's 5 ms.
     "THREAD_SWITCH_INTERVAL_MS": 1.0,
+    # Keep the objects a server process holds once it is ready out of later garbage
+    # collections (gc.freeze): full collections then pause it for a few ms, not ~100.
+    "GC_FREEZE_AT_START": True,
     # Connections each process's Redis pools may open; beyond it a caller waits for one.
     "REDIS_MAX_CONNECTIONS": 64,
     # Dotted paths of the hooks.

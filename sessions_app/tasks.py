@@ -6,6 +6,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from sessions_app.engine import engine
+from sessions_app.runtime import freeze_start_up_objects
 
 
 @shared_task(name="sessions_app.run_turn", ignore_result=True)
@@ -18,3 +19,4 @@ def run_turn(turn_pk: int) -> None:
 def start_engine(**_kwargs: Any) -> None:
     """Start heartbeat, cancel listener and reaper as soon as the worker is up."""
     engine()
+    freeze_start_up_objects()

@@ -157,7 +157,7 @@ REST_FRAMEWORK = {
 
 # The app's own settings, one namespace; see sessions_app/conf.py for every key and default.
 SESSIONS_APP: dict[str, Any] = {
-    "COALESCE_WINDOW_MS": env.float("CHAT_COALESCE_WINDOW_MS", default=60.0),
+    "COALESCE_WINDOW_MS": env.float("CHAT_COALESCE_WINDOW_MS", default=40.0),
     "CANCEL_AUTHORISER": env(
         "CHAT_CANCEL_AUTHORISER",
         default="sessions_app.cancellation.authorisers.allow_any_member",
