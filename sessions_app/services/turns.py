@@ -488,9 +488,15 @@ def turn_finish(
             content_seq=content_seq,
             status=status,
         )
+        promoted = _promote_queue([t for t in in_flight if t.pk != turn_pk])
         emitted = [events.turn_end(turn)]
-        emitted.extend(_promote_queue([t for t in in_flight if t.pk != turn_pk]))
+        if promoted:
+            emitted.append(events.turn_start(promoted))
         events.emit_on_commit(str(session_id), emitted)
+        if promoted:
+            # After its `turn.start` is published: no delta of it may come first.
+            _announce(lambda: _dispatch(promoted.pk))
+            _announce(lambda: _announce_started(promoted))
         _announce(lambda: _announce_ended([turn]))
         if turn.assistant_message:
             message_id = turn.assistant_message.node_id
@@ -512,18 +518,16 @@ def _announce_started(turn: Turn) -> None:
     signals.turn_started.send(sender=Turn, turn=turn)
 
 
-def _promote_queue(in_flight: Sequence[Turn]) -> list[Event]:
-    """Start the oldest queued turn when nothing is active (first in, first out).
-    `in_flight`: the session's in-flight turns in creation order, read under its lock."""
+def _promote_queue(in_flight: Sequence[Turn]) -> Turn | None:
+    """Start the oldest queued turn when nothing is active (first in, first out); returns
+    it. `in_flight`: the session's in-flight turns in creation order, read under its lock."""
     if not in_flight or any(t.status == TurnStatus.ACTIVE for t in in_flight):
-        return []
+        return None
     turn = in_flight[0]
     Turn.objects.filter(pk=turn.pk).update(status=TurnStatus.ACTIVE, started_at=timezone.now())
     MessageNode.objects.filter(pk=turn.assistant_message_id or 0).update(status=NodeStatus.STREAMING)
     turn.status = TurnStatus.ACTIVE
-    _announce(lambda: _dispatch(turn.pk))
-    _announce(lambda: _announce_started(turn))
-    return [events.turn_start(turn)]
+    return turn
 
 
 def turns_fail_lost(*, live_workers: set[str], scope: str = "") -> list[str]:

@@ -8,10 +8,12 @@ import uuid
 import pytest
 from django.contrib.auth import get_user_model
 
+from sessions_app import events
 from sessions_app.cancellation.authorisers import CancelRequest, turn_owner_only, turn_owner_or_session_owner
 from sessions_app.errors import Busy, Conflict, Forbidden, QueueFull
 from sessions_app.models import MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody
+from sessions_app.services import turns as turns_service
 from sessions_app.services.sessions import member_add, session_create
 from sessions_app.services.turns import (
     SendRequest,
@@ -268,3 +270,19 @@ def test_grouped_claims_and_finishes(session, alice):
     assert Turn.objects.get(pk=first.turn.pk).status == "complete"
     assert Turn.objects.get(pk=second.turn.pk).status == "cancelled"
     assert MessageNode.objects.get(pk=first.turn.assistant_message.pk).text == "a"
+
+
+def test_a_promoted_turn_is_announced_before_its_worker_is_asked_to_run_it(
+    session, alice, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Its `turn.start` must be published first: no delta of it may come before."""
+    order: list[tuple[str, object]] = []
+    monkeypatch.setattr(turns_service, "_dispatch", lambda pk: order.append(("dispatch", pk)))
+    monkeypatch.setattr(
+        events, "publish_now", lambda _sid, batch: order.append(("publish", [e["type"] for e in batch]))
+    )
+    active, queued = send(session, alice), send(session, alice, policy="queue")
+    turn_claim(turn_pk=active.turn.pk, worker_id="w")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert turn_finish(turn_pk=active.turn.pk, status="complete", parts=[], content_seq=0)
+    assert order == [("publish", ["turn.end", "turn.start"]), ("dispatch", queued.turn.pk)]
