@@ -333,7 +333,7 @@ def _send_locked(session: ChatSession, user: AbstractBaseUser, body: SendBody, *
     events.emit_on_commit(str(session.pk), emitted)
     if turn.status == TurnStatus.ACTIVE:
         _announce(lambda: _dispatch(turn.pk))
-    ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
+    # The session's updated_at moves when its `message` events are archived (events.py).
     _announce(lambda: _send_signals(new_nodes, turn))
     return SendResult(turn=turn, created=True, message_ids=[m.id for m in body.messages])
 

@@ -286,3 +286,18 @@ def test_a_promoted_turn_is_announced_before_its_worker_is_asked_to_run_it(
     with django_capture_on_commit_callbacks(execute=True):
         assert turn_finish(turn_pk=active.turn.pk, status="complete", parts=[], content_seq=0)
     assert order == [("publish", ["turn.end", "turn.start"]), ("dispatch", queued.turn.pk)]
+
+
+def test_archiving_a_message_moves_its_session_up_the_lists(session, alice):
+    other = session_create(owner=alice, title="other")
+    before = {s.pk: s.updated_at for s in (session, other)}
+    events.archive_many(
+        {
+            str(session.pk): ['{"seq":1,"type":"message","message":{}}'],
+            str(other.pk): ['{"seq":1,"type":"presence","online":[]}'],
+        }
+    )
+    session.refresh_from_db()
+    other.refresh_from_db()
+    assert session.updated_at > before[session.pk]
+    assert other.updated_at == before[other.pk]  # presence is not news
