@@ -60,6 +60,6 @@ def session_nodes(session_ids: Iterable[Any]) -> dict[int, MessageNode]:
     return {
         n.pk: n
         for n in MessageNode.objects.filter(session_id__in=list(session_ids)).only(
-            "id", "parent_id", "role", "parts", "status"
+            "id", "node_id", "parent_id", "role", "parts", "status"
         )
     }

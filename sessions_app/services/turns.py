@@ -413,18 +413,18 @@ def _claim(turn_pks: Sequence[int], worker_id: str) -> dict[int, ClaimedTurn]:
         # FOR UPDATE where there are row locks: a worker claiming the same turn at the same
         # moment waits, then sees it taken. SQLite's IMMEDIATE transaction serialises anyway.
         turns = list(
-            Turn.objects.select_for_update(of=("self",))
+            Turn.objects.select_for_update()
             .filter(pk__in=list(turn_pks), status=TurnStatus.ACTIVE, worker_id="")
-            .select_related("user_message", "assistant_message")
             .order_by("pk")
         )
         if not turns:
             return {}
         Turn.objects.filter(pk__in=[turn.pk for turn in turns]).update(worker_id=worker_id)
+    # The turns' own nodes come with their sessions' (the context needs those anyway).
     nodes = session_nodes({turn.session_id for turn in turns})
     claimed = {}
     for turn in turns:
-        assert turn.user_message is not None and turn.assistant_message is not None
+        user_message, assistant_message = nodes[turn.user_message_id or 0], nodes[turn.assistant_message_id or 0]
         claimed[turn.pk] = ClaimedTurn(
             pk=turn.pk,
             session_id=str(turn.session_id),
@@ -432,9 +432,9 @@ def _claim(turn_pks: Sequence[int], worker_id: str) -> dict[int, ClaimedTurn]:
             client_id=turn.client_id,
             model=turn.model,
             model_options=dict(turn.model_options),
-            assistant_message_id=turn.assistant_message.node_id,
+            assistant_message_id=assistant_message.node_id,
             cancel_requested=bool(turn.cancel_requested_by),
-            context=[{"role": n.role, "parts": n.parts} for n in context_path(turn.user_message, nodes)],
+            context=[{"role": n.role, "parts": n.parts} for n in context_path(user_message, nodes)],
         )
     return claimed
 
