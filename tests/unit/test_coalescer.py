@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import orjson
+
 from sessions_app import live
 from sessions_app.runner import DeltaCoalescer
 from sessions_app.services.turns import ClaimedTurn
@@ -51,3 +53,26 @@ async def test_a_burst_within_the_window_is_one_event():
     assert len(frames) == 2 and '"text":"one two three "' in frames[1]
     assert coalescer.parts() == [{"type": "text", "text": "x one two three "}]
     assert (await live.read_log(turn.session_id, 0)) == frames
+
+
+async def test_a_batch_redis_refused_is_kept_and_sent_next_in_order(monkeypatch):
+    """A Redis blip loses no token and repeats none: the batch goes back to the buffer."""
+    turn = claimed()
+    real_publish = live.publish_async
+    failures = [ConnectionError("redis went away")]
+
+    async def flaky(session_id, events):
+        if failures:
+            raise failures.pop()
+        return await real_publish(session_id, events)
+
+    monkeypatch.setattr(live, "publish_async", flaky)
+    monkeypatch.setattr("sessions_app.runner.PUBLISH_RETRY_SECONDS", 0.01)
+    coalescer = DeltaCoalescer(turn, lambda: 0.0, lambda *_: None)
+    coalescer.add("text", "one ")
+    await asyncio.sleep(0.05)  # the first flush fails, then is retried
+    coalescer.add("text", "two ")
+    await coalescer.close()
+    frames = await live.read_log(turn.session_id, 0)
+    assert "".join(orjson.loads(f)["text"] for f in frames) == "one two "
+    assert coalescer.parts() == [{"type": "text", "text": "one two "}]
