@@ -359,6 +359,12 @@ class Started:
     sent_at: float
     acked_at: float
 
+    def result(self, tokens: int = TOKENS) -> TurnResult:
+        """What the device saw of this turn, with the send's ack time."""
+        result = analyse_turn(self.device, self.turn_id, self.prompt, self.sent_at, tokens)
+        result.ack = self.acked_at - self.sent_at
+        return result
+
 
 async def start_turn(device: BenchDevice, prompt: str) -> Started:
     sent_at = time.time()
@@ -382,10 +388,7 @@ async def run_turns(
             return False
 
     ended = await asyncio.gather(*(end(s) for s in started))
-    results = [analyse_turn(s.device, s.turn_id, s.prompt, s.sent_at, tokens) for s in started]
-    for result, item in zip(results, started, strict=True):
-        result.ack = item.acked_at - item.sent_at
-    return results, sum(1 for ok in ended if not ok)
+    return [item.result(tokens) for item in started], sum(1 for ok in ended if not ok)
 
 
 async def run_turns_closed_loop(
@@ -406,9 +409,7 @@ async def run_turns_closed_loop(
                 await device.wait_turn_end(item.turn_id, timeout)
             except TimeoutError:
                 timed_out += 1
-            result = analyse_turn(device, item.turn_id, item.prompt, item.sent_at)
-            result.ack = item.acked_at - item.sent_at
-            out.append(result)
+            out.append(item.result())
         return out
 
     per_device = await asyncio.gather(*(loop(i, d) for i, d in enumerate(devices)))

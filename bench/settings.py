@@ -13,8 +13,6 @@ from config.settings.base import SESSIONS_APP, redis_settings
 
 REDIS_URL = os.environ["REDIS_URL"]
 KEY_PREFIX = os.environ["CHAT_KEY_PREFIX"]
-_redis = redis_settings(REDIS_URL, KEY_PREFIX)
-CHANNEL_LAYERS = _redis["CHANNEL_LAYERS"]
-CELERY_BROKER_URL = _redis["CELERY_BROKER_URL"]
-CELERY_TASK_DEFAULT_QUEUE = _redis["CELERY_TASK_DEFAULT_QUEUE"]
+# CHANNEL_LAYERS, CELERY_BROKER_URL and CELERY_TASK_DEFAULT_QUEUE, from the URL and prefix.
+globals().update(redis_settings(REDIS_URL, KEY_PREFIX))
 SESSIONS_APP = {**SESSIONS_APP, "SENDS_PER_MINUTE": 0}

@@ -21,7 +21,7 @@ from sessions_app import events, live, selectors
 from sessions_app.conf import app_settings
 from sessions_app.dbasync import db
 from sessions_app.errors import ChatError, Forbidden, Invalid, NotFound, TooLarge
-from sessions_app.grouping import grouped
+from sessions_app.grouping import GroupedCall, grouped
 from sessions_app.hub import hub
 from sessions_app.schemas import WsCancel, WsClose, WsPing, WsSend
 from sessions_app.services.sessions import require_member
@@ -176,7 +176,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._reply({"type": "pong", "ref": command.ref})
         elif isinstance(command, WsSend):
             # Sends of this process's websockets that arrive together commit together.
-            result = await grouped("send", turns_send).call(SendRequest(self.session_id, self.user, command))
+            sends = grouped("send", lambda: GroupedCall.on_thread(turns_send))
+            result = await sends.call(SendRequest(self.session_id, self.user, command))
             await self._reply({"type": "ack", "ref": command.ref, **result.as_dict()})
         elif isinstance(command, WsCancel):
             outcome = await db(turns_cancel)(session_id=self.session_id, user=self.user, flt=command.filter)

@@ -46,10 +46,10 @@ class Engine:
         self.aborts: dict[int, asyncio.Event] = {}
         # Turns handed over (or ended) while the previous claim (or finish) was in the
         # database go together: one transaction per batch (grouping.py).
-        self._claims: GroupedCall[int, ClaimedTurn | None] = GroupedCall(
+        self._claims: GroupedCall[int, ClaimedTurn | None] = GroupedCall.on_thread(
             lambda pks: turns_claim(turn_pks=pks, worker_id=self.worker_id)
         )
-        self._finishes: GroupedCall[dict[str, Any], bool] = GroupedCall(turns_finish)
+        self._finishes: GroupedCall[dict[str, Any], bool] = GroupedCall.on_thread(turns_finish)
         self._thread = threading.Thread(target=self._main, name="turn-engine", daemon=True)
         self._ready = threading.Event()
         self._thread.start()

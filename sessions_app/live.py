@@ -5,8 +5,8 @@ One Lua script numbers a batch of events (`seq`, contiguous per session), append
 the session's log (a Redis stream whose entry ids are the seqs), appends streamed text to
 the answer's live buffer and publishes the batch on the session's pub/sub channel, all
 atomically. Pub/sub is at-most-once: readers recover anything it drops from the log (see
-hub.py). In async code every batch of an event loop goes through its `Publisher`, which
-pipelines them.
+hub.py). In async code the batches of an event loop are pipelined together
+(`publish_async`).
 
 Every key of a session shares the hash tag `{<session>}` so the script runs on Redis Cluster.
 """
@@ -28,6 +28,7 @@ from django.conf import settings
 from redis.exceptions import NoScriptError
 
 from sessions_app.conf import app_settings, key_prefix
+from sessions_app.grouping import GroupedCall, grouped
 
 Event = dict[str, Any]
 
@@ -146,7 +147,6 @@ _sync_lock = threading.Lock()
 _sync_client: redis.Redis | None = None
 _async_clients: dict[int, aioredis.Redis] = {}
 _sync_emit: Any = None
-_publishers: dict[int, Publisher] = {}
 # A burst beyond the pool's size waits for a free connection rather than failing.
 _POOL_WAIT_SECONDS = 20
 
@@ -187,63 +187,22 @@ def _emit_script_sync() -> Any:
     return _sync_emit
 
 
-class Publisher:
-    """Sends the batches of every turn of one event loop to Redis together.
-
-    While one pipeline is on the wire, the batches that arrive meanwhile wait and go out
-    as the next pipeline: one round trip and one connection per flush, whatever the number
-    of turns streaming, and the busier the loop, the more each round trip carries (the
-    per-command cost of redis-py dominated the worker's CPU when each turn sent its own;
-    decision 012).
-    """
-
-    def __init__(self) -> None:
-        self._waiting: list[tuple[PreparedBatch, asyncio.Future[int]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def publish(self, session_id: str, events: Sequence[Event]) -> list[str]:
-        if not events:
-            return []
-        batch = prepare(session_id, events)
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.append((batch, done))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="live-publisher")
-        self._wake.set()
-        return frames_for(await done, batch.bodies)
-
-    async def _run(self) -> None:
-        client = async_redis()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            waiting, self._waiting = self._waiting, []
-            if not waiting:
-                continue
-            try:
-                results = await _emit_pipelined(client, [batch for batch, _ in waiting])
-            except Exception as exc:
-                results = [exc] * len(waiting)
-            for (_, done), result in zip(waiting, results, strict=True):
-                if done.done():  # its caller was cancelled meanwhile
-                    continue
-                if isinstance(result, BaseException):
-                    done.set_exception(result)
-                else:
-                    done.set_result(int(result))
-
-
-async def _emit_pipelined(client: aioredis.Redis, batches: list[PreparedBatch]) -> list[Any]:
+async def _emit_pipelined(batches: list[PreparedBatch]) -> list[int | Exception]:
     """Run the numbering script once per batch, in order, in one pipeline. Per-batch
-    results: the first seq, or the error of that batch."""
+    outcomes: the first seq, or the error of that batch.
+
+    Every batch of an event loop goes through here (`publish_async`): while one pipeline is
+    on the wire the next batches gather, so the busier the loop, the more each round trip
+    carries (the per-command cost of redis-py dominated the worker's CPU when each turn sent
+    its own; decision 012)."""
+    client = async_redis()
     results = await _evalsha_all(client, batches)
     missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
     if missing:  # Redis restarted or flushed its scripts: load it, run those again in order
         await client.script_load(_EMIT_LUA)
         for i, result in zip(missing, await _evalsha_all(client, [batches[i] for i in missing]), strict=True):
             results[i] = result
-    return results
+    return [result if isinstance(result, Exception) else int(result) for result in results]
 
 
 async def _evalsha_all(client: aioredis.Redis, batches: list[PreparedBatch]) -> list[Any]:
@@ -251,15 +210,6 @@ async def _evalsha_all(client: aioredis.Redis, batches: list[PreparedBatch]) -> 
     for batch in batches:
         pipe.execute_command("EVALSHA", _EMIT_SHA, len(batch.keys), *batch.keys, *batch.args)
     return list(await pipe.execute(raise_on_error=False))
-
-
-def publisher() -> Publisher:
-    """The publisher of the running event loop."""
-    loop_id = id(asyncio.get_running_loop())
-    instance = _publishers.get(loop_id)
-    if instance is None:
-        instance = _publishers[loop_id] = Publisher()
-    return instance
 
 
 def publish(session_id: str, events: Sequence[Event]) -> list[str]:
@@ -275,7 +225,11 @@ def publish(session_id: str, events: Sequence[Event]) -> list[str]:
 async def publish_async(session_id: str, events: Sequence[Event]) -> list[str]:
     """Number, log and fan out events (async; the worker's hot path), pipelined with the
     other batches of this event loop. Returns the frames as sent."""
-    return await publisher().publish(session_id, events)
+    if not events:
+        return []
+    batch = prepare(session_id, events)
+    publisher = grouped("publish", lambda: GroupedCall(_emit_pipelined, max_batch=None))
+    return frames_for(await publisher.call(batch), batch.bodies)
 
 
 def parse_published(data: bytes) -> tuple[int, list[str]]:

@@ -142,17 +142,27 @@ class EventBase(Strict):
     at: int
 
 
-class TurnQueued(EventBase):
-    type: Literal["turn.queued"]
+class TurnEvent(EventBase):
+    """An event of a turn's life, naming the turn and its owner."""
+
     turn_id: str = Field(alias="turnId")
     client_id: str = Field(alias="clientId")
+
+
+class AnswerEvent(EventBase):
+    """A piece of a turn's answer, naming the turn and the answer's message."""
+
+    turn_id: str = Field(alias="turnId")
+    message_id: str = Field(alias="messageId")
+
+
+class TurnQueued(TurnEvent):
+    type: Literal["turn.queued"]
     position: int
 
 
-class TurnStart(EventBase):
+class TurnStart(TurnEvent):
     type: Literal["turn.start"]
-    turn_id: str = Field(alias="turnId")
-    client_id: str = Field(alias="clientId")
 
 
 class MessageEvent(EventBase):
@@ -160,10 +170,8 @@ class MessageEvent(EventBase):
     message: Node
 
 
-class Delta(EventBase):
+class Delta(AnswerEvent):
     type: Literal["delta"]
-    turn_id: str = Field(alias="turnId")
-    message_id: str = Field(alias="messageId")
     text: str
     part: Literal["reasoning"] | None = None
 
@@ -173,10 +181,8 @@ class TurnError(Strict):
     message: str
 
 
-class TurnEnd(EventBase):
+class TurnEnd(TurnEvent):
     type: Literal["turn.end"]
-    turn_id: str = Field(alias="turnId")
-    client_id: str = Field(alias="clientId")
     reason: Literal["complete", "cancelled", "error"]
     error: TurnError | None = None
 
@@ -228,17 +234,13 @@ class ToolResultPart(Strict):
     is_error: bool = Field(alias="isError")
 
 
-class ToolCallEvent(EventBase):
+class ToolCallEvent(AnswerEvent):
     type: Literal["tool.call"]
-    turn_id: str = Field(alias="turnId")
-    message_id: str = Field(alias="messageId")
     part: ToolCallPart
 
 
-class ToolResultEvent(EventBase):
+class ToolResultEvent(AnswerEvent):
     type: Literal["tool.result"]
-    turn_id: str = Field(alias="turnId")
-    message_id: str = Field(alias="messageId")
     part: ToolResultPart
 
 

@@ -129,10 +129,8 @@ def redis_settings(redis_url: str, key_prefix: str) -> dict[str, Any]:
     }
 
 
-_redis = redis_settings(REDIS_URL, KEY_PREFIX)
-CHANNEL_LAYERS = _redis["CHANNEL_LAYERS"]
-CELERY_BROKER_URL = _redis["CELERY_BROKER_URL"]
-CELERY_TASK_DEFAULT_QUEUE = _redis["CELERY_TASK_DEFAULT_QUEUE"]
+# CHANNEL_LAYERS, CELERY_BROKER_URL and CELERY_TASK_DEFAULT_QUEUE, from the URL and prefix.
+globals().update(redis_settings(REDIS_URL, KEY_PREFIX))
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -23,10 +23,8 @@ from config.settings.base import database_from_env
 
 REDIS_URL = os.environ["REDIS_URL"]
 KEY_PREFIX = os.environ["CHAT_KEY_PREFIX"]
-_redis = redis_settings(REDIS_URL, KEY_PREFIX)
-CHANNEL_LAYERS = _redis["CHANNEL_LAYERS"]
-CELERY_BROKER_URL = _redis["CELERY_BROKER_URL"]
-CELERY_TASK_DEFAULT_QUEUE = _redis["CELERY_TASK_DEFAULT_QUEUE"]
+# CHANNEL_LAYERS, CELERY_BROKER_URL and CELERY_TASK_DEFAULT_QUEUE, from the URL and prefix.
+globals().update(redis_settings(REDIS_URL, KEY_PREFIX))
 
 DATABASES = {"default": database_from_env(BASE_DIR / "test-db.sqlite3")}
 if DATABASES["default"]["ENGINE"] == "config.sqlite_backend":

@@ -27,7 +27,7 @@ from sessions_app.llm.base import (
     ToolSpec,
     Usage,
 )
-from sessions_app.llm.clients import client_for, timeouts
+from sessions_app.llm.clients import sdk_client
 from sessions_app.llm.config import VendorConfig, vendor_config
 from sessions_app.llm.context import Message, rounds, text
 from sessions_app.llm.options import Options, parse_options
@@ -139,19 +139,6 @@ class AnthropicProvider:
     def config(self) -> VendorConfig | None:
         return vendor_config("ANTHROPIC")
 
-    def _client(self, config: VendorConfig) -> anthropic.AsyncAnthropic:
-        read, connect = timeouts()
-
-        def make() -> anthropic.AsyncAnthropic:
-            return anthropic.AsyncAnthropic(
-                api_key=config.api_key or "no-key",
-                base_url=config.base_url,
-                max_retries=0,
-                timeout=anthropic.Timeout(read, connect=connect),
-            )
-
-        return client_for(("anthropic", config, read, connect), make)
-
     @staticmethod
     def _arguments(request: ModelRequest, options: Options) -> dict[str, Any]:
         max_tokens = options.max_tokens or DEFAULT_MAX_TOKENS + (options.thinking_budget or 0)
@@ -180,7 +167,9 @@ class AnthropicProvider:
         if config is None:
             raise ProviderError("model_not_configured", "anthropic is not configured (set ANTHROPIC_API_KEY)")
         try:
-            upstream = await self._client(config).messages.create(**self._arguments(request, options))
+            upstream = await sdk_client(anthropic.AsyncAnthropic, anthropic.Timeout, config).messages.create(
+                **self._arguments(request, options)
+            )
         except Exception as exc:
             raise errors.mapped(exc, anthropic) from exc
         reader = _Reader()

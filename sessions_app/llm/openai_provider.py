@@ -28,7 +28,7 @@ from sessions_app.llm.base import (
     ToolSpec,
     Usage,
 )
-from sessions_app.llm.clients import client_for, timeouts
+from sessions_app.llm.clients import sdk_client
 from sessions_app.llm.config import VendorConfig, vendor_config
 from sessions_app.llm.context import Message, rounds, text
 from sessions_app.llm.options import Options, parse_options
@@ -104,19 +104,6 @@ class OpenAIProvider:
     def config(self) -> VendorConfig | None:
         return vendor_config("OPENAI")
 
-    def _client(self, config: VendorConfig) -> openai.AsyncOpenAI:
-        read, connect = timeouts()
-
-        def make() -> openai.AsyncOpenAI:
-            return openai.AsyncOpenAI(
-                api_key=config.api_key or "no-key",
-                base_url=config.base_url,
-                max_retries=0,
-                timeout=openai.Timeout(read, connect=connect),
-            )
-
-        return client_for(("openai", config, read, connect), make)
-
     def _arguments(self, request: ModelRequest, options: Options, config: VendorConfig) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": request.model,
@@ -146,7 +133,9 @@ class OpenAIProvider:
                 "model_not_configured", "openai is not configured (set OPENAI_API_KEY or OPENAI_BASE_URL)"
             )
         try:
-            upstream = await self._client(config).chat.completions.create(**self._arguments(request, options, config))
+            upstream = await sdk_client(openai.AsyncOpenAI, openai.Timeout, config).chat.completions.create(
+                **self._arguments(request, options, config)
+            )
         except Exception as exc:
             raise errors.mapped(exc, openai) from exc
         async with upstream:  # closes the HTTP stream on cancel, error or end

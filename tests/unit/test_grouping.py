@@ -24,7 +24,7 @@ async def test_requests_arriving_during_a_call_go_together_in_the_next():
             release.wait(5)  # hold the first call while more requests arrive
         return [ValueError(f"bad {r}") if r < 0 else r * 10 for r in requests]
 
-    grouped: GroupedCall[int, int] = GroupedCall(run_many, max_batch=3)
+    grouped: GroupedCall[int, int] = GroupedCall.on_thread(run_many, max_batch=3)
     first = asyncio.create_task(grouped.call(1))
     await asyncio.sleep(0.05)
     rest = [asyncio.create_task(grouped.call(r)) for r in (2, -3, 4, 5)]
@@ -43,7 +43,7 @@ async def test_a_failing_call_fails_each_of_its_requests_and_the_next_call_runs(
             raise RuntimeError("database down")
         return list(requests)
 
-    grouped: GroupedCall[int, int] = GroupedCall(run_many)
+    grouped: GroupedCall[int, int] = GroupedCall.on_thread(run_many)
     with pytest.raises(RuntimeError):
         await grouped.call(0)
     assert await grouped.call(7) == 7
