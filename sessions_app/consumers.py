@@ -24,8 +24,9 @@ from sessions_app.errors import ChatError, Forbidden, Invalid, NotFound, TooLarg
 from sessions_app.grouping import GroupedCall, grouped
 from sessions_app.hub import hub
 from sessions_app.schemas import WsCancel, WsClose, WsPing, WsSend
+from sessions_app.services.sending import SendRequest, turns_send
 from sessions_app.services.sessions import require_member
-from sessions_app.services.turns import SendRequest, turns_cancel, turns_send
+from sessions_app.services.turns import turns_cancel
 
 logger = logging.getLogger(__name__)
 

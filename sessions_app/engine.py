@@ -6,8 +6,9 @@ turn this process runs, plus three background duties:
 - the heartbeat: this worker's liveness in a sorted set;
 - the reaper: ends turns whose worker stopped heartbeating with error `worker_lost`.
 
-Celery pool threads call `engine().run(turn_pk)` and block until their turn ends, so the
-pool's size bounds how many turns a process streams at once.
+Celery pool threads call `engine().run(turn_pk)` (or `run_many` for the turns a group of
+sends started together) and block until those turns end, so the pool's size bounds how
+many tasks, and so groups of turns, a process streams at once.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class Engine:
     def run(self, turn_pk: int) -> None:
         asyncio.run_coroutine_threadsafe(self._run_turn(turn_pk), self.loop).result()
 
+    def run_many(self, turn_pks: list[int]) -> None:
+        asyncio.run_coroutine_threadsafe(self._run_turns(turn_pks), self.loop).result()
+
     # --- the loop ---
 
     def _main(self) -> None:
@@ -85,6 +89,9 @@ class Engine:
         the number of turns it streams, up to COALESCE_WINDOW_MS."""
         others = max(len(self.aborts) - 1, 0)
         return min(app_settings.COALESCE_WINDOW_MS, app_settings.COALESCE_PER_TURN_MS * others) / 1000
+
+    async def _run_turns(self, turn_pks: list[int]) -> None:
+        await asyncio.gather(*(self._run_turn(pk) for pk in turn_pks))
 
     async def _run_turn(self, turn_pk: int) -> None:
         abort = asyncio.Event()

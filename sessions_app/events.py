@@ -154,9 +154,15 @@ archiver = Archiver()
 def publish_now(session_id: str, events: Sequence[Event]) -> list[str]:
     """Publish, then archive in the background (the caller has committed what the events
     describe)."""
-    frames = live.publish(session_id, events)
-    archiver.add(session_id, frames)
-    return frames
+    return publish_many_now([(session_id, events)])[0]
+
+
+def publish_many_now(batches: Sequence[tuple[str, Sequence[Event]]]) -> list[list[str]]:
+    """`publish_now` for many sessions' batches in one Redis round trip, in order."""
+    published = live.publish_many(batches)
+    for (session_id, _), frames in zip(batches, published, strict=True):
+        archiver.add(session_id, frames)
+    return published
 
 
 async def publish_now_async(session_id: str, events: Sequence[Event]) -> list[str]:

@@ -146,7 +146,6 @@ def frames_for(first_seq: int, bodies: Sequence[bytes]) -> list[str]:
 _sync_lock = threading.Lock()
 _sync_client: redis.Redis | None = None
 _async_clients: dict[int, aioredis.Redis] = {}
-_sync_emit: Any = None
 # A burst beyond the pool's size waits for a free connection rather than failing.
 _POOL_WAIT_SECONDS = 20
 
@@ -179,14 +178,6 @@ def async_redis() -> aioredis.Redis:
 # --- publishing --------------------------------------------------------------------------
 
 
-def _emit_script_sync() -> Any:
-    """The numbering script, sent once and then called by its SHA (EVALSHA)."""
-    global _sync_emit
-    if _sync_emit is None:
-        _sync_emit = sync_redis().register_script(_EMIT_LUA)
-    return _sync_emit
-
-
 async def _emit_pipelined(batches: list[PreparedBatch]) -> list[int | Exception]:
     """Run the numbering script once per batch, in order, in one pipeline. Per-batch
     outcomes: the first seq, or the error of that batch.
@@ -215,11 +206,37 @@ async def _evalsha_all(client: aioredis.Redis, batches: list[PreparedBatch]) -> 
 def publish(session_id: str, events: Sequence[Event]) -> list[str]:
     """Number, log and fan out events in one Redis call (sync; services, on commit).
     Returns the frames as sent."""
-    if not events:
-        return []
-    batch = prepare(session_id, events)
-    first = int(_emit_script_sync()(keys=batch.keys, args=batch.args))
-    return frames_for(first, batch.bodies)
+    return publish_many([(session_id, events)])[0]
+
+
+def publish_many(batches: Sequence[tuple[str, Sequence[Event]]]) -> list[list[str]]:
+    """`publish` for the batches of many sessions, in order, in one pipeline (a group of
+    sends, on commit). The frames of each batch; the first batch Redis refused raises."""
+    prepared = {i: prepare(session_id, events) for i, (session_id, events) in enumerate(batches) if events}
+    if not prepared:
+        return [[] for _ in batches]
+    client = sync_redis()
+    results = dict(zip(prepared, _evalsha_all_sync(client, list(prepared.values())), strict=True))
+    missing = [i for i, result in results.items() if isinstance(result, NoScriptError)]
+    if missing:  # Redis restarted or flushed its scripts: load it, run those again in order
+        client.script_load(_EMIT_LUA)
+        results.update(zip(missing, _evalsha_all_sync(client, [prepared[i] for i in missing]), strict=True))
+    frames: list[list[str]] = []
+    for i in range(len(batches)):
+        if i not in prepared:
+            frames.append([])
+        elif isinstance(results[i], Exception):
+            raise results[i]
+        else:
+            frames.append(frames_for(int(results[i]), prepared[i].bodies))
+    return frames
+
+
+def _evalsha_all_sync(client: redis.Redis, batches: list[PreparedBatch]) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for batch in batches:
+        pipe.execute_command("EVALSHA", _EMIT_SHA, len(batch.keys), *batch.keys, *batch.args)
+    return list(pipe.execute(raise_on_error=False))
 
 
 async def publish_async(session_id: str, events: Sequence[Event]) -> list[str]:

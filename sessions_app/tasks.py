@@ -15,6 +15,12 @@ def run_turn(turn_pk: int) -> None:
     engine().run(turn_pk)
 
 
+@shared_task(name="sessions_app.run_turns", ignore_result=True)
+def run_turns(turn_pks: list[int]) -> None:
+    """Stream turns that started together (a group of sends); returns when all have ended."""
+    engine().run_many(turn_pks)
+
+
 @worker_ready.connect
 def start_engine(**_kwargs: Any) -> None:
     """Start heartbeat, cancel listener and reaper as soon as the worker is up."""

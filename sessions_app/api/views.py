@@ -26,8 +26,9 @@ from sessions_app.dbasync import db
 from sessions_app.errors import Invalid, Unauthenticated
 from sessions_app.llm.registry import available_models
 from sessions_app.schemas import CancelFilter, MemberBody, SendBody, SessionCreateBody, SessionUpdateBody, WaitBody
+from sessions_app.services.sending import turn_send
 from sessions_app.services.sessions import member_add, member_leave, require_member, session_create, session_update
-from sessions_app.services.turns import turn_send, turns_cancel
+from sessions_app.services.turns import turns_cancel
 from sessions_app.waiting import wait_for_turns
 
 

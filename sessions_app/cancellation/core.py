@@ -3,6 +3,7 @@ the workers running active ones. Called with the session row locked (services/tu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -143,20 +144,28 @@ def cancel_locked(
     return outcome
 
 
-def take_held_cancel(*, session: ChatSession, turn_id: str, owner_client_id: str) -> bool:
-    """On turn creation: is a held cancel for this turnId waiting, and may it apply?"""
-    held = (
-        HeldCancel.objects.filter(session=session, turn_id=turn_id, expires_at__gt=timezone.now())
-        .select_related("requested_by")
-        .first()
-    )
-    if held is None:
-        return False
-    held.delete()
-    allowed = authorise(
-        session=session,
-        requester=held.requested_by,
-        filter_={"turnId": turn_id},
-        owners={turn_id: owner_client_id},
-    )
-    return turn_id in allowed
+def take_held_cancels(turns: Sequence[tuple[ChatSession, str, str]]) -> set[tuple[Any, str]]:
+    """On turn creation: which of these new turns (session, turnId, owner's clientId) have
+    a held cancel waiting that may apply? Takes those held cancels (one query when none
+    waits). Returns (session pk, turnId) of the turns to end."""
+    held = HeldCancel.objects.filter(
+        session_id__in={session.pk for session, _, _ in turns},
+        turn_id__in={turn_id for _, turn_id, _ in turns},
+        expires_at__gt=timezone.now(),
+    ).select_related("requested_by")
+    waiting = {(h.session_id, h.turn_id): h for h in held}
+    taken: set[tuple[Any, str]] = set()
+    for session, turn_id, owner_client_id in turns:
+        cancel = waiting.get((session.pk, turn_id))
+        if cancel is None:
+            continue
+        cancel.delete()
+        allowed = authorise(
+            session=session,
+            requester=cancel.requested_by,
+            filter_={"turnId": turn_id},
+            owners={turn_id: owner_client_id},
+        )
+        if turn_id in allowed:
+            taken.add((session.pk, turn_id))
+    return taken

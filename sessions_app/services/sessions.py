@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -10,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from sessions_app.conf import app_settings
-from sessions_app.errors import Forbidden, Invalid, NotFound
+from sessions_app.errors import ChatError, Forbidden, Invalid, NotFound
 from sessions_app.llm.registry import is_configured
 from sessions_app.models import ChatSession, Membership, Policy
 
@@ -31,6 +33,35 @@ def require_member(*, session_id: Any, user: AbstractBaseUser) -> ChatSession:
     if exists:
         raise Forbidden("you are not a member of this session")
     raise NotFound("no such session")
+
+
+def members_of(asks: Sequence[tuple[Any, AbstractBaseUser]]) -> list[ChatSession | ChatError]:
+    """`require_member` for many (session id, user) pairs: one query when every answer is
+    yes. One outcome per pair, in order: the session, or the error `require_member` gives."""
+    wanted: set[tuple[uuid.UUID, Any]] = set()
+    for session_id, user in asks:
+        try:
+            wanted.add((uuid.UUID(str(session_id)), user.pk))
+        except ValueError:
+            continue  # not a UUID: require_member below says "no such session"
+    found = Membership.objects.select_related("session").filter(
+        session_id__in={s for s, _ in wanted}, user_id__in={u for _, u in wanted}
+    )
+    sessions = {(m.session_id, m.user_id): m.session for m in found}
+    outcomes: list[ChatSession | ChatError] = []
+    for session_id, user in asks:
+        try:
+            session = sessions.get((uuid.UUID(str(session_id)), user.pk))
+        except ValueError:
+            session = None
+        if session is None:
+            try:
+                session = require_member(session_id=session_id, user=user)
+            except ChatError as exc:
+                outcomes.append(exc)
+                continue
+        outcomes.append(session)
+    return outcomes
 
 
 def _check_model(model: str) -> None:

@@ -77,3 +77,28 @@ async def test_the_next_queued_turn_starts_after_a_turn_fails(make_client):
     assert (await first.end())["reason"] == "error"
     assert (await second.end())["reason"] == "error"  # it ran (and failed the same way)
     assert [e["turnId"] for e in device.events_of("turn.start")] == [first.turn_id, second.turn_id]
+
+
+async def test_a_burst_of_sends_from_many_devices_starts_and_streams_every_turn(make_client):
+    """Sends arriving together are decided, written and dispatched as a set (one task for
+    the turns they start): every turn streams its whole answer, and two sends to one
+    queue-policy session still queue one behind the other."""
+    alice = await make_client("alice")
+    sessions = [await session_with(alice, tokens=8, rate=200) for _ in range(10)]
+    queueing = await session_with(alice, tokens=8, rate=200, policy="queue")
+    devices = await asyncio.gather(*(alice.connect(s["id"]) for s in sessions))
+    pair = await asyncio.gather(alice.connect(queueing["id"]), alice.connect(queueing["id"]))
+
+    turns = await asyncio.gather(
+        *(device.send(f"burst {i}") for i, device in enumerate(devices)),
+        *(device.send(f"pair {i}") for i, device in enumerate(pair)),
+    )
+
+    ends = await asyncio.gather(*(turn.end() for turn in turns))
+    assert [end["reason"] for end in ends] == ["complete"] * len(turns)
+    for i, (device, turn) in enumerate(zip(devices, turns, strict=False)):
+        assert device.text_of(turn.ack["assistantMessageId"]) == expected_answer(f"burst {i}", 8)
+    first, second = sorted(turns[-2:], key=lambda t: t.ack["status"])  # "active" < "queued"
+    assert (first.ack["status"], second.ack["status"]) == ("active", "queued")
+    assert pair[0].turns[second.turn_id]["status"] == "complete"
+    assert_clean(*devices, *pair)

@@ -70,3 +70,12 @@ async def test_the_publisher_reloads_its_script_after_redis_forgot_it():
     await live.async_redis().script_flush()
     frames = await live.publish_async(session_id, [{"type": "y"}, {"type": "z"}])
     assert [live.seq_of(f) for f in frames] == [2, 3]
+
+
+def test_a_set_of_sends_publishes_every_sessions_batch_in_one_pipeline_numbered_in_order():
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    live.publish(first, [{"type": "x"}])
+    live.sync_redis().script_flush()  # and after Redis forgot the script
+    frames = live.publish_many([(first, [{"type": "a"}, {"type": "b"}]), (second, []), (second, [{"type": "c"}])])
+    assert [[live.seq_of(f) for f in batch] for batch in frames] == [[2, 3], [], [1]]
+    assert [f.split('"type":')[1] for f in frames[0]] == ['"a"}', '"b"}']

@@ -4,6 +4,7 @@ worker: on-commit emission and dispatch do not run inside these rolled-back test
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -13,18 +14,17 @@ from sessions_app.cancellation.authorisers import CancelRequest, turn_owner_only
 from sessions_app.errors import Busy, Conflict, Forbidden, QueueFull
 from sessions_app.models import MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody
+from sessions_app.services import sending
 from sessions_app.services import turns as turns_service
+from sessions_app.services.sending import SendRequest, turn_send, turns_send
 from sessions_app.services.sessions import member_add, session_create
 from sessions_app.services.turns import (
-    SendRequest,
     turn_claim,
     turn_finish,
-    turn_send,
     turns_cancel,
     turns_claim,
     turns_fail_lost,
     turns_finish,
-    turns_send,
 )
 
 pytestmark = pytest.mark.django_db
@@ -247,6 +247,83 @@ def test_sends_grouped_in_one_transaction_fail_alone(session, alice):
     assert Turn.objects.filter(session=busy_session).count() == 1  # nothing of the refused send stayed
 
 
+def _request(chat, user, *texts, **extra):
+    body = SendBody.model_validate(
+        {
+            "messages": [
+                {"id": str(uuid.uuid4()), "role": "user", "parts": [{"type": "text", "text": t}]} for t in texts
+            ],
+            **extra,
+        }
+    )
+    return SendRequest(chat.pk, user, body)
+
+
+def test_a_set_of_sends_is_decided_as_if_they_came_one_by_one(alice, monkeypatch, django_capture_on_commit_callbacks):
+    """Sends to one session in one set see each other (queue, reject); a multi-message
+    send chains its messages; the events go out before the turns are dispatched, once."""
+    queueing = session_create(owner=alice, title="q", policy="queue")
+    rejecting = session_create(owner=alice, title="r", policy="reject")
+    plain = session_create(owner=alice, title="p")
+    order: list[tuple[str, object]] = []
+    monkeypatch.setattr(sending, "dispatch_turns", lambda pks: order.append(("dispatch", list(pks))))
+    monkeypatch.setattr(
+        events, "publish_many_now", lambda batches: order.append(("publish", [len(b) for _, b in batches]))
+    )
+    requests = [
+        _request(queueing, alice, "q1"),
+        _request(rejecting, alice, "r1"),
+        _request(queueing, alice, "q2"),
+        _request(rejecting, alice, "r2"),
+        _request(plain, alice, "p1", "p2"),
+        _request(queueing, alice, "q3"),
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        outcomes: list[Any] = turns_send(requests)
+
+    q1, r1, q2, r2, p, q3 = outcomes
+    assert isinstance(r2, Busy)
+    assert [o.turn.status for o in (q1, r1, q2, p, q3)] == ["active", "active", "queued", "active", "queued"]
+    # Queued behind the answer it waits for, each after the one before.
+    assert q2.turn.user_message.parent_id == q1.turn.assistant_message_id
+    assert q3.turn.user_message.parent_id == q2.turn.assistant_message_id
+    first, second = MessageNode.objects.filter(session=plain, role="user").order_by("id")
+    assert (first.parent_id, second.parent_id, p.turn.user_message_id) == (None, first.pk, second.pk)
+    assert p.turn.assistant_message.parent_id == second.pk
+    # One publish and one dispatch per wave that starts turns, publish first.
+    assert order[0] == ("publish", [3, 3, 4]) and order[1] == ("dispatch", [q1.turn.pk, r1.turn.pk, p.turn.pk])
+    assert [kind for kind, _ in order] == ["publish", "dispatch", "publish", "publish"]
+    assert Turn.objects.filter(session=rejecting).count() == 1
+
+
+def test_a_repeated_send_in_a_set_answers_with_its_turn_and_the_others_commit(session, alice):
+    original = _request(session, alice, "once", turnId="mine")
+    created: Any
+    again: Any
+    fresh: Any
+    [created] = turns_send([original])
+    other = session_create(owner=alice, title="other")
+
+    again, fresh = turns_send([original, _request(other, alice, "new")])
+
+    assert again.turn.pk == created.turn.pk and again.created is False
+    assert fresh.created and Turn.objects.filter(session=other).count() == 1
+    assert Turn.objects.filter(session=session).count() == 1
+
+
+def test_a_cancel_held_for_a_turn_id_ends_that_turn_when_its_send_arrives_in_a_set(session, alice):
+    held = turns_cancel(session_id=session.pk, user=alice, flt=CancelFilter.model_validate({"turnId": "later"}))
+    assert held.pending == ["later"]
+    other = session_create(owner=alice, title="other")
+
+    cancelled: Any
+    running: Any
+    cancelled, running = turns_send([_request(session, alice, "hi", turnId="later"), _request(other, alice, "hi")])
+
+    assert cancelled.turn.status == "cancelled" and running.turn.status == "active"
+    assert MessageNode.objects.get(pk=cancelled.turn.assistant_message_id).status == NodeStatus.CANCELLED
+
+
 def test_grouped_claims_and_finishes(session, alice):
     first, second = send(session, alice), send(session, alice)
     claimed = turns_claim(turn_pks=[first.turn.pk, second.turn.pk, first.turn.pk], worker_id="w")
@@ -277,7 +354,7 @@ def test_a_promoted_turn_is_announced_before_its_worker_is_asked_to_run_it(
 ):
     """Its `turn.start` must be published first: no delta of it may come before."""
     order: list[tuple[str, object]] = []
-    monkeypatch.setattr(turns_service, "_dispatch", lambda pk: order.append(("dispatch", pk)))
+    monkeypatch.setattr(turns_service, "dispatch_turns", lambda pks: order.append(("dispatch", pks)))
     monkeypatch.setattr(
         events, "publish_now", lambda _sid, batch: order.append(("publish", [e["type"] for e in batch]))
     )
@@ -285,7 +362,7 @@ def test_a_promoted_turn_is_announced_before_its_worker_is_asked_to_run_it(
     turn_claim(turn_pk=active.turn.pk, worker_id="w")
     with django_capture_on_commit_callbacks(execute=True):
         assert turn_finish(turn_pk=active.turn.pk, status="complete", parts=[], content_seq=0)
-    assert order == [("publish", ["turn.end", "turn.start"]), ("dispatch", queued.turn.pk)]
+    assert order == [("publish", ["turn.end", "turn.start"]), ("dispatch", [queued.turn.pk])]
 
 
 def test_archiving_a_message_moves_its_session_up_the_lists(session, alice):
