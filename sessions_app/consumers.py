@@ -33,6 +33,13 @@ logger = logging.getLogger(__name__)
 COMMANDS: dict[str, type[Any]] = {"send": WsSend, "cancel": WsCancel, "close": WsClose, "ping": WsPing}
 
 
+# At most this many sends decided and written as one set. A set costs a fixed part plus
+# ~0.5 ms a send, so bigger sets start a burst's turns sooner (100 sends at once: first
+# token p99 ~270 ms with sets of 16, ~135 ms with one set; decision 014); the bound keeps
+# the first sends of a very long burst from waiting for all of it.
+SEND_SET_LIMIT = 128
+
+
 def validation_message(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
@@ -177,7 +184,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._reply({"type": "pong", "ref": command.ref})
         elif isinstance(command, WsSend):
             # Sends of this process's websockets that arrive together commit together.
-            sends = grouped("send", lambda: GroupedCall.on_thread(turns_send))
+            sends = grouped("send", lambda: GroupedCall.on_thread(turns_send, max_batch=SEND_SET_LIMIT))
             result = await sends.call(SendRequest(self.session_id, self.user, command))
             await self._reply({"type": "ack", "ref": command.ref, **result.as_dict()})
         elif isinstance(command, WsCancel):

@@ -37,6 +37,12 @@ from sessions_app.services.turns import ClaimedTurn, turns_claim, turns_fail_los
 logger = logging.getLogger(__name__)
 
 
+# Turns claimed in one transaction at most: a group of sends hands over up to
+# consumers.SEND_SET_LIMIT turns in one task, and claiming them together is what lets them
+# start together (decision 014).
+CLAIM_SET_LIMIT = 128
+
+
 class Engine:
     def __init__(self) -> None:
         # Scoped by the deployment's key prefix: a reaper only judges its own deployment's
@@ -48,7 +54,7 @@ class Engine:
         # Turns handed over (or ended) while the previous claim (or finish) was in the
         # database go together: one transaction per batch (grouping.py).
         self._claims: GroupedCall[int, ClaimedTurn | None] = GroupedCall.on_thread(
-            lambda pks: turns_claim(turn_pks=pks, worker_id=self.worker_id)
+            lambda pks: turns_claim(turn_pks=pks, worker_id=self.worker_id), max_batch=CLAIM_SET_LIMIT
         )
         self._finishes: GroupedCall[dict[str, Any], bool] = GroupedCall.on_thread(turns_finish)
         self._thread = threading.Thread(target=self._main, name="turn-engine", daemon=True)

@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 
 from sessions_app.conf import app_settings
 from sessions_app.errors import ChatError, Forbidden, Invalid, NotFound
@@ -44,23 +45,19 @@ def members_of(asks: Sequence[tuple[Any, AbstractBaseUser]]) -> list[ChatSession
             wanted.add((uuid.UUID(str(session_id)), user.pk))
         except ValueError:
             continue  # not a UUID: require_member below says "no such session"
-    found = Membership.objects.select_related("session").filter(
-        session_id__in={s for s, _ in wanted}, user_id__in={u for _, u in wanted}
-    )
-    sessions = {(m.session_id, m.user_id): m.session for m in found}
+    # The sessions themselves, a row per membership asked about (no Membership objects).
+    found = ChatSession.objects.filter(
+        pk__in={s for s, _ in wanted}, memberships__user_id__in={u for _, u in wanted}
+    ).annotate(member_id=F("memberships__user_id"))
+    sessions: dict[tuple[uuid.UUID, Any], ChatSession] = {(s.pk, s.member_id): s for s in found}
     outcomes: list[ChatSession | ChatError] = []
     for session_id, user in asks:
         try:
-            session = sessions.get((uuid.UUID(str(session_id)), user.pk))
-        except ValueError:
-            session = None
-        if session is None:
-            try:
-                session = require_member(session_id=session_id, user=user)
-            except ChatError as exc:
-                outcomes.append(exc)
-                continue
-        outcomes.append(session)
+            outcomes.append(
+                sessions.get((uuid.UUID(str(session_id)), user.pk)) or require_member(session_id=session_id, user=user)
+            )
+        except (ValueError, ChatError) as exc:
+            outcomes.append(exc if isinstance(exc, ChatError) else NotFound("no such session"))
     return outcomes
 
 
