@@ -183,6 +183,7 @@ class TurnRunner:
         return {
             "turn_pk": self.turn.pk,
             "session_id": self.turn.session_id,
+            "message_id": self.turn.assistant_message_id,
             "status": status,
             "parts": self.coalescer.parts(),
             "content_seq": self.coalescer.last_seq,

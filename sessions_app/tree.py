@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
+from sessions_app.hotreads import context_nodes
 from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Turn
 
 
@@ -42,7 +42,7 @@ def default_parent(
 def context_path(node: MessageNode, nodes: Mapping[int, MessageNode] | None = None) -> list[MessageNode]:
     """Nodes from the root down to `node` (inclusive), skipping answers left empty.
     `nodes`: the session's nodes by pk, when the caller loaded them already."""
-    by_id = nodes if nodes is not None else session_nodes([node.session_id])
+    by_id = nodes if nodes is not None else context_nodes([node.session_id])
     path: list[MessageNode] = []
     current: MessageNode | None = by_id.get(node.pk, node)
     seen: set[int] = set()
@@ -53,13 +53,3 @@ def context_path(node: MessageNode, nodes: Mapping[int, MessageNode] | None = No
         current = by_id.get(current.parent_id) if current.parent_id else None
     path.reverse()
     return path
-
-
-def session_nodes(session_ids: Iterable[Any]) -> dict[int, MessageNode]:
-    """The nodes of some sessions by pk, with the fields a context needs (one query)."""
-    return {
-        n.pk: n
-        for n in MessageNode.objects.filter(session_id__in=list(session_ids)).only(
-            "id", "node_id", "parent_id", "role", "parts", "status"
-        )
-    }

@@ -16,8 +16,9 @@ from django.utils.module_loading import import_string
 from sessions_app import events, live
 from sessions_app.cancellation.authorisers import CancelRequest
 from sessions_app.conf import app_settings
+from sessions_app.hotreads import cancellable_turns
 from sessions_app.live import Event
-from sessions_app.models import IN_FLIGHT, ChatSession, HeldCancel, MessageNode, NodeStatus, Turn, TurnStatus
+from sessions_app.models import ChatSession, HeldCancel, MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter
 
 
@@ -68,16 +69,12 @@ def end_queued(turn: Turn, *, by: str) -> None:
 
 
 def _match(session: ChatSession, requester: AbstractBaseUser, flt: CancelFilter, only_active: bool) -> list[Turn]:
-    turns = Turn.objects.filter(session=session, status__in=IN_FLIGHT, cancel_requested_by="")
-    if only_active:
-        turns = turns.filter(status=TurnStatus.ACTIVE)
-    if flt.own:
-        turns = turns.filter(client_id=client_id_of(requester))
-    elif flt.turn_id is not None:
-        turns = turns.filter(turn_id=flt.turn_id)
-    elif flt.client_id is not None:
-        turns = turns.filter(client_id=flt.client_id)
-    return list(turns.order_by("id"))
+    return cancellable_turns(
+        session.pk,
+        only_active=only_active,
+        client_id=client_id_of(requester) if flt.own else flt.client_id,
+        turn_id=flt.turn_id,
+    )
 
 
 def _hold(session: ChatSession, requester: AbstractBaseUser, turn_id: str) -> bool:

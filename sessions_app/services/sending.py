@@ -30,8 +30,9 @@ from sessions_app import events, live, signals
 from sessions_app.cancellation.core import cancel_locked, client_id_of, end_queued, take_held_cancels
 from sessions_app.conf import app_settings
 from sessions_app.errors import Busy, ChatError, Conflict, Invalid, NotFound, QueueFull, RateLimited, TooLarge
+from sessions_app.hotreads import in_flight_turns, newest_settled_nodes
 from sessions_app.live import Event
-from sessions_app.models import IN_FLIGHT, ChatSession, MessageNode, NodeStatus, Policy, Role, Turn, TurnStatus
+from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Role, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody, UserMessage
 from sessions_app.services.sessions import members_of, require_member
 from sessions_app.services.turns import dispatch_turns, lock_sessions
@@ -219,10 +220,8 @@ def _send_wave(items: Sequence[tuple[int, SendRequest, ChatSession]], *, check_r
 
 
 def _in_flight_by_session(session_ids: Sequence[Any]) -> dict[Any, list[Turn]]:
-    # No joins: most sends find nothing in flight, and default_parent loads the one node
-    # it needs when something is.
     by_session: dict[Any, list[Turn]] = {pk: [] for pk in session_ids}
-    for turn in Turn.objects.filter(session_id__in=session_ids, status__in=IN_FLIGHT).order_by("id"):
+    for turn in in_flight_turns(session_ids):
         by_session[turn.session_id].append(turn)
     return by_session
 
@@ -287,25 +286,10 @@ def _node(session: ChatSession, node_id: str, what: str) -> MessageNode:
     return node
 
 
-def _newest_nodes(session_ids: Sequence[Any]) -> dict[Any, MessageNode]:
-    """Each session's newest settled node: where a message attaches when nothing is in
-    flight (the end of the current branch). One query, each session's part an index
-    lookup (node_session_newest)."""
-    settled = MessageNode.objects.exclude(status__in=[NodeStatus.QUEUED, NodeStatus.STREAMING]).order_by("-id")
-    fields = ("id", "node_id", "session_id")
-    if len(session_ids) == 1:  # the plain form compiles in half the time
-        node = settled.filter(session_id=session_ids[0]).only(*fields).first()
-        return {node.session_id: node} if node else {}
-    newest = ChatSession.objects.filter(pk__in=session_ids).values(
-        newest=Subquery(settled.filter(session=OuterRef("pk")).values("id")[:1])
-    )
-    return {n.session_id: n for n in MessageNode.objects.filter(pk__in=newest).only(*fields)}
-
-
 def _write(plans: list[_Plan]) -> None:
     """Insert the wave's turns, user messages and answers, a statement each, then link
     the turns to their messages."""
-    newest = _newest_nodes([p.session.pk for p in plans if p.needs_newest_node])
+    newest = newest_settled_nodes([p.session.pk for p in plans if p.needs_newest_node])
     for plan in plans:
         if plan.needs_newest_node:
             plan.parent = newest.get(plan.session.pk)

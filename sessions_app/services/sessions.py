@@ -10,10 +10,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
 
 from sessions_app.conf import app_settings
 from sessions_app.errors import ChatError, Forbidden, Invalid, NotFound
+from sessions_app.hotreads import sessions_of_members
 from sessions_app.llm.registry import is_configured
 from sessions_app.models import ChatSession, Membership, Policy
 
@@ -22,12 +22,11 @@ def require_member(*, session_id: Any, user: AbstractBaseUser) -> ChatSession:
     """The session, if it exists and `user` belongs to it (404 / 403 otherwise). One query
     when the answer is yes: it runs on every command."""
     try:
-        # At most one row (unique together): a slice, not first(), which would sort.
-        membership = next(
-            iter(Membership.objects.select_related("session").filter(session_id=session_id, user_id=user.pk)[:1]), None
-        )
-        if membership is not None:
-            return membership.session
+        # At most one row (unique together): a slice, not first(), which would sort. The
+        # session alone, filtered by the membership (no Membership object to build).
+        found = sessions_of_members([session_id], [user.pk])
+        if found:
+            return found[0]
         exists = ChatSession.objects.filter(pk=session_id).exists()
     except (ValidationError, ValueError, TypeError) as exc:  # not a UUID
         raise NotFound("no such session") from exc
@@ -45,11 +44,8 @@ def members_of(asks: Sequence[tuple[Any, AbstractBaseUser]]) -> list[ChatSession
             wanted.add((uuid.UUID(str(session_id)), user.pk))
         except ValueError:
             continue  # not a UUID: require_member below says "no such session"
-    # The sessions themselves, a row per membership asked about (no Membership objects).
-    found = ChatSession.objects.filter(
-        pk__in={s for s, _ in wanted}, memberships__user_id__in={u for _, u in wanted}
-    ).annotate(member_id=F("memberships__user_id"))
-    sessions: dict[tuple[uuid.UUID, Any], ChatSession] = {(s.pk, s.member_id): s for s in found}
+    found = sessions_of_members(list({s for s, _ in wanted}), list({u for _, u in wanted}))
+    sessions: dict[tuple[uuid.UUID, Any], ChatSession] = {(s.pk, s.member_id): s for s in found}  # type: ignore[attr-defined]
     outcomes: list[ChatSession | ChatError] = []
     for session_id, user in asks:
         try:

@@ -1,0 +1,135 @@
+"""The hand-written reads of the hot paths answer exactly what the ORM queries they
+replace answer (on the database the suite runs on: SQLite locally, PostgreSQL in CI)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+
+from sessions_app import hotreads
+from sessions_app.models import IN_FLIGHT, Membership, MessageNode, NodeStatus, Turn, TurnStatus
+from sessions_app.services.sessions import member_add, session_create
+
+pytestmark = pytest.mark.django_db
+
+
+def user(name: str):
+    return get_user_model().objects.create_user(username=f"{name}-{uuid.uuid4().hex[:6]}", password="x")
+
+
+@pytest.fixture
+def world():
+    """Three sessions: members, turns in every state, nodes settled and not."""
+    alice, bob, carol = user("alice"), user("bob"), user("carol")
+    chats = [session_create(owner=alice, title=str(i)) for i in range(3)]
+    member_add(session=chats[0], by=alice, username=bob.username)
+    for chat in chats[:2]:
+        root = MessageNode.objects.create(session=chat, node_id=f"u-{chat.pk}", role="user", client_id="alice")
+        answer = MessageNode.objects.create(
+            session=chat, node_id=f"a-{chat.pk}", parent=root, role="assistant", parts=[{"type": "text", "text": "x"}]
+        )
+        MessageNode.objects.create(session=chat, node_id=f"q-{chat.pk}", parent=answer, status=NodeStatus.QUEUED)
+        MessageNode.objects.create(session=chat, node_id=f"s-{chat.pk}", parent=answer, status=NodeStatus.STREAMING)
+        for status, owner, cancelled in (
+            (TurnStatus.ACTIVE, "alice", ""),
+            (TurnStatus.ACTIVE, "bob", "alice"),
+            (TurnStatus.QUEUED, "alice", ""),
+            (TurnStatus.COMPLETE, "alice", ""),
+        ):
+            Turn.objects.create(
+                session=chat,
+                turn_id=str(uuid.uuid4()),
+                user=alice if owner == "alice" else bob,
+                client_id=owner,
+                status=status,
+                cancel_requested_by=cancelled,
+            )
+    Turn.objects.filter(session=chats[1], status=TurnStatus.ACTIVE).update(worker_id="w")
+    return {"users": (alice, bob, carol), "chats": chats}
+
+
+def pks(rows) -> list:
+    return [row.pk for row in rows]
+
+
+def test_sessions_of_members(world):
+    alice, bob, carol = world["users"]
+    chats = world["chats"]
+    found = hotreads.sessions_of_members([c.pk for c in chats], [alice.pk, bob.pk, carol.pk])
+    expected = Membership.objects.filter(session__in=chats, user__in=[alice, bob, carol])
+    pairs = sorted((s.pk, s.member_id) for s in found)  # type: ignore[attr-defined]
+    assert pairs == sorted((m.session_id, m.user_id) for m in expected)
+    assert {s.pk: s.policy for s in found} == {c.pk: c.policy for c in chats}
+    assert hotreads.sessions_of_members([chats[1].pk], [bob.pk]) == []
+
+
+def test_in_flight_turns(world):
+    ids = [c.pk for c in world["chats"]]
+    expected = Turn.objects.filter(session_id__in=ids, status__in=IN_FLIGHT).order_by("id")
+    assert pks(hotreads.in_flight_turns(ids)) == pks(expected)
+    assert [t.session_id for t in hotreads.in_flight_turns(ids[:1])] == [ids[0]] * 3
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_newest_settled_nodes(world, count):
+    chats = world["chats"][:count]
+    settled = MessageNode.objects.exclude(status__in=[NodeStatus.QUEUED, NodeStatus.STREAMING]).order_by("-id")
+    expected = {c.pk: settled.filter(session=c).first() for c in chats}
+    found = hotreads.newest_settled_nodes([c.pk for c in chats])
+    assert {k: n.node_id for k, n in found.items()} == {k: n.node_id for k, n in expected.items() if n}
+
+
+def test_claimable_turns(world):
+    turns = list(Turn.objects.order_by("id"))
+    expected = Turn.objects.filter(pk__in=pks(turns), status=TurnStatus.ACTIVE, worker_id="").order_by("id")
+    assert pks(hotreads.claimable_turns(pks(turns))) == pks(expected)
+
+
+def test_context_nodes(world):
+    ids = [c.pk for c in world["chats"]]
+    found = hotreads.context_nodes(ids)
+    expected = {n.pk: n for n in MessageNode.objects.filter(session_id__in=ids)}
+    assert set(found) == set(expected)
+    for pk, node in found.items():
+        assert (node.node_id, node.parent_id, node.role, node.parts, node.status) == (
+            expected[pk].node_id,
+            expected[pk].parent_id,
+            expected[pk].role,
+            expected[pk].parts,
+            expected[pk].status,
+        )
+
+
+@pytest.mark.parametrize(
+    "only_active, client_id, turn_id, count",
+    [
+        (False, None, None, 2),
+        (True, None, None, 1),
+        (False, "alice", None, 2),
+        (True, "bob", None, 0),  # bob's turn already has a cancel asked for
+        (False, None, "pick", 1),
+    ],
+)
+def test_cancellable_turns(world, only_active, client_id, turn_id, count):
+    chat = world["chats"][0]
+    if turn_id == "pick":
+        turn_id = Turn.objects.filter(session=chat, status=TurnStatus.QUEUED).get().turn_id
+    expected = Turn.objects.filter(session=chat, status__in=IN_FLIGHT, cancel_requested_by="")
+    if only_active:
+        expected = expected.filter(status=TurnStatus.ACTIVE)
+    if client_id:
+        expected = expected.filter(client_id=client_id)
+    if turn_id:
+        expected = expected.filter(Q(turn_id=turn_id))
+    found = hotreads.cancellable_turns(chat.pk, only_active=only_active, client_id=client_id, turn_id=turn_id)
+    assert pks(found) == pks(expected.order_by("id"))
+    assert len(found) == count
+
+
+def test_a_session_id_that_is_not_a_uuid_is_refused_before_any_sql():
+    with pytest.raises(ValidationError):
+        hotreads.in_flight_turns(["not-a-uuid"])
