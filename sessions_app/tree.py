@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sessions_app.hotreads import context_nodes
+from sessions_app.hotsql import context_nodes
 from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Turn
 
 

@@ -16,7 +16,7 @@ from django.utils.module_loading import import_string
 from sessions_app import events, live
 from sessions_app.cancellation.authorisers import CancelRequest
 from sessions_app.conf import app_settings
-from sessions_app.hotreads import cancellable_turns
+from sessions_app.hotsql import cancellable_turns
 from sessions_app.live import Event
 from sessions_app.models import ChatSession, HeldCancel, MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter

@@ -30,7 +30,7 @@ from sessions_app import events, live, signals
 from sessions_app.cancellation.core import cancel_locked, client_id_of, end_queued, take_held_cancels
 from sessions_app.conf import app_settings
 from sessions_app.errors import Busy, ChatError, Conflict, Invalid, NotFound, QueueFull, RateLimited, TooLarge
-from sessions_app.hotreads import in_flight_turns, newest_settled_nodes
+from sessions_app.hotsql import in_flight_turns, newest_settled_nodes
 from sessions_app.live import Event
 from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Role, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody, UserMessage

@@ -17,7 +17,7 @@ from django.utils import timezone
 from sessions_app import events, live, signals
 from sessions_app.cancellation.core import CancelOutcome, cancel_locked
 from sessions_app.errors import NotFound
-from sessions_app.hotreads import claimable_turns, context_nodes, in_flight_turns
+from sessions_app.hotsql import claim_turns, context_nodes, in_flight_turns
 from sessions_app.models import (
     ChatSession,
     MessageNode,
@@ -165,11 +165,10 @@ def turns_claim(*, turn_pks: Sequence[int], worker_id: str) -> list[ClaimedTurn 
 
 
 def _claim(turn_pks: Sequence[int], worker_id: str) -> dict[int, ClaimedTurn]:
-    with transaction.atomic():
-        turns = claimable_turns(turn_pks)  # locked until the claim commits
-        if not turns:
-            return {}
-        Turn.objects.filter(pk__in=[turn.pk for turn in turns]).update(worker_id=worker_id)
+    with transaction.atomic():  # on SQLite: queued on the write lock with the others (decision 011)
+        turns = claim_turns(turn_pks, worker_id)
+    if not turns:
+        return {}
     # The turns' own nodes come with their sessions' (the context needs those anyway).
     nodes = context_nodes({turn.session_id for turn in turns})
     claimed = {}

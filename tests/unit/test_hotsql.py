@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 
-from sessions_app import hotreads
+from sessions_app import hotsql
 from sessions_app.models import IN_FLIGHT, Membership, MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.services.sessions import member_add, session_create
 
@@ -59,19 +59,19 @@ def pks(rows) -> list:
 def test_sessions_of_members(world):
     alice, bob, carol = world["users"]
     chats = world["chats"]
-    found = hotreads.sessions_of_members([c.pk for c in chats], [alice.pk, bob.pk, carol.pk])
+    found = hotsql.sessions_of_members([c.pk for c in chats], [alice.pk, bob.pk, carol.pk])
     expected = Membership.objects.filter(session__in=chats, user__in=[alice, bob, carol])
     pairs = sorted((s.pk, s.member_id) for s in found)  # type: ignore[attr-defined]
     assert pairs == sorted((m.session_id, m.user_id) for m in expected)
     assert {s.pk: s.policy for s in found} == {c.pk: c.policy for c in chats}
-    assert hotreads.sessions_of_members([chats[1].pk], [bob.pk]) == []
+    assert hotsql.sessions_of_members([chats[1].pk], [bob.pk]) == []
 
 
 def test_in_flight_turns(world):
     ids = [c.pk for c in world["chats"]]
     expected = Turn.objects.filter(session_id__in=ids, status__in=IN_FLIGHT).order_by("id")
-    assert pks(hotreads.in_flight_turns(ids)) == pks(expected)
-    assert [t.session_id for t in hotreads.in_flight_turns(ids[:1])] == [ids[0]] * 3
+    assert pks(hotsql.in_flight_turns(ids)) == pks(expected)
+    assert [t.session_id for t in hotsql.in_flight_turns(ids[:1])] == [ids[0]] * 3
 
 
 @pytest.mark.parametrize("count", [1, 3])
@@ -79,19 +79,22 @@ def test_newest_settled_nodes(world, count):
     chats = world["chats"][:count]
     settled = MessageNode.objects.exclude(status__in=[NodeStatus.QUEUED, NodeStatus.STREAMING]).order_by("-id")
     expected = {c.pk: settled.filter(session=c).first() for c in chats}
-    found = hotreads.newest_settled_nodes([c.pk for c in chats])
+    found = hotsql.newest_settled_nodes([c.pk for c in chats])
     assert {k: n.node_id for k, n in found.items()} == {k: n.node_id for k, n in expected.items() if n}
 
 
-def test_claimable_turns(world):
+def test_claim_turns(world):
     turns = list(Turn.objects.order_by("id"))
-    expected = Turn.objects.filter(pk__in=pks(turns), status=TurnStatus.ACTIVE, worker_id="").order_by("id")
-    assert pks(hotreads.claimable_turns(pks(turns))) == pks(expected)
+    expected = pks(Turn.objects.filter(pk__in=pks(turns), status=TurnStatus.ACTIVE, worker_id="").order_by("id"))
+    claimed = hotsql.claim_turns(pks(turns), "me")
+    assert pks(claimed) == expected and [t.worker_id for t in claimed] == ["me"] * len(expected)
+    assert pks(Turn.objects.filter(worker_id="me").order_by("id")) == expected
+    assert hotsql.claim_turns(pks(turns), "other") == []  # taken: nobody claims them twice
 
 
 def test_context_nodes(world):
     ids = [c.pk for c in world["chats"]]
-    found = hotreads.context_nodes(ids)
+    found = hotsql.context_nodes(ids)
     expected = {n.pk: n for n in MessageNode.objects.filter(session_id__in=ids)}
     assert set(found) == set(expected)
     for pk, node in found.items():
@@ -125,11 +128,11 @@ def test_cancellable_turns(world, only_active, client_id, turn_id, count):
         expected = expected.filter(client_id=client_id)
     if turn_id:
         expected = expected.filter(Q(turn_id=turn_id))
-    found = hotreads.cancellable_turns(chat.pk, only_active=only_active, client_id=client_id, turn_id=turn_id)
+    found = hotsql.cancellable_turns(chat.pk, only_active=only_active, client_id=client_id, turn_id=turn_id)
     assert pks(found) == pks(expected.order_by("id"))
     assert len(found) == count
 
 
 def test_a_session_id_that_is_not_a_uuid_is_refused_before_any_sql():
     with pytest.raises(ValidationError):
-        hotreads.in_flight_turns(["not-a-uuid"])
+        hotsql.in_flight_turns(["not-a-uuid"])
