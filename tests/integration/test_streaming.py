@@ -85,7 +85,8 @@ async def test_a_burst_of_sends_from_many_devices_starts_and_streams_every_turn(
     queue-policy session still queue one behind the other."""
     alice = await make_client("alice")
     sessions = [await session_with(alice, tokens=8, rate=200) for _ in range(10)]
-    queueing = await session_with(alice, tokens=8, rate=200, policy="queue")
+    # Long enough that the first of the pair still streams whenever the second is decided.
+    queueing = await session_with(alice, tokens=40, rate=100, policy="queue")
     devices = await asyncio.gather(*(alice.connect(s["id"]) for s in sessions))
     pair = await asyncio.gather(alice.connect(queueing["id"]), alice.connect(queueing["id"]))
 
@@ -100,5 +101,7 @@ async def test_a_burst_of_sends_from_many_devices_starts_and_streams_every_turn(
         assert device.text_of(turn.ack["assistantMessageId"]) == expected_answer(f"burst {i}", 8)
     first, second = sorted(turns[-2:], key=lambda t: t.ack["status"])  # "active" < "queued"
     assert (first.ack["status"], second.ack["status"]) == ("active", "queued")
-    assert pair[0].turns[second.turn_id]["status"] == "complete"
+    for device in pair:  # each device of the session sees both end, in order
+        await device.wait_turn_end(second.turn_id)
+        assert [device.turns[t.turn_id]["status"] for t in (first, second)] == ["complete", "complete"]
     assert_clean(*devices, *pair)
