@@ -113,17 +113,24 @@ def claim_turns(turn_pks: Sequence[int], worker_id: str) -> list[Turn]:
     return sorted(Turn.objects.raw(sql, [worker_id, *turn_pks, TurnStatus.ACTIVE, ""]), key=lambda turn: turn.pk)
 
 
-def context_nodes(session_ids: Iterable[Any]) -> dict[int, MessageNode]:
-    """The nodes of some sessions by pk, with the fields a turn's context needs."""
-    sessions = _values(MessageNode, "session", list(session_ids))
-    if not sessions:
+def ancestry(node_pks: Iterable[int]) -> dict[int, MessageNode]:
+    """These nodes and all their ancestors, by pk, with the fields a turn's context needs:
+    the branch of each, not the rest of the session (a session with many edits, or a long
+    one with many branches, holds many nodes no context needs). One recursive query."""
+    seeds = sorted(set(node_pks))
+    if not seeds:
         return {}
+    node, parent = _column(MessageNode, "id"), _column(MessageNode, "parent")
     fields = ("id", "node_id", "parent", "role", "parts", "status", "session")
     sql = (
+        f"WITH RECURSIVE branch(id) AS ("
+        f"SELECT {node} FROM {_table(MessageNode)} WHERE {node} IN ({_marks(seeds)}) "
+        f"UNION SELECT n.{parent} FROM {_table(MessageNode)} n JOIN branch b ON n.{node} = b.id "
+        f"WHERE n.{parent} IS NOT NULL) "
         f"SELECT {', '.join(_column(MessageNode, f) for f in fields)} FROM {_table(MessageNode)} "
-        f"WHERE {_column(MessageNode, 'session')} IN ({_marks(sessions)})"
+        f"WHERE {node} IN (SELECT id FROM branch)"
     )
-    return {n.pk: n for n in MessageNode.objects.raw(sql, sessions)}
+    return {n.pk: n for n in MessageNode.objects.raw(sql, seeds)}
 
 
 def cancellable_turns(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sessions_app.hotsql import context_nodes
+from sessions_app.hotsql import ancestry
 from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Turn
 
 
@@ -41,8 +41,8 @@ def default_parent(
 
 def context_path(node: MessageNode, nodes: Mapping[int, MessageNode] | None = None) -> list[MessageNode]:
     """Nodes from the root down to `node` (inclusive), skipping answers left empty.
-    `nodes`: the session's nodes by pk, when the caller loaded them already."""
-    by_id = nodes if nodes is not None else context_nodes([node.session_id])
+    `nodes`: nodes by pk holding at least `node`'s ancestors, when the caller loaded them."""
+    by_id = nodes if nodes is not None else ancestry([node.pk])
     path: list[MessageNode] = []
     current: MessageNode | None = by_id.get(node.pk, node)
     seen: set[int] = set()

@@ -17,7 +17,7 @@ from django.utils import timezone
 from sessions_app import events, live, signals
 from sessions_app.cancellation.core import CancelOutcome, cancel_locked
 from sessions_app.errors import NotFound
-from sessions_app.hotsql import claim_turns, context_nodes, in_flight_turns
+from sessions_app.hotsql import ancestry, claim_turns, in_flight_turns
 from sessions_app.models import (
     ChatSession,
     MessageNode,
@@ -169,8 +169,8 @@ def _claim(turn_pks: Sequence[int], worker_id: str) -> dict[int, ClaimedTurn]:
         turns = claim_turns(turn_pks, worker_id)
     if not turns:
         return {}
-    # The turns' own nodes come with their sessions' (the context needs those anyway).
-    nodes = context_nodes({turn.session_id for turn in turns})
+    # The turns' answers and the branches above them: their contexts, in one read.
+    nodes = ancestry(pk for turn in turns for pk in (turn.user_message_id, turn.assistant_message_id) if pk)
     claimed = {}
     for turn in turns:
         user_message, assistant_message = nodes[turn.user_message_id or 0], nodes[turn.assistant_message_id or 0]

@@ -92,19 +92,28 @@ def test_claim_turns(world):
     assert hotsql.claim_turns(pks(turns), "other") == []  # taken: nobody claims them twice
 
 
-def test_context_nodes(world):
-    ids = [c.pk for c in world["chats"]]
-    found = hotsql.context_nodes(ids)
-    expected = {n.pk: n for n in MessageNode.objects.filter(session_id__in=ids)}
-    assert set(found) == set(expected)
-    for pk, node in found.items():
-        assert (node.node_id, node.parent_id, node.role, node.parts, node.status) == (
-            expected[pk].node_id,
-            expected[pk].parent_id,
-            expected[pk].role,
-            expected[pk].parts,
-            expected[pk].status,
+def test_ancestry_is_the_branches_above_the_nodes_and_nothing_else(world):
+    chat = world["chats"][0]
+    answer = MessageNode.objects.get(node_id=f"a-{chat.pk}")
+    # A second branch under the answer, two deep, and an edit of the root beside it.
+    edit = MessageNode.objects.create(session=chat, node_id="edit", role="user", client_id="alice")
+    left = MessageNode.objects.create(session=chat, node_id="left", parent=answer, role="user", client_id="alice")
+    deeper = MessageNode.objects.create(session=chat, node_id="deeper", parent=left, role="assistant", parts=[])
+
+    found = hotsql.ancestry([deeper.pk, edit.pk])
+
+    assert {n.node_id for n in found.values()} == {"deeper", "left", f"a-{chat.pk}", f"u-{chat.pk}", "edit"}
+    for pk, node in found.items():  # the fields a context needs, as the ORM reads them
+        expected = MessageNode.objects.get(pk=pk)
+        assert (node.node_id, node.parent_id, node.role, node.parts, node.status, node.session_id) == (
+            expected.node_id,
+            expected.parent_id,
+            expected.role,
+            expected.parts,
+            expected.status,
+            expected.session_id,
         )
+    assert hotsql.ancestry([]) == {}
 
 
 @pytest.mark.parametrize(
