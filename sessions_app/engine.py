@@ -6,9 +6,9 @@ turn this process runs, plus three background duties:
 - the heartbeat: this worker's liveness in a sorted set;
 - the reaper: ends turns whose worker stopped heartbeating with error `worker_lost`.
 
-Celery pool threads call `engine().run(turn_pk)` (or `run_many` for the turns a group of
-sends started together) and block until those turns end, so the pool's size bounds how
-many tasks, and so groups of turns, a process streams at once.
+Celery pool threads call `engine().run_many(turn_pks)` with the turns a set of sends started
+together (often one) and block until those turns end, so the pool's size bounds how many
+tasks, and so sets of turns, a process streams at once.
 """
 
 from __future__ import annotations
@@ -63,9 +63,6 @@ class Engine:
         self._ready.wait()
 
     # --- public, called from Celery threads ---
-
-    def run(self, turn_pk: int) -> None:
-        asyncio.run_coroutine_threadsafe(self._run_turn(turn_pk), self.loop).result()
 
     def run_many(self, turn_pks: list[int]) -> None:
         asyncio.run_coroutine_threadsafe(self._run_turns(turn_pks), self.loop).result()

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis
@@ -187,20 +187,29 @@ async def _emit_pipelined(batches: list[PreparedBatch]) -> list[int | Exception]
     carries (the per-command cost of redis-py dominated the worker's CPU when each turn sent
     its own; decision 012)."""
     client = async_redis()
-    results = await _evalsha_all(client, batches)
-    missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+    results = list(await _evalshas(client.pipeline(transaction=False), batches).execute(raise_on_error=False))
+    missing = _without_script(results)
     if missing:  # Redis restarted or flushed its scripts: load it, run those again in order
         await client.script_load(_EMIT_LUA)
-        for i, result in zip(missing, await _evalsha_all(client, [batches[i] for i in missing]), strict=True):
+        again = _evalshas(client.pipeline(transaction=False), [batches[i] for i in missing])
+        for i, result in zip(missing, await again.execute(raise_on_error=False), strict=True):
             results[i] = result
     return [result if isinstance(result, Exception) else int(result) for result in results]
 
 
-async def _evalsha_all(client: aioredis.Redis, batches: list[PreparedBatch]) -> list[Any]:
-    pipe = client.pipeline(transaction=False)
+P = TypeVar("P", redis.client.Pipeline, aioredis.client.Pipeline)
+
+
+def _evalshas(pipe: P, batches: Sequence[PreparedBatch]) -> P:
+    """Queue the numbering script once per batch, in order, on a pipeline of either client."""
     for batch in batches:
         pipe.execute_command("EVALSHA", _EMIT_SHA, len(batch.keys), *batch.keys, *batch.args)
-    return list(await pipe.execute(raise_on_error=False))
+    return pipe
+
+
+def _without_script(results: Sequence[Any]) -> list[int]:
+    """Indices of the batches Redis refused for not knowing the script (it restarted)."""
+    return [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
 
 
 def publish(session_id: str, events: Sequence[Event]) -> list[str]:
@@ -212,31 +221,24 @@ def publish(session_id: str, events: Sequence[Event]) -> list[str]:
 def publish_many(batches: Sequence[tuple[str, Sequence[Event]]]) -> list[list[str]]:
     """`publish` for the batches of many sessions, in order, in one pipeline (a group of
     sends, on commit). The frames of each batch; the first batch Redis refused raises."""
-    prepared = {i: prepare(session_id, events) for i, (session_id, events) in enumerate(batches) if events}
-    if not prepared:
+    sent = [i for i, (_, events) in enumerate(batches) if events]
+    if not sent:
         return [[] for _ in batches]
+    prepared = [prepare(*batches[i]) for i in sent]
     client = sync_redis()
-    results = dict(zip(prepared, _evalsha_all_sync(client, list(prepared.values())), strict=True))
-    missing = [i for i, result in results.items() if isinstance(result, NoScriptError)]
+    results = list(_evalshas(client.pipeline(transaction=False), prepared).execute(raise_on_error=False))
+    missing = _without_script(results)
     if missing:  # Redis restarted or flushed its scripts: load it, run those again in order
         client.script_load(_EMIT_LUA)
-        results.update(zip(missing, _evalsha_all_sync(client, [prepared[i] for i in missing]), strict=True))
-    frames: list[list[str]] = []
-    for i in range(len(batches)):
-        if i not in prepared:
-            frames.append([])
-        elif isinstance(results[i], Exception):
-            raise results[i]
-        else:
-            frames.append(frames_for(int(results[i]), prepared[i].bodies))
+        again = _evalshas(client.pipeline(transaction=False), [prepared[i] for i in missing])
+        for i, result in zip(missing, again.execute(raise_on_error=False), strict=True):
+            results[i] = result
+    frames: list[list[str]] = [[] for _ in batches]
+    for i, batch, first in zip(sent, prepared, results, strict=True):
+        if isinstance(first, Exception):
+            raise first
+        frames[i] = frames_for(int(first), batch.bodies)
     return frames
-
-
-def _evalsha_all_sync(client: redis.Redis, batches: list[PreparedBatch]) -> list[Any]:
-    pipe = client.pipeline(transaction=False)
-    for batch in batches:
-        pipe.execute_command("EVALSHA", _EMIT_SHA, len(batch.keys), *batch.keys, *batch.args)
-    return list(pipe.execute(raise_on_error=False))
 
 
 async def publish_async(session_id: str, events: Sequence[Event]) -> list[str]:

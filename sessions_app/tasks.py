@@ -11,13 +11,16 @@ from sessions_app.runtime import freeze_start_up_objects
 
 @shared_task(name="sessions_app.run_turn", ignore_result=True)
 def run_turn(turn_pk: int) -> None:
-    """Stream one turn; returns when it has ended."""
-    engine().run(turn_pk)
+    """Stream one turn; returns when it has ended. Nothing sends this task any more
+    (`run_turns` carries one turn or many); it stays so that tasks queued by an earlier
+    version still run after an upgrade."""
+    engine().run_many([turn_pk])
 
 
 @shared_task(name="sessions_app.run_turns", ignore_result=True)
 def run_turns(turn_pks: list[int]) -> None:
-    """Stream turns that started together (a group of sends); returns when all have ended."""
+    """Stream turns that started together (a set of sends, often one turn); returns when
+    all have ended."""
     engine().run_many(turn_pks)
 
 

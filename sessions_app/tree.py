@@ -5,38 +5,34 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from sessions_app.hotsql import ancestry
-from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Turn
+from sessions_app.models import MessageNode, Policy, Turn
 
 
 def default_parent(
     *,
-    session: ChatSession,
     policy: str,
     in_flight: Sequence[Turn],
     interrupted: Sequence[Turn],
+    newest: MessageNode | None,
 ) -> MessageNode | None:
     """Parent of a new user message when the client names none (DESIGN.md, Sending):
 
     - `interrupt`: after the sender's cancelled (partial, kept) answer;
     - `queue` behind in-flight turns: after the answer of the turn it waits for;
     - while turns are in flight otherwise: a sibling of the newest in-flight user message;
-    - else: the newest node of the session (the end of the current branch).
+    - else: `newest`, the session's newest settled node (the end of the current branch),
+      which the caller reads for many sessions at once (hotsql.newest_settled_nodes).
     """
     # Only what a new node's parent needs (its pk, and its id for the `message` event).
     nodes = MessageNode.objects.only("id", "node_id")
     if policy == Policy.INTERRUPT and interrupted:
         return nodes.filter(pk=interrupted[-1].assistant_message_id or 0).first()
     if in_flight:
-        newest = in_flight[-1]
+        newest_turn = in_flight[-1]
         if policy == Policy.QUEUE:
-            return nodes.filter(pk=newest.assistant_message_id or 0).first()
-        return nodes.filter(children__pk=newest.user_message_id or 0).first()  # its user message's parent
-    return (
-        nodes.filter(session=session)
-        .exclude(status__in=[NodeStatus.QUEUED, NodeStatus.STREAMING])
-        .order_by("-id")
-        .first()
-    )
+            return nodes.filter(pk=newest_turn.assistant_message_id or 0).first()
+        return nodes.filter(children__pk=newest_turn.user_message_id or 0).first()  # its user message's parent
+    return newest
 
 
 def context_path(node: MessageNode, nodes: Mapping[int, MessageNode] | None = None) -> list[MessageNode]:

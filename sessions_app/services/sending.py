@@ -181,11 +181,9 @@ class _Plan:
 
     index: int
     session: ChatSession
-    user: AbstractBaseUser
     body: SendBody
     turn: Turn
     parent: MessageNode | None = None
-    needs_newest_node: bool = False  # parent: the session's newest node (read for the wave)
     edited: MessageNode | None = None  # forkOf
     regenerated: MessageNode | None = None
     queued_before: int = 0
@@ -204,10 +202,12 @@ def _send_wave(items: Sequence[tuple[int, SendRequest, ChatSession]], *, check_r
                 outcomes[index] = existing
     todo = [item for item in items if item[0] not in outcomes]
     in_flight = _in_flight_by_session([session.pk for _, _, session in todo])
+    # Where a message attaches in a session with nothing in flight: read for all at once.
+    newest = newest_settled_nodes([session.pk for _, _, session in todo if not in_flight[session.pk]])
     plans: list[_Plan] = []
     for index, request, session in todo:
         try:
-            plans.append(_plan(index, request, session, in_flight[session.pk]))
+            plans.append(_plan(index, request, session, in_flight[session.pk], newest.get(session.pk)))
         except ChatError as exc:
             outcomes[index] = exc
     if plans:
@@ -226,7 +226,9 @@ def _in_flight_by_session(session_ids: Sequence[Any]) -> dict[Any, list[Turn]]:
     return by_session
 
 
-def _plan(index: int, request: SendRequest, session: ChatSession, in_flight: list[Turn]) -> _Plan:
+def _plan(
+    index: int, request: SendRequest, session: ChatSession, in_flight: list[Turn], newest: MessageNode | None
+) -> _Plan:
     """Decide one send: refuse it (raise), or what it creates and where it attaches. Every
     check that can refuse comes before the interrupt's cancel, the one write made here."""
     body, user = request.body, request.user
@@ -240,7 +242,6 @@ def _plan(index: int, request: SendRequest, session: ChatSession, in_flight: lis
     plan = _Plan(
         index=index,
         session=session,
-        user=user,
         body=body,
         queued_before=queued,
         turn=Turn(
@@ -272,10 +273,7 @@ def _plan(index: int, request: SendRequest, session: ChatSession, in_flight: lis
         plan.emitted.extend(outcome.events)
         interrupted = [t for t in in_flight if t.turn_id in outcome.cancelled]
     if not (body.regenerate or body.fork_of or body.parent):
-        if in_flight or interrupted:
-            plan.parent = default_parent(session=session, policy=policy, in_flight=in_flight, interrupted=interrupted)
-        else:
-            plan.needs_newest_node = True
+        plan.parent = default_parent(policy=policy, in_flight=in_flight, interrupted=interrupted, newest=newest)
     return plan
 
 
@@ -289,10 +287,6 @@ def _node(session: ChatSession, node_id: str, what: str) -> MessageNode:
 def _write(plans: list[_Plan]) -> None:
     """Insert the wave's turns, user messages and answers, a statement each, then link
     the turns to their messages."""
-    newest = newest_settled_nodes([p.session.pk for p in plans if p.needs_newest_node])
-    for plan in plans:
-        if plan.needs_newest_node:
-            plan.parent = newest.get(plan.session.pk)
     Turn.objects.bulk_create([plan.turn for plan in plans])
     # The messages of one send form a chain: insert them layer by layer (the k-th message
     # of every send together), each layer's parents being the layer before.

@@ -8,7 +8,6 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from sessions_app.conf import app_settings
@@ -21,40 +20,37 @@ from sessions_app.models import ChatSession, Membership, Policy
 def require_member(*, session_id: Any, user: AbstractBaseUser) -> ChatSession:
     """The session, if it exists and `user` belongs to it (404 / 403 otherwise). One query
     when the answer is yes: it runs on every command."""
-    try:
-        # At most one row (unique together): a slice, not first(), which would sort. The
-        # session alone, filtered by the membership (no Membership object to build).
-        found = sessions_of_members([session_id], [user.pk])
-        if found:
-            return found[0]
-        exists = ChatSession.objects.filter(pk=session_id).exists()
-    except (ValidationError, ValueError, TypeError) as exc:  # not a UUID
-        raise NotFound("no such session") from exc
-    if exists:
-        raise Forbidden("you are not a member of this session")
-    raise NotFound("no such session")
+    [outcome] = members_of([(session_id, user)])
+    if isinstance(outcome, ChatError):
+        raise outcome
+    return outcome
 
 
 def members_of(asks: Sequence[tuple[Any, AbstractBaseUser]]) -> list[ChatSession | ChatError]:
     """`require_member` for many (session id, user) pairs: one query when every answer is
-    yes. One outcome per pair, in order: the session, or the error `require_member` gives."""
-    wanted: set[tuple[uuid.UUID, Any]] = set()
-    for session_id, user in asks:
-        try:
-            wanted.add((uuid.UUID(str(session_id)), user.pk))
-        except ValueError:
-            continue  # not a UUID: require_member below says "no such session"
-    found = sessions_of_members(list({s for s, _ in wanted}), list({u for _, u in wanted}))
+    yes. One outcome per pair, in order: the session, or NotFound / Forbidden."""
+    ids = [_uuid(session_id) for session_id, _ in asks]
+    found = sessions_of_members(list({i for i in ids if i}), list({user.pk for _, user in asks}))
     sessions: dict[tuple[uuid.UUID, Any], ChatSession] = {(s.pk, s.member_id): s for s in found}  # type: ignore[attr-defined]
-    outcomes: list[ChatSession | ChatError] = []
-    for session_id, user in asks:
-        try:
-            outcomes.append(
-                sessions.get((uuid.UUID(str(session_id)), user.pk)) or require_member(session_id=session_id, user=user)
-            )
-        except (ValueError, ChatError) as exc:
-            outcomes.append(exc if isinstance(exc, ChatError) else NotFound("no such session"))
-    return outcomes
+    return [
+        (sessions.get((session_id, user.pk)) or _not_a_member(session_id))
+        if session_id
+        else NotFound("no such session")
+        for session_id, (_, user) in zip(ids, asks, strict=True)
+    ]
+
+
+def _uuid(session_id: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(session_id))
+    except ValueError:
+        return None
+
+
+def _not_a_member(session_id: uuid.UUID) -> ChatError:
+    if ChatSession.objects.filter(pk=session_id).exists():
+        return Forbidden("you are not a member of this session")
+    return NotFound("no such session")
 
 
 def _check_model(model: str) -> None:

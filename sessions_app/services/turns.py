@@ -36,12 +36,10 @@ T = TypeVar("T")
 
 def dispatch_turns(turn_pks: Sequence[int]) -> None:
     """Hand turns to the workers: one task for them all (a Celery publish costs about half
-    a millisecond of CPU; a burst of sends pays it once per group, not per turn)."""
-    from sessions_app.tasks import run_turn, run_turns
+    a millisecond of CPU; a burst of sends pays it once per set, not per turn)."""
+    from sessions_app.tasks import run_turns
 
-    if len(turn_pks) == 1:
-        run_turn.delay(turn_pks[0])
-    elif turn_pks:
+    if turn_pks:
         run_turns.delay(list(turn_pks))
 
 
@@ -80,27 +78,14 @@ def _outcome(call: Callable[[], T]) -> T | Exception:
         return exc
 
 
-def lock_session(session: ChatSession) -> ChatSession:
-    """Serialise the session's state changes: its row lock where the database has row locks;
-    on SQLite the IMMEDIATE transaction already holds the database's write lock."""
-    if not connection.features.has_select_for_update:
-        return session
-    return ChatSession.objects.select_for_update().get(pk=session.pk)
-
-
 def lock_sessions(session_ids: Iterable[Any]) -> dict[Any, ChatSession]:
-    """`lock_session` for many sessions, in one query and in pk order (two processes
-    locking overlapping sets cannot deadlock). Returns the sessions as read under the
-    locks; empty where the database has no row locks."""
+    """Serialise the sessions' state changes: their row locks where the database has row
+    locks, taken in one query in pk order (two processes locking overlapping sets cannot
+    deadlock); on SQLite the IMMEDIATE transaction already holds the database's write lock.
+    Returns the sessions as read under the locks; empty where there are no row locks."""
     if not connection.features.has_select_for_update:
         return {}
     return {s.pk: s for s in ChatSession.objects.select_for_update().filter(pk__in=list(session_ids)).order_by("pk")}
-
-
-def lock_session_row(session_id: Any) -> None:
-    """`lock_session` for a caller that has only the session's id."""
-    if connection.features.has_select_for_update:
-        list(ChatSession.objects.select_for_update().filter(pk=session_id).values_list("pk", flat=True))
 
 
 def _announce_ended(turns: Sequence[Turn]) -> None:
@@ -124,7 +109,7 @@ def turns_cancel(
     if session is None:
         raise NotFound("no such session")
     with transaction.atomic():
-        session = lock_session(session)
+        session = lock_sessions([session.pk]).get(session.pk, session)
         outcome = cancel_locked(session=session, requester=user, flt=flt, bypass_authoriser=as_admin)
         events.emit_on_commit(str(session.pk), outcome.events)
         ended = list(outcome.ended)
@@ -214,7 +199,7 @@ def turn_finish(
             raise Turn.DoesNotExist(f"no turn {turn_pk}")
     # No savepoint of its own: grouped finishes give each one (in_one_transaction).
     with transaction.atomic(savepoint=False):
-        lock_session_row(session_id)
+        lock_sessions([session_id])
         # No join: loading the answers with the turns was 1 ms of a cancel's ~10 (decision 015).
         in_flight = in_flight_turns([session_id])
         turn = next((t for t in in_flight if t.pk == turn_pk and t.status == TurnStatus.ACTIVE), None)
@@ -251,8 +236,7 @@ def turn_finish(
                 MessageNode.objects.filter(pk=turn.assistant_message_id or 0).values_list("node_id", flat=True).first()
             )
         if message_id:
-            answer_id = message_id
-            _announce(lambda: live.expire_live_content_sync(str(session_id), answer_id))
+            _announce(partial(live.expire_live_content_sync, str(session_id), message_id))
     return True
 
 
