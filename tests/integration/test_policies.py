@@ -21,7 +21,7 @@ async def test_queue_waits_visibly_and_runs_first_in_first_out(make_client):
     third = await watcher.send("third")
 
     assert (first.status, second.status, third.status) == ("active", "queued", "queued")
-    queued = [e for e in await_all(watcher, "turn.queued", 2)]
+    queued = await await_all(watcher, "turn.queued", 2)
     assert [(e["turnId"], e["position"]) for e in queued] == [(second.turn_id, 1), (third.turn_id, 2)]
     for turn in (first, second, third):
         await watcher.wait_turn_end(turn.turn_id)
@@ -39,7 +39,10 @@ async def test_queue_waits_visibly_and_runs_first_in_first_out(make_client):
     assert_clean(device, watcher)
 
 
-def await_all(device, kind, count):
+async def await_all(device, kind, count):
+    """The `count` events of `kind` the device gets; an ack can arrive before the events
+    its send published, which come through the session's feed."""
+    await device.wait_for(lambda: len(device.events_of(kind)) >= count, 10)
     events = device.events_of(kind)
     assert len(events) == count, f"expected {count} {kind} events, saw {len(events)}"
     return events
