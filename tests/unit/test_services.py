@@ -196,6 +196,31 @@ def test_sends_beyond_the_rate_limit_are_refused(session, alice, settings):
         send(session, alice)
 
 
+def test_a_set_counts_each_send_against_its_own_users_rate(session, alice, bob, settings):
+    import time
+
+    from sessions_app import live
+    from sessions_app.errors import RateLimited
+
+    settings.SESSIONS_APP = {**settings.SESSIONS_APP, "SENDS_PER_MINUTE": 2}
+    window = int(time.time() // 60)
+    live.sync_redis().delete(*(live.Keys.rate(u.pk, w) for u in (alice, bob) for w in (window, window + 1)))
+    other = session_create(owner=alice, title="other")
+
+    outcomes: list[Any] = turns_send(
+        [
+            _request(session, alice, "a1"),
+            _request(other, alice, "a2"),
+            _request(session, bob, "b1"),
+            _request(other, alice, "a3"),
+        ]
+    )
+
+    assert [type(o).__name__ for o in outcomes] == ["SendResult", "SendResult", "SendResult", "RateLimited"]
+    assert isinstance(outcomes[3], RateLimited) and outcomes[3].code == "rate_limited"
+    assert not MessageNode.objects.filter(session=other, parts__0__text="a3").exists()  # nothing of it stayed
+
+
 def test_signals_announce_messages_and_turns_after_commit(session, alice, django_capture_on_commit_callbacks):
     from sessions_app import signals
 
