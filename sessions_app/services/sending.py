@@ -23,14 +23,13 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from sessions_app import events, live, signals
 from sessions_app.cancellation.core import cancel_locked, client_id_of, end_queued, take_held_cancels
 from sessions_app.conf import app_settings
 from sessions_app.errors import Busy, ChatError, Conflict, Invalid, NotFound, QueueFull, RateLimited, TooLarge
-from sessions_app.hotsql import in_flight_turns, newest_settled_nodes
+from sessions_app.hotsql import in_flight_turns, insert_new, link_turns_to_messages, newest_settled_nodes
 from sessions_app.live import Event
 from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Role, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody, UserMessage
@@ -286,8 +285,8 @@ def _node(session: ChatSession, node_id: str, what: str) -> MessageNode:
 
 def _write(plans: list[_Plan]) -> None:
     """Insert the wave's turns, user messages and answers, a statement each, then link
-    the turns to their messages."""
-    Turn.objects.bulk_create([plan.turn for plan in plans])
+    the turns to their messages (decision 016: without the ORM's per-value compilation)."""
+    insert_new([plan.turn for plan in plans])
     # The messages of one send form a chain: insert them layer by layer (the k-th message
     # of every send together), each layer's parents being the layer before.
     user_nodes: dict[int, MessageNode | None] = {
@@ -300,25 +299,17 @@ def _write(plans: list[_Plan]) -> None:
             for plan in plans
             if k < len(plan.body.messages)
         ]
-        MessageNode.objects.bulk_create(layer)
+        insert_new(layer)
         for node, plan in zip(layer, [p for p in plans if k < len(p.body.messages)], strict=True):
             user_nodes[plan.index] = node
             plan.new_nodes.append(node)
     answers = [_answer_node(plan, user_nodes[plan.index]) for plan in plans]
-    MessageNode.objects.bulk_create(answers)
+    insert_new(answers)
     for plan, answer in zip(plans, answers, strict=True):
         plan.new_nodes.append(answer)
         plan.turn.user_message, plan.turn.assistant_message = user_nodes[plan.index], answer
-    if len(plans) == 1:
-        plans[0].turn.save(update_fields=["user_message", "assistant_message"])
-    else:
-        # One statement whatever the number of turns (bulk_update's CASE per row was a third
-        # of a big set's time): each turn's answer, and the answer's parent as its user message.
-        answer_of_turn = MessageNode.objects.filter(turn=OuterRef("pk"), role=Role.ASSISTANT)
-        Turn.objects.filter(pk__in=[plan.turn.pk for plan in plans]).update(
-            assistant_message=Subquery(answer_of_turn.values("id")[:1]),
-            user_message=Subquery(answer_of_turn.values("parent_id")[:1]),
-        )
+    # Each turn's answer, and the answer's parent as its user message: one statement.
+    link_turns_to_messages([plan.turn.pk for plan in plans])
     _apply_held_cancels(plans)
 
 

@@ -145,3 +145,80 @@ def test_cancellable_turns(world, only_active, client_id, turn_id, count):
 def test_a_session_id_that_is_not_a_uuid_is_refused_before_any_sql():
     with pytest.raises(ValidationError):
         hotsql.in_flight_turns(["not-a-uuid"])
+
+
+def _row(obj, exclude=("id", "created_at")) -> dict:
+    return {f.attname: getattr(obj, f.attname) for f in type(obj)._meta.concrete_fields if f.name not in exclude}
+
+
+def test_insert_new_stores_what_bulk_create_stores(world):
+    """Every field, defaults, JSON, foreign keys assigned as instances and auto_now_add,
+    read back from the database, the same for both; and the instances get their keys."""
+    alice = world["users"][0]
+    chat = world["chats"][2]
+
+    def turns():
+        return [
+            Turn(session=chat, turn_id=str(uuid.uuid4()), user=alice, client_id="alice", model_options={"rate": i})
+            for i in range(3)
+        ]
+
+    ours, theirs = turns(), turns()
+    hotsql.insert_new(ours)
+    Turn.objects.bulk_create(theirs)
+    assert all(t.pk and not t._state.adding for t in ours)
+    assert len({t.pk for t in ours}) == 3
+    for mine, other in zip(ours, theirs, strict=True):
+        stored, expected = Turn.objects.get(pk=mine.pk), Turn.objects.get(pk=other.pk)
+        assert {**_row(stored), "turn_id": ""} == {**_row(expected), "turn_id": ""}
+        assert stored.created_at is not None and stored.created_at == mine.created_at
+
+    parent = MessageNode.objects.create(session=chat, node_id="root", role="user")
+    nodes = [
+        MessageNode(session=chat, node_id=f"n{i}", parent=parent, role="user", parts=[{"type": "text", "text": t}])
+        for i, t in enumerate(("é0", "é1"))
+    ]
+    hotsql.insert_new(nodes)
+    by_id = {n.node_id: n for n in MessageNode.objects.filter(pk__in=pks(nodes))}
+    assert [by_id[f"n{i}"].parts[0]["text"] for i in range(2)] == ["é0", "é1"]
+    assert {n.parent_id for n in by_id.values()} == {parent.pk}
+    assert {n.status for n in by_id.values()} == {NodeStatus.COMPLETE}
+
+
+def test_insert_new_takes_the_key_of_a_relation_saved_after_it_was_assigned(world):
+    chat = world["chats"][2]
+    parent = MessageNode(session=chat, node_id="p", role="user")
+    child = MessageNode(session=chat, node_id="c", parent=parent, role="assistant")
+    with pytest.raises(ValueError, match="parent"):
+        hotsql.insert_new([child])
+    hotsql.insert_new([parent])
+    hotsql.insert_new([child])
+    assert MessageNode.objects.get(pk=child.pk).parent_id == parent.pk
+
+
+def test_insert_new_batches_past_the_parameter_limit(world):
+    chat = world["chats"][2]
+    nodes = [MessageNode(session=chat, node_id=f"m{i}", role="user") for i in range(300)]
+    hotsql.insert_new(nodes)
+    stored = dict(MessageNode.objects.filter(pk__in=pks(nodes)).values_list("pk", "node_id"))
+    assert [stored[n.pk] for n in nodes] == [f"m{i}" for i in range(300)]
+
+
+def test_link_turns_to_messages(world):
+    """A turn points at its answer and at the answer's parent (what the ORM update did)."""
+    alice = world["users"][0]
+    chat = world["chats"][2]
+    question = MessageNode.objects.create(session=chat, node_id="q", role="user")
+    turns = [Turn.objects.create(session=chat, turn_id=f"t{i}", user=alice, client_id="alice") for i in range(2)]
+    answers = [
+        MessageNode.objects.create(session=chat, node_id=f"a{i}", parent=question, role="assistant", turn=turn)
+        for i, turn in enumerate(turns)
+    ]
+    MessageNode.objects.filter(pk=question.pk).update(turn=turns[0])  # a user message of the turn is no answer
+    other = Turn.objects.create(session=chat, turn_id="other", user=alice, client_id="alice")
+    hotsql.link_turns_to_messages([t.pk for t in turns])
+    for turn, answer in zip(turns, answers, strict=True):
+        turn.refresh_from_db()
+        assert (turn.assistant_message_id, turn.user_message_id) == (answer.pk, question.pk)
+    other.refresh_from_db()
+    assert (other.assistant_message_id, other.user_message_id) == (None, None)
