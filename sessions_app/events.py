@@ -17,8 +17,9 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from sessions_app import live
+from sessions_app.hotsql import archive_events
 from sessions_app.live import Event, now_ms
-from sessions_app.models import ChatSession, EventRecord, MessageNode, Turn, node_payload
+from sessions_app.models import ChatSession, MessageNode, Turn, node_payload
 
 logger = logging.getLogger(__name__)
 
@@ -81,17 +82,17 @@ def archive_many(frames_by_session: dict[str, Sequence[str]]) -> None:
     and move the sessions that got a new message to the top of their members' lists
     (`updated_at`: here rather than in each send's transaction, which is on the path to
     the first token)."""
-    records = []
+    rows = []
     with_messages = set()
     for session_id, frames in frames_by_session.items():
         for frame in frames:
             type_start = frame.index('"type":"') + 8
             event_type = frame[type_start : frame.index('"', type_start)]
-            records.append(EventRecord(session_id=session_id, seq=live.seq_of(frame), type=event_type, frame=frame))
+            rows.append((session_id, live.seq_of(frame), event_type, frame))
             if event_type == "message":
                 with_messages.add(session_id)
     with transaction.atomic():
-        EventRecord.objects.bulk_create(records, ignore_conflicts=True, batch_size=500)
+        archive_events(rows)
         if with_messages:
             ChatSession.objects.filter(pk__in=with_messages).update(updated_at=timezone.now())
 

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q
 
 from sessions_app import hotsql
-from sessions_app.models import IN_FLIGHT, Membership, MessageNode, NodeStatus, Turn, TurnStatus
+from sessions_app.models import IN_FLIGHT, EventRecord, Membership, MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.services.sessions import member_add, session_create
 
 pytestmark = pytest.mark.django_db
@@ -222,3 +222,24 @@ def test_link_turns_to_messages(world):
         assert (turn.assistant_message_id, turn.user_message_id) == (answer.pk, question.pk)
     other.refresh_from_db()
     assert (other.assistant_message_id, other.user_message_id) == (None, None)
+
+
+def test_archive_events_skips_events_archived_already(world):
+    """The archive's insert: an event archived twice stays once, the others are written."""
+    chat = world["chats"][2]
+    EventRecord.objects.create(session=chat, seq=2, type="message", frame='{"seq":2,"first":true}')
+    hotsql.archive_events([(str(chat.pk), seq, "message", f'{{"seq":{seq}}}') for seq in (1, 2, 3)])
+    frames = dict(EventRecord.objects.filter(session=chat).values_list("seq", "frame"))
+    assert frames == {1: '{"seq":1}', 2: '{"seq":2,"first":true}', 3: '{"seq":3}'}
+
+
+def test_archive_events_stores_what_bulk_create_stores(world):
+    chat = world["chats"][2]
+    hotsql.archive_events([(str(chat.pk), seq, "delta", f'{{"seq":{seq}}}') for seq in range(1, 401)])
+    EventRecord.objects.bulk_create([EventRecord(session=chat, seq=1000, type="delta", frame='{"seq":1000}')])
+    stored = list(EventRecord.objects.filter(session=chat).order_by("seq"))
+    assert [(e.seq, e.type, e.frame) for e in stored] == [
+        (s, "delta", f'{{"seq":{s}}}') for s in [*range(1, 401), 1000]
+    ]
+    assert stored[0].created_at.tzinfo is not None
+    assert abs((stored[0].created_at - stored[-1].created_at).total_seconds()) < 5
