@@ -19,7 +19,7 @@ but nothing compiles per value (bulk_create spent ~0.15 ms a row there: decision
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import ForeignKey, Model
@@ -131,24 +131,42 @@ def claim_turns(turn_pks: Sequence[int], worker_id: str) -> list[Turn]:
     return sorted(Turn.objects.raw(sql, [worker_id, *turn_pks, TurnStatus.ACTIVE, ""]), key=lambda turn: turn.pk)
 
 
-def ancestry(node_pks: Iterable[int]) -> dict[int, MessageNode]:
-    """These nodes and all their ancestors, by pk, with the fields a turn's context needs:
-    the branch of each, not the rest of the session (a session with many edits, or a long
-    one with many branches, holds many nodes no context needs). One recursive query."""
+class BranchNode(NamedTuple):
+    """A node as a turn's context needs it."""
+
+    pk: int
+    node_id: str
+    parent_id: int | None
+    role: str
+    parts: list[dict[str, Any]]
+
+
+def ancestry(node_pks: Iterable[int]) -> dict[int, BranchNode]:
+    """These nodes and all their ancestors, by pk: the branch of each, not the rest of the
+    session (a session with many edits, or a long one with many branches, holds many nodes
+    no context needs). One recursive query, read as plain rows: a long conversation's
+    branch is many nodes, and a model instance each was most of a claim's time."""
     seeds = sorted(set(node_pks))
     if not seeds:
         return {}
     node, parent = _column(MessageNode, "id"), _column(MessageNode, "parent")
-    fields = ("id", "node_id", "parent", "role", "parts", "status", "session")
     sql = (
         f"WITH RECURSIVE branch(id) AS ("
         f"SELECT {node} FROM {_table(MessageNode)} WHERE {node} IN ({_marks(seeds)}) "
         f"UNION SELECT n.{parent} FROM {_table(MessageNode)} n JOIN branch b ON n.{node} = b.id "
         f"WHERE n.{parent} IS NOT NULL) "
-        f"SELECT {', '.join(_column(MessageNode, f) for f in fields)} FROM {_table(MessageNode)} "
-        f"WHERE {node} IN (SELECT id FROM branch)"
+        f"SELECT {', '.join(_column(MessageNode, f) for f in ('id', 'node_id', 'parent', 'role', 'parts'))} "
+        f"FROM {_table(MessageNode)} WHERE {node} IN (SELECT id FROM branch)"
     )
-    return {n.pk: n for n in MessageNode.objects.raw(sql, seeds)}
+    db = connections[DEFAULT_DB_ALIAS]
+    parts = MessageNode._meta.get_field("parts")
+    with db.cursor() as cursor:
+        cursor.execute(sql, seeds)
+        rows = cursor.fetchall()
+    return {
+        pk: BranchNode(pk, node_id, parent_id, role, parts.from_db_value(value, None, db))  # type: ignore[union-attr,arg-type]
+        for pk, node_id, parent_id, role, value in rows
+    }
 
 
 def cancellable_turns(

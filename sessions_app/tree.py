@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sessions_app.hotsql import ancestry
+from sessions_app.hotsql import BranchNode, ancestry
 from sessions_app.models import MessageNode, Policy, Turn
 
 
@@ -35,12 +35,12 @@ def default_parent(
     return newest
 
 
-def context_path(node: MessageNode, nodes: Mapping[int, MessageNode] | None = None) -> list[MessageNode]:
-    """Nodes from the root down to `node` (inclusive), skipping answers left empty.
-    `nodes`: nodes by pk holding at least `node`'s ancestors, when the caller loaded them."""
-    by_id = nodes if nodes is not None else ancestry([node.pk])
-    path: list[MessageNode] = []
-    current: MessageNode | None = by_id.get(node.pk, node)
+def context_path(node_pk: int, nodes: Mapping[int, BranchNode] | None = None) -> list[BranchNode]:
+    """Nodes from the root down to the node `node_pk` (inclusive), skipping answers left
+    empty. `nodes`: nodes by pk holding at least its ancestors, when the caller loaded them."""
+    by_id = nodes if nodes is not None else ancestry([node_pk])
+    path: list[BranchNode] = []
+    current = by_id.get(node_pk)
     seen: set[int] = set()
     while current is not None and current.pk not in seen:
         seen.add(current.pk)

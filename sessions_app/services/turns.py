@@ -158,7 +158,7 @@ def _claim(turn_pks: Sequence[int], worker_id: str) -> dict[int, ClaimedTurn]:
     nodes = ancestry(pk for turn in turns for pk in (turn.user_message_id, turn.assistant_message_id) if pk)
     claimed = {}
     for turn in turns:
-        user_message, assistant_message = nodes[turn.user_message_id or 0], nodes[turn.assistant_message_id or 0]
+        answer = nodes[turn.assistant_message_id or 0]
         claimed[turn.pk] = ClaimedTurn(
             pk=turn.pk,
             session_id=str(turn.session_id),
@@ -166,9 +166,9 @@ def _claim(turn_pks: Sequence[int], worker_id: str) -> dict[int, ClaimedTurn]:
             client_id=turn.client_id,
             model=turn.model,
             model_options=dict(turn.model_options),
-            assistant_message_id=assistant_message.node_id,
+            assistant_message_id=answer.node_id,
             cancel_requested=bool(turn.cancel_requested_by),
-            context=[{"role": n.role, "parts": n.parts} for n in context_path(user_message, nodes)],
+            context=[{"role": n.role, "parts": n.parts} for n in context_path(turn.user_message_id or 0, nodes)],
         )
     return claimed
 
