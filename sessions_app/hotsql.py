@@ -7,13 +7,14 @@ Building and compiling an ORM query costs this machine about 0.3 ms warm and 0.8
 process that was idle a moment before, five times what the database takes to answer; a
 send, a claim, a cancel and a turn's end each read several times while a person waits for
 the answer. Each function here is one such read, returning model instances as the ORM
-would (`Model.objects.raw`), with table and column names from the models' metadata and
+would (`Model.objects.raw`; a claim's branch as plain rows), with table and column names from the models' metadata and
 values adapted by their fields, so that SQLite and PostgreSQL read the same rows. Other
 writes, and every read off these paths, stay with the ORM.
 
 `insert_new` is `bulk_create` for the rows of a set of sends: each value still goes
 through its field's `pre_save` and `get_db_prep_save`, as the ORM's insert compiler does,
-but nothing compiles per value (bulk_create spent ~0.15 ms a row there: decision 016).
+but nothing compiles per value (bulk_create spent ~0.15 ms a row there: decision 016);
+`archive_events` writes the event archive the same way.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.db.models import ForeignKey, Model
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field, ForeignKey, Model
 from django.db.models.constants import OnConflict
 from django.utils import timezone
 
@@ -43,18 +45,24 @@ UNSETTLED = (NodeStatus.QUEUED, NodeStatus.STREAMING)
 M = TypeVar("M", bound=Model)
 
 
+def _db() -> BaseDatabaseWrapper:
+    """The connection itself, not Django's proxy of it: a field's adapter reads its
+    attributes many times per value."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
 def _table(model: type[Model]) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
+    return _db().ops.quote_name(model._meta.db_table)
 
 
 def _column(model: type[Model], field: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(field).column)  # type: ignore[union-attr,arg-type]
+    return _db().ops.quote_name(model._meta.get_field(field).column)  # type: ignore[union-attr,arg-type]
 
 
 def _values(model: type[Model], field: str, values: Iterable[Any]) -> list[Any]:
     """Values as the database stores them (a UUID is text on SQLite, a uuid on PostgreSQL)."""
-    model_field = model._meta.get_field(field)
-    return [model_field.get_db_prep_value(value, connection) for value in values]  # type: ignore[union-attr]
+    model_field, db = model._meta.get_field(field), _db()
+    return [model_field.get_db_prep_value(value, db) for value in values]  # type: ignore[union-attr]
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -158,7 +166,7 @@ def ancestry(node_pks: Iterable[int]) -> dict[int, BranchNode]:
         f"SELECT {', '.join(_column(MessageNode, f) for f in ('id', 'node_id', 'parent', 'role', 'parts'))} "
         f"FROM {_table(MessageNode)} WHERE {node} IN (SELECT id FROM branch)"
     )
-    db = connections[DEFAULT_DB_ALIAS]
+    db = _db()
     parts = MessageNode._meta.get_field("parts")
     with db.cursor() as cursor:
         cursor.execute(sql, seeds)
@@ -191,17 +199,17 @@ def cancellable_turns(
 
 
 def insert_new(objs: Sequence[M]) -> None:
-    """Insert new instances of one model (a statement per batch of the database's
-    parameter limit) and set their primary keys, as `bulk_create` would. Falls back to
-    `bulk_create` where the database cannot return the new keys, or the model returns
-    more than its key. Instances hold plain values: expressions are not supported."""
+    """Insert new instances of one model and set their primary keys, as `bulk_create`
+    would. Falls back to `bulk_create` where the database cannot return the new keys, or
+    the model returns more than its key. Instances hold plain values: expressions are not
+    supported."""
     if not objs:
         return
     model = type(objs[0])
     opts = model._meta
     pk = opts.pk
     assert pk is not None
-    db = connections[DEFAULT_DB_ALIAS]  # not the proxy: a value's adapter reads it ten times
+    db = _db()
     if (
         not db.features.can_return_rows_from_bulk_insert
         or opts.db_returning_fields != [pk]
@@ -213,20 +221,43 @@ def insert_new(objs: Sequence[M]) -> None:
     relations = [f for f in fields if isinstance(f, ForeignKey)]
     for obj in objs:
         _take_saved_relations(obj, relations)
-    head = f"INSERT INTO {_table(model)} ({', '.join(db.ops.quote_name(f.column) for f in fields)}) VALUES "  # type: ignore[arg-type]
-    tail = f" RETURNING {db.ops.quote_name(pk.column)}"  # type: ignore[arg-type]
+    rows = [[field.get_db_prep_save(field.pre_save(obj, True), db) for field in fields] for obj in objs]
+    keys = _insert_rows(model, fields, rows, returning=pk)
+    for obj, key in zip(objs, keys, strict=True):  # rows come back in VALUES order, as bulk_create relies on
+        obj.pk = key
+        obj._state.adding = False
+        obj._state.db = db.alias
+
+
+def _insert_rows(
+    model: type[Model],
+    fields: Sequence[Field[Any, Any]],
+    rows: Sequence[Sequence[Any]],
+    *,
+    returning: Field[Any, Any] | None = None,
+    ignore_conflicts: bool = False,
+) -> list[Any]:
+    """Insert rows of values already adapted for the database, a statement per batch of
+    its parameter limit; the `returning` column of each row, in order."""
+    db = _db()
+    on_conflict = OnConflict.IGNORE if ignore_conflicts else None
+    head = (
+        f"{db.ops.insert_statement(on_conflict=on_conflict)} {_table(model)} "
+        f"({', '.join(db.ops.quote_name(f.column) for f in fields)}) VALUES "  # type: ignore[arg-type]
+    )
+    suffix: str = db.ops.on_conflict_suffix_sql(fields, on_conflict, None, None)  # type: ignore[arg-type]
+    key = "" if returning is None else f" RETURNING {db.ops.quote_name(returning.column)}"  # type: ignore[arg-type]
+    tail = f"{suffix}{key}"
     row = f"({_marks(fields)})"
-    size = max(db.ops.bulk_batch_size(fields, objs), 1)
-    for start in range(0, len(objs), size):
-        batch = objs[start : start + size]
-        params = [field.get_db_prep_save(field.pre_save(obj, True), db) for obj in batch for field in fields]
-        with db.cursor() as cursor:
-            cursor.execute(f"{head}{', '.join([row] * len(batch))}{tail}", params)
-            keys = [key for (key,) in cursor.fetchall()]
-        for obj, key in zip(batch, keys, strict=True):  # rows come back in VALUES order, as bulk_create relies on
-            obj.pk = key
-            obj._state.adding = False
-            obj._state.db = db.alias
+    size = max(db.ops.bulk_batch_size(fields, rows), 1)  # type: ignore[arg-type]
+    returned: list[Any] = []
+    with db.cursor() as cursor:
+        for start in range(0, len(rows), size):
+            batch = rows[start : start + size]
+            cursor.execute(f"{head}{', '.join([row] * len(batch))} {tail}", [value for r in batch for value in r])
+            if returning is not None:
+                returned.extend(value for (value,) in cursor.fetchall())
+    return returned
 
 
 def _take_saved_relations(obj: Model, relations: Sequence[ForeignKey[Any, Any]]) -> None:
@@ -259,7 +290,7 @@ def link_turns_to_messages(turn_pks: Sequence[int]) -> None:
         f"{_column(Turn, 'user_message')} = (SELECT n.{_column(MessageNode, 'parent')} {answer_of_turn}) "
         f"WHERE {_column(Turn, 'id')} IN ({_marks(turn_pks)})"
     )
-    with connection.cursor() as cursor:
+    with _db().cursor() as cursor:
         cursor.execute(sql, [Role.ASSISTANT, Role.ASSISTANT, *turn_pks])
 
 
@@ -273,27 +304,12 @@ def archive_events(rows: Sequence[tuple[str, int, str, str]]) -> None:
     third of `bulk_create`'s time; decision 016)."""
     if not rows:
         return
-    db = connections[DEFAULT_DB_ALIAS]
+    db = _db()
     session, *_, created_at = fields = [EventRecord._meta.get_field(name) for name in ARCHIVED_FIELDS]
     created = created_at.get_db_prep_save(timezone.now(), db)  # type: ignore[union-attr]
-    sessions: dict[str, Any] = {}
-    for session_id, *_ in rows:
-        if session_id not in sessions:
-            sessions[session_id] = session.get_db_prep_save(session_id, db)  # type: ignore[union-attr]
-    ignore = OnConflict.IGNORE
-    head = (
-        f"{db.ops.insert_statement(on_conflict=ignore)} {_table(EventRecord)} "
-        f"({', '.join(_column(EventRecord, name) for name in ARCHIVED_FIELDS)}) VALUES "
-    )
-    tail = db.ops.on_conflict_suffix_sql(fields, ignore, None, None)  # type: ignore[arg-type]
-    row = f"({_marks(fields)})"
-    size = max(db.ops.bulk_batch_size(fields, rows), 1)  # type: ignore[arg-type]
-    with db.cursor() as cursor:
-        for start in range(0, len(rows), size):
-            batch = rows[start : start + size]
-            params = [
-                value
-                for session_id, seq, event_type, frame in batch
-                for value in (sessions[session_id], seq, event_type, frame, created)
-            ]
-            cursor.execute(f"{head}{', '.join([row] * len(batch))} {tail}", params)
+    sessions = {
+        session_id: session.get_db_prep_save(session_id, db)  # type: ignore[union-attr]
+        for session_id in {row[0] for row in rows}
+    }
+    values = [(sessions[session_id], seq, event_type, frame, created) for session_id, seq, event_type, frame in rows]
+    _insert_rows(EventRecord, fields, values, ignore_conflicts=True)  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sessions_app.hotsql import BranchNode, ancestry
+from sessions_app.hotsql import BranchNode
 from sessions_app.models import MessageNode, Policy, Turn
 
 
@@ -35,17 +35,16 @@ def default_parent(
     return newest
 
 
-def context_path(node_pk: int, nodes: Mapping[int, BranchNode] | None = None) -> list[BranchNode]:
+def context_path(node_pk: int, nodes: Mapping[int, BranchNode]) -> list[BranchNode]:
     """Nodes from the root down to the node `node_pk` (inclusive), skipping answers left
-    empty. `nodes`: nodes by pk holding at least its ancestors, when the caller loaded them."""
-    by_id = nodes if nodes is not None else ancestry([node_pk])
+    empty. `nodes`: nodes by pk holding at least its ancestors (hotsql.ancestry)."""
     path: list[BranchNode] = []
-    current = by_id.get(node_pk)
+    current = nodes.get(node_pk)
     seen: set[int] = set()
     while current is not None and current.pk not in seen:
         seen.add(current.pk)
         if current.parts or current.role != "assistant":
             path.append(current)
-        current = by_id.get(current.parent_id) if current.parent_id else None
+        current = nodes.get(current.parent_id) if current.parent_id else None
     path.reverse()
     return path

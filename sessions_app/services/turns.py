@@ -154,8 +154,9 @@ def _claim(turn_pks: Sequence[int], worker_id: str) -> dict[int, ClaimedTurn]:
         turns = claim_turns(turn_pks, worker_id)
     if not turns:
         return {}
-    # The turns' answers and the branches above them: their contexts, in one read.
-    nodes = ancestry(pk for turn in turns for pk in (turn.user_message_id, turn.assistant_message_id) if pk)
+    # The turns' answers and the branches above them (their user messages included): their
+    # contexts, in one read.
+    nodes = ancestry(turn.assistant_message_id for turn in turns if turn.assistant_message_id)
     claimed = {}
     for turn in turns:
         answer = nodes[turn.assistant_message_id or 0]
