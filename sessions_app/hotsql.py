@@ -7,8 +7,9 @@ Building and compiling an ORM query costs this machine about 0.3 ms warm and 0.8
 process that was idle a moment before, five times what the database takes to answer; a
 send, a claim, a cancel and a turn's end each read several times while a person waits for
 the answer. Each function here is one such read, returning model instances as the ORM
-would (`Model.objects.raw`; a claim's branch as plain rows), with table and column names from the models' metadata and
-values adapted by their fields, so that SQLite and PostgreSQL read the same rows. Other
+would (`Model.objects.raw`), or plain rows where only a few values are needed (a claim's
+turns and branch), with table and column names from the models' metadata and values
+adapted by their fields, so that SQLite and PostgreSQL read the same rows. Other
 writes, and every read off these paths, stay with the ORM.
 
 `insert_new` is `bulk_create` for the rows of a set of sends: each value still goes
@@ -19,6 +20,7 @@ but nothing compiles per value (bulk_create spent ~0.15 ms a row there: decision
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -124,19 +126,63 @@ def newest_settled_nodes(session_ids: Sequence[Any]) -> dict[Any, MessageNode]:
     return {n.session_id: n for n in MessageNode.objects.raw(sql, [*UNSETTLED, *sessions])}
 
 
-def claim_turns(turn_pks: Sequence[int], worker_id: str) -> list[Turn]:
+class ClaimRow(NamedTuple):
+    """A claimed turn as its worker needs it."""
+
+    pk: int
+    session_id: uuid.UUID
+    turn_id: str
+    client_id: str
+    model: str
+    model_options: dict[str, Any]
+    cancel_requested_by: str
+    user_message_id: int | None
+    assistant_message_id: int | None
+
+
+def claim_turns(turn_pks: Sequence[int], worker_id: str) -> list[ClaimRow]:
     """Mark those of the turns that are active and claimed by no worker as `worker_id`'s,
-    in one statement that returns them (oldest first). Two workers claiming one turn at
-    the same moment cannot both get it: the update re-checks `worker_id` under the row's
-    lock (PostgreSQL) or the database's write lock (SQLite)."""
+    in one statement that returns them (oldest first), as plain rows: a model instance per
+    turn was half of a lone claim's time. Two workers claiming one turn at the same moment
+    cannot both get it: the update re-checks `worker_id` under the row's lock (PostgreSQL)
+    or the database's write lock (SQLite)."""
     if not turn_pks:
         return []
+    db = _db()
     sql = (
         f"UPDATE {_table(Turn)} SET {_column(Turn, 'worker_id')} = %s "
         f"WHERE {_column(Turn, 'id')} IN ({_marks(turn_pks)}) "
-        f"AND {_column(Turn, 'status')} = %s AND {_column(Turn, 'worker_id')} = %s RETURNING *"
+        f"AND {_column(Turn, 'status')} = %s AND {_column(Turn, 'worker_id')} = %s "
+        f"RETURNING {', '.join(_column(Turn, field) for field in _CLAIM_FIELDS)}"
     )
-    return sorted(Turn.objects.raw(sql, [worker_id, *turn_pks, TurnStatus.ACTIVE, ""]), key=lambda turn: turn.pk)
+    with db.cursor() as cursor:
+        cursor.execute(sql, [worker_id, *turn_pks, TurnStatus.ACTIVE, ""])
+        rows = cursor.fetchall()
+    session, options = Turn._meta.get_field("session"), Turn._meta.get_field("model_options")
+    claimed = []
+    for row in rows:
+        turn = ClaimRow(*row)
+        claimed.append(
+            turn._replace(
+                session_id=session.target_field.to_python(turn.session_id),  # type: ignore[union-attr]  # text on SQLite
+                model_options=options.from_db_value(turn.model_options, None, db),  # type: ignore[union-attr,arg-type]
+            )
+        )
+    return sorted(claimed, key=lambda row: row.pk)
+
+
+# The columns of a ClaimRow, in its order.
+_CLAIM_FIELDS = (
+    "id",
+    "session",
+    "turn_id",
+    "client_id",
+    "model",
+    "model_options",
+    "cancel_requested_by",
+    "user_message",
+    "assistant_message",
+)
 
 
 class BranchNode(NamedTuple):

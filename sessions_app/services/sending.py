@@ -267,7 +267,8 @@ def _plan(
     elif body.parent:
         plan.parent = _node(session, body.parent, "parent")
     interrupted: list[Turn] = []
-    if policy == Policy.INTERRUPT:
+    if policy == Policy.INTERRUPT and any(t.status == TurnStatus.ACTIVE for t in in_flight):
+        # Only an active turn is interrupted: with none in flight there is nothing to read.
         outcome = cancel_locked(session=session, requester=user, flt=CancelFilter(own=True), only_active=True)
         plan.emitted.extend(outcome.events)
         interrupted = [t for t in in_flight if t.turn_id in outcome.cancelled]

@@ -86,9 +86,26 @@ def test_newest_settled_nodes(world, count):
 def test_claim_turns(world):
     turns = list(Turn.objects.order_by("id"))
     expected = pks(Turn.objects.filter(pk__in=pks(turns), status=TurnStatus.ACTIVE, worker_id="").order_by("id"))
+    Turn.objects.filter(pk=expected[0]).update(model_options={"tokens": 3, "nested": {"a": [1, None]}})
     claimed = hotsql.claim_turns(pks(turns), "me")
-    assert pks(claimed) == expected and [t.worker_id for t in claimed] == ["me"] * len(expected)
+    assert pks(claimed) == expected
     assert pks(Turn.objects.filter(worker_id="me").order_by("id")) == expected
+    # Each row holds what the ORM reads for that turn, typed as the ORM types it.
+    for row in claimed:
+        turn = Turn.objects.get(pk=row.pk)
+        assert row == hotsql.ClaimRow(
+            turn.pk,
+            turn.session_id,
+            turn.turn_id,
+            turn.client_id,
+            turn.model,
+            turn.model_options,
+            turn.cancel_requested_by,
+            turn.user_message_id,
+            turn.assistant_message_id,
+        )
+        assert isinstance(row.session_id, uuid.UUID)
+    assert claimed[0].model_options == {"tokens": 3, "nested": {"a": [1, None]}}
     assert hotsql.claim_turns(pks(turns), "other") == []  # taken: nobody claims them twice
 
 
