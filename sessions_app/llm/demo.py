@@ -31,15 +31,20 @@ def _prompt_of(messages: list[dict[str, Any]]) -> str:
 
 def demo_tokens(prompt: str, count: int) -> list[str]:
     """The tokens the demo model answers `prompt` with (each a word and a space)."""
+    digest = _digest(prompt)
+    return [_token(digest, index) for index in range(count)]
+
+
+def _digest(prompt: str) -> hashlib.blake2b:
+    return hashlib.blake2b(prompt.encode(), digest_size=16)
+
+
+def _token(digest: hashlib.blake2b, index: int) -> str:
     # Each word depends on the prompt and its position, so different prompts give
     # different answers (tests tell concurrent turns apart by their text).
-    digest = hashlib.blake2b(prompt.encode(), digest_size=16)
-    words = []
-    for index in range(count):
-        token = digest.copy()
-        token.update(index.to_bytes(4, "big"))
-        words.append(f"{WORDS[int.from_bytes(token.digest()[:4], 'big') % len(WORDS)]} ")
-    return words
+    token = digest.copy()
+    token.update(index.to_bytes(4, "big"))
+    return f"{WORDS[int.from_bytes(token.digest()[:4], 'big') % len(WORDS)]} "
 
 
 def _number(options: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
@@ -61,10 +66,12 @@ class DemoProvider:
         pause_seconds = _number(options, "pauseSeconds", 0, 0, 3600)
         fail_after = options.get("failAfter")
         stamp = bool(options.get("stamp"))
-        tokens = demo_tokens(_prompt_of(request.messages), count)
+        # Each token is made when it is due, not all before the first: a burst of 100 turns
+        # spent ~6 ms of the worker's loop making answers before any first token went out.
+        digest = _digest(_prompt_of(request.messages))
         loop = asyncio.get_running_loop()
         due = loop.time()
-        for index, token in enumerate(tokens):
+        for index in range(count):
             if fail_after is not None and index >= int(fail_after):
                 raise ProviderError("provider_unavailable", f"demo model failed after {index} tokens (failAfter)")
             if pause_after is not None and index == int(pause_after) and pause_seconds:
@@ -74,6 +81,7 @@ class DemoProvider:
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            token = _token(digest, index)
             yield TextDelta(f"<{index}@{time.time():.6f}>{token}" if stamp else token)
         if fail_after is not None and int(fail_after) == count:
             raise ProviderError("provider_unavailable", f"demo model failed after {count} tokens (failAfter)")
