@@ -200,7 +200,7 @@ document.addEventListener("keydown", (event) => {
 api("GET", `/api/sessions/${encodeURIComponent(sessionId)}`)
   .then((session) => {
     members = session.members || [];
-    composer.setPolicy(session.policy || "concurrent");
+    composer.showSavedPolicy(session.policy || "concurrent");
     schedule();
   })
   .catch((error) => say(explain(error)));

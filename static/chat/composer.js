@@ -35,11 +35,18 @@ export class Composer {
         this.submit();
       }
     });
-    this.policy.addEventListener("change", () => hooks.setPolicy(this.policy.value));
+    this.policyChosen = false; // the person picked a policy on this page
+    this.policy.addEventListener("change", () => {
+      this.policyChosen = true;
+      hooks.setPolicy(this.policy.value);
+    });
     this.refresh();
   }
 
-  setPolicy(policy) {
+  /** Show the session's saved policy, unless the person already picked one on this page
+   * (the page's first load can answer after their pick, with the value from before it). */
+  showSavedPolicy(policy) {
+    if (this.policyChosen) return;
     if (!this.policy.querySelector(`option[value="${CSS.escape(policy)}"]`)) return;
     this.policy.value = policy;
   }

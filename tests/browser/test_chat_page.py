@@ -1,9 +1,11 @@
 """The chat page in a real browser: several devices of one user and another member, against
 the real stack. Each test names the behaviour it checks; waits are Playwright's auto-waiting
-expectations (with the conftest's timeout), never sleeps."""
+expectations (with the conftest's timeout); one short pause lets a page apply a response
+that the test holds back and releases."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -158,6 +160,31 @@ async def test_queue_then_cancel_queued_and_interrupt(person: Any, device: Any) 
         await expect(answers(shown).last).to_have_attribute("data-status", "complete")
     statuses = [t["status"] for t in await alice.api.turns(sid)]
     assert statuses == ["complete", "cancelled", "complete", "cancelled", "complete"]
+
+
+async def test_a_policy_picked_while_the_page_loads_is_not_undone_by_the_load(person: Any, device: Any) -> None:
+    alice = await person("alice")
+    session = await alice.api.create_session(title="Quick pick")
+    dev = await device(alice)
+    held: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def hold_the_first_load(route: Any) -> None:
+        if route.request.method == "GET" and not held.done():
+            # Read now, delivered only after the pick below: a load that was slow to answer.
+            held.set_result((route, await route.fetch()))
+        else:
+            await route.continue_()
+
+    await dev.page.route(f"**/api/sessions/{session['id']}", hold_the_first_load)
+    page = await open_chat(dev, session["id"])
+    await choose_policy(page, "Refuse (busy)")
+    loaded = f"/api/sessions/{session['id']}"
+    async with page.expect_response(lambda r: r.request.method == "GET" and r.url.endswith(loaded)):
+        route, response = await held
+        await route.fulfill(response=response)  # the policy from before the pick
+    await page.wait_for_timeout(300)  # the page applies what it loaded
+    await expect(page.get_by_label("If the assistant is answering")).to_have_value("reject")
+    assert (await alice.api.session(session["id"]))["policy"] == "reject"
 
 
 async def test_busy_is_explained_and_the_message_is_kept(person: Any, device: Any) -> None:
