@@ -61,6 +61,17 @@ def _column(model: type[Model], field: str) -> str:
     return _db().ops.quote_name(model._meta.get_field(field).column)  # type: ignore[union-attr,arg-type]
 
 
+def _columns(model: type[Model], fields: Iterable[str]) -> str:
+    """A comma-separated column list, for rows read as plain tuples in that order."""
+    return ", ".join(_column(model, field) for field in fields)
+
+
+def _fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    with _db().cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 def _values(model: type[Model], field: str, values: Iterable[Any]) -> list[Any]:
     """Values as the database stores them (a UUID is text on SQLite, a uuid on PostgreSQL)."""
     model_field, db = model._meta.get_field(field), _db()
@@ -153,11 +164,9 @@ def claim_turns(turn_pks: Sequence[int], worker_id: str) -> list[ClaimRow]:
         f"UPDATE {_table(Turn)} SET {_column(Turn, 'worker_id')} = %s "
         f"WHERE {_column(Turn, 'id')} IN ({_marks(turn_pks)}) "
         f"AND {_column(Turn, 'status')} = %s AND {_column(Turn, 'worker_id')} = %s "
-        f"RETURNING {', '.join(_column(Turn, field) for field in _CLAIM_FIELDS)}"
+        f"RETURNING {_columns(Turn, _CLAIM_FIELDS)}"
     )
-    with db.cursor() as cursor:
-        cursor.execute(sql, [worker_id, *turn_pks, TurnStatus.ACTIVE, ""])
-        rows = cursor.fetchall()
+    rows = _fetch(sql, [worker_id, *turn_pks, TurnStatus.ACTIVE, ""])
     session, options = Turn._meta.get_field("session"), Turn._meta.get_field("model_options")
     claimed = []
     for row in rows:
@@ -209,17 +218,14 @@ def ancestry(node_pks: Iterable[int]) -> dict[int, BranchNode]:
         f"SELECT {node} FROM {_table(MessageNode)} WHERE {node} IN ({_marks(seeds)}) "
         f"UNION SELECT n.{parent} FROM {_table(MessageNode)} n JOIN branch b ON n.{node} = b.id "
         f"WHERE n.{parent} IS NOT NULL) "
-        f"SELECT {', '.join(_column(MessageNode, f) for f in ('id', 'node_id', 'parent', 'role', 'parts'))} "
+        f"SELECT {_columns(MessageNode, ('id', 'node_id', 'parent', 'role', 'parts'))} "
         f"FROM {_table(MessageNode)} WHERE {node} IN (SELECT id FROM branch)"
     )
     db = _db()
     parts = MessageNode._meta.get_field("parts")
-    with db.cursor() as cursor:
-        cursor.execute(sql, seeds)
-        rows = cursor.fetchall()
     return {
         pk: BranchNode(pk, node_id, parent_id, role, parts.from_db_value(value, None, db))  # type: ignore[union-attr,arg-type]
-        for pk, node_id, parent_id, role, value in rows
+        for pk, node_id, parent_id, role, value in _fetch(sql, seeds)
     }
 
 

@@ -68,7 +68,8 @@ class DemoProvider:
         stamp = bool(options.get("stamp"))
         # Each token is made when it is due, not all before the first: a burst of 100 turns
         # spent ~6 ms of the worker's loop making answers before any first token went out.
-        digest = _digest(_prompt_of(request.messages))
+        prompt = _prompt_of(request.messages)
+        digest = _digest(prompt)
         loop = asyncio.get_running_loop()
         due = loop.time()
         for index in range(count):
@@ -85,5 +86,5 @@ class DemoProvider:
             yield TextDelta(f"<{index}@{time.time():.6f}>{token}" if stamp else token)
         if fail_after is not None and int(fail_after) == count:
             raise ProviderError("provider_unavailable", f"demo model failed after {count} tokens (failAfter)")
-        yield Usage(input_tokens=len(_prompt_of(request.messages).split()), output_tokens=count)
+        yield Usage(input_tokens=len(prompt.split()), output_tokens=count)
         yield Finish("stop")

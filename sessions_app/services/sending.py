@@ -232,7 +232,8 @@ def _plan(
     check that can refuse comes before the interrupt's cancel, the one write made here."""
     body, user = request.body, request.user
     policy = body.policy or session.policy
-    if policy == Policy.REJECT and any(t.status == TurnStatus.ACTIVE for t in in_flight):
+    streaming = any(t.status == TurnStatus.ACTIVE for t in in_flight)
+    if policy == Policy.REJECT and streaming:
         raise Busy("a turn is still streaming in this session")
     queued = sum(t.status == TurnStatus.QUEUED for t in in_flight)
     status = TurnStatus.QUEUED if policy == Policy.QUEUE and in_flight else TurnStatus.ACTIVE
@@ -267,7 +268,7 @@ def _plan(
     elif body.parent:
         plan.parent = _node(session, body.parent, "parent")
     interrupted: list[Turn] = []
-    if policy == Policy.INTERRUPT and any(t.status == TurnStatus.ACTIVE for t in in_flight):
+    if policy == Policy.INTERRUPT and streaming:
         # Only an active turn is interrupted: with none in flight there is nothing to read.
         outcome = cancel_locked(session=session, requester=user, flt=CancelFilter(own=True), only_active=True)
         plan.emitted.extend(outcome.events)
