@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 import psutil
 
-from sessions_app.client import ChatClient, Device
-from sessions_app.llm.demo import demo_tokens
+from chat_client import ChatClient, Device
+from sessions_app.worker.providers.demo import demo_tokens
 from tests.stack import Stack, start_stack
 
 ROOT = Path(__file__).resolve().parent.parent

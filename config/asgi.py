@@ -12,8 +12,8 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from sessions_app.auth import AllowedHostsBrowserOriginValidator, TokenAuthMiddlewareStack  # noqa: E402
 from sessions_app.routing import websocket_urlpatterns  # noqa: E402
+from sessions_app.web.auth import AllowedHostsBrowserOriginValidator, TokenAuthMiddlewareStack  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -22,6 +22,6 @@ application = ProtocolTypeRouter(
     }
 )
 
-from sessions_app.runtime import freeze_start_up_objects  # noqa: E402
+from sessions_app.infra.interpreter import freeze_start_up_objects  # noqa: E402
 
 freeze_start_up_objects()

@@ -9,7 +9,7 @@ from django.http import HttpRequest
 
 from sessions_app.models import ChatSession, EventRecord, HeldCancel, Membership, MessageNode, Turn
 from sessions_app.schemas import CancelFilter
-from sessions_app.services.turns import turns_cancel
+from sessions_app.turns.lifecycle import turns_cancel
 
 
 class MembershipInline(admin.TabularInline):

@@ -22,6 +22,6 @@ class SessionsAppConfig(AppConfig):
 
     def ready(self) -> None:
         request_finished.connect(close_request_connections, dispatch_uid="sessions_app.close_request_connections")
-        from sessions_app.runtime import tune_interpreter
+        from sessions_app.infra.interpreter import tune_interpreter
 
         tune_interpreter()

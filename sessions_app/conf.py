@@ -70,7 +70,7 @@ DEFAULTS: dict[str, Any] = {
     # System prompt of sessions whose modelOptions set none.
     "SYSTEM_PROMPT": "",
     # Server-side tools offered to models that support them: dotted paths of
-    # sessions_app.llm.tools.Tool objects; and the most model calls one turn makes.
+    # sessions_app.worker.providers.tools.Tool objects; and the most model calls one turn makes.
     "TOOLS": [],
     "TOOL_ROUNDS": 8,
 }

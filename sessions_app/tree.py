@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sessions_app.hotsql import BranchNode
 from sessions_app.models import MessageNode, Policy, Turn
+from sessions_app.turns._queries import BranchNode
 
 
 def default_parent(

@@ -3,10 +3,10 @@
 from django.conf import settings
 from django.urls import include, path, re_path
 
-from sessions_app import pages
+from sessions_app.web import pages
 
 urlpatterns = [
-    path("", include("sessions_app.api.urls")),
+    path("", include("sessions_app.web.api.urls")),
     path("", pages.home, name="home"),
     path("s/<str:session_id>/", pages.chat, name="chat"),
     path("login/", pages.LoginPage.as_view(), name="login"),

@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 from django.db import connection
 
-from sessions_app.client import ChatClient
+from chat_client import ChatClient
 from tests.stack import Stack, database_url, start_stack
 
 PASSWORD = "pw-for-tests"

@@ -149,7 +149,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "sessions_app.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "sessions_app.web.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from sessions_app.client import ChatClient
+from chat_client import ChatClient
 from tests.conftest import PASSWORD
 from tests.stack import Stack
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sessions_app.client import ChatClient, Device
-from sessions_app.llm.demo import demo_tokens
+from chat_client import ChatClient, Device
 from sessions_app.schemas import validate_event
+from sessions_app.worker.providers.demo import demo_tokens
 
 NOTICE = "\n[Response cancelled]"
 

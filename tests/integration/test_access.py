@@ -8,7 +8,7 @@ import orjson
 import pytest
 import websockets
 
-from sessions_app.client import ChatClient, ChatClientError, user_message
+from chat_client import ChatClient, ChatClientError, user_message
 from tests.conftest import PASSWORD
 from tests.integration.helpers import session_with
 

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from sessions_app.client import ChatClientError
+from chat_client import ChatClientError
 from tests.integration.helpers import NOTICE, assert_clean, expected_answer, session_with
 
 SLOW = {"tokens": 400, "rate": 40}  # ten seconds of streaming: cancels land mid-answer

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from sessions_app.client import ChatClientError, user_message
+from chat_client import ChatClientError, user_message
 from tests.integration.helpers import session_with
 
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from sessions_app.client import ChatClientError
+from chat_client import ChatClientError
 from tests.integration.helpers import NOTICE, assert_clean, expected_answer, session_with
 
 

@@ -73,7 +73,7 @@ async def test_a_message_can_name_its_parent(make_client):
 async def test_unknown_parent_or_fork_is_not_found(make_client):
     alice = await make_client("alice")
     session = await session_with(alice)
-    from sessions_app.client import ChatClientError
+    from chat_client import ChatClientError
 
     device = await alice.connect(session["id"])
     for kwargs in ({"parent": "nope"}, {"fork_of": "nope"}):

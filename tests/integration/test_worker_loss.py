@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from sessions_app.client import ChatClient
+from chat_client import ChatClient
 from tests.conftest import PASSWORD
 from tests.integration.helpers import assert_clean
 

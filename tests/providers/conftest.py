@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from sessions_app.llm.base import ModelRequest, ProviderError, StreamItem
+from sessions_app.worker.providers.base import ModelRequest, ProviderError, StreamItem
 from tests.providers.fakes import FakeVendor
 
 

@@ -7,8 +7,16 @@ import asyncio
 
 import pytest
 
-from sessions_app.llm.anthropic_provider import AnthropicProvider
-from sessions_app.llm.base import Finish, ModelRequest, ReasoningDelta, TextDelta, ToolCall, ToolSpec, Usage
+from sessions_app.worker.providers.anthropic_provider import AnthropicProvider
+from sessions_app.worker.providers.base import (
+    Finish,
+    ModelRequest,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 from tests.providers.conftest import collect, request
 from tests.providers.fakes import DROP, HANG, FakeVendor, Pause, Reply
 from tests.providers.wire import (

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from sessions_app.llm.base import Finish, ReasoningDelta, TextDelta, ToolCall, ToolSpec, Usage
-from sessions_app.llm.openai_provider import OpenAIProvider
+from sessions_app.worker.providers.base import Finish, ReasoningDelta, TextDelta, ToolCall, ToolSpec, Usage
+from sessions_app.worker.providers.openai_provider import OpenAIProvider
 from tests.providers.conftest import collect, request
 from tests.providers.fakes import DROP, HANG, FakeVendor, Pause, Reply
 from tests.providers.wire import openai_end, openai_error, openai_text, openai_tool_call

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sessions_app.llm import registry
-from sessions_app.llm.base import ProviderError
-from sessions_app.llm.context import rounds, trim
-from sessions_app.llm.options import parse_options
+from sessions_app.worker.providers import registry
+from sessions_app.worker.providers.base import ProviderError
+from sessions_app.worker.providers.context import rounds, trim
+from sessions_app.worker.providers.options import parse_options
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from sessions_app.llm.tools import Tool, ToolContext
-from sessions_app.runner import TurnRunner
 from sessions_app.schemas import validate_event
-from sessions_app.services.turns import ClaimedTurn
+from sessions_app.turns.lifecycle import ClaimedTurn
+from sessions_app.worker.providers.tools import Tool, ToolContext
+from sessions_app.worker.turn_stream import TurnRunner
 from tests.providers.fakes import DROP, HANG, FakeVendor, Reply
 from tests.providers.wire import (
     anthropic_block_stop,
@@ -30,7 +30,7 @@ from tests.providers.wire import (
     openai_tool_call,
 )
 
-WORD_COUNT = "sessions_app.llm.tools_example.word_count"
+WORD_COUNT = "sessions_app.worker.providers.tools_example.word_count"
 
 
 def user(text: str) -> dict[str, Any]:

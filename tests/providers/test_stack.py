@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from sessions_app.client import ChatClient
+from chat_client import ChatClient
 from tests.conftest import PASSWORD
 from tests.integration.helpers import assert_clean
 from tests.providers.fakes import HANG, FakeVendor, Reply
@@ -29,7 +29,7 @@ def provider_stack(stack_factory: Callable[..., Stack], vendor_server: FakeVendo
             "ANTHROPIC_API_KEY": "sk-ant-test-key",
             "ANTHROPIC_BASE_URL": vendor_server.url,
             "ANTHROPIC_MODELS": "claude-test",
-            "CHAT_TOOLS": "sessions_app.llm.tools_example.word_count",
+            "CHAT_TOOLS": "sessions_app.worker.providers.tools_example.word_count",
             "CHAT_PROVIDER_RETRIES": "0",
         }
     )

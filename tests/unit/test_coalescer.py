@@ -8,9 +8,9 @@ import uuid
 
 import orjson
 
-from sessions_app import live
-from sessions_app.runner import DeltaCoalescer
-from sessions_app.services.turns import ClaimedTurn
+from sessions_app.infra import live_state
+from sessions_app.turns.lifecycle import ClaimedTurn
+from sessions_app.worker.turn_stream import DeltaCoalescer
 
 
 def claimed() -> ClaimedTurn:
@@ -35,7 +35,7 @@ async def test_without_a_window_every_delta_goes_out_at_once():
     coalescer.add("text", "b ")
     await coalescer.close()
     assert [len(batch) for batch in published] == [1, 1]
-    content = await live.live_contents(turn.session_id, ["a1"])
+    content = await live_state.live_contents(turn.session_id, ["a1"])
     assert content["a1"].parts == [{"type": "text", "text": "a b "}]
     assert content["a1"].content_seq == coalescer.last_seq == 2
 
@@ -52,13 +52,13 @@ async def test_a_burst_within_the_window_is_one_event():
     frames = [f for batch in published for f in batch]
     assert len(frames) == 2 and '"text":"one two three "' in frames[1]
     assert coalescer.parts() == [{"type": "text", "text": "x one two three "}]
-    assert (await live.read_log(turn.session_id, 0)) == frames
+    assert (await live_state.read_log(turn.session_id, 0)) == frames
 
 
 async def test_a_batch_redis_refused_is_kept_and_sent_next_in_order(monkeypatch):
     """A Redis blip loses no token and repeats none: the batch goes back to the buffer."""
     turn = claimed()
-    real_publish = live.publish_async
+    real_publish = live_state.publish_async
     failures = [ConnectionError("redis went away")]
 
     async def flaky(session_id, events):
@@ -66,13 +66,13 @@ async def test_a_batch_redis_refused_is_kept_and_sent_next_in_order(monkeypatch)
             raise failures.pop()
         return await real_publish(session_id, events)
 
-    monkeypatch.setattr(live, "publish_async", flaky)
-    monkeypatch.setattr("sessions_app.runner.PUBLISH_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(live_state, "publish_async", flaky)
+    monkeypatch.setattr("sessions_app.worker.turn_stream.PUBLISH_RETRY_SECONDS", 0.01)
     coalescer = DeltaCoalescer(turn, lambda: 0.0, lambda *_: None)
     coalescer.add("text", "one ")
     await asyncio.sleep(0.05)  # the first flush fails, then is retried
     coalescer.add("text", "two ")
     await coalescer.close()
-    frames = await live.read_log(turn.session_id, 0)
+    frames = await live_state.read_log(turn.session_id, 0)
     assert "".join(orjson.loads(f)["text"] for f in frames) == "one two "
     assert coalescer.parts() == [{"type": "text", "text": "one two "}]

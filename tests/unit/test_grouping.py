@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from sessions_app import live
-from sessions_app.grouping import GroupedCall
+from sessions_app.infra import live_state
+from sessions_app.infra.batching import GroupedCall
 
 
 async def test_requests_arriving_during_a_call_go_together_in_the_next():
@@ -55,27 +55,27 @@ async def test_pipelined_batches_keep_each_sessions_numbering_gapless_and_ordere
     async def stream(session_id: str) -> list[str]:
         frames: list[str] = []
         for i in range(10):
-            frames += await live.publish_async(session_id, [{"type": "x", "n": i}, {"type": "x", "n": i + 100}])
+            frames += await live_state.publish_async(session_id, [{"type": "x", "n": i}, {"type": "x", "n": i + 100}])
         return frames
 
     results = await asyncio.gather(*(stream(s) for s in sessions))
     for session_id, frames in zip(sessions, results, strict=True):
-        assert [live.seq_of(f) for f in frames] == list(range(1, 21))
-        assert await live.read_log(session_id, 0) == frames  # as sent, as logged
+        assert [live_state.seq_of(f) for f in frames] == list(range(1, 21))
+        assert await live_state.read_log(session_id, 0) == frames  # as sent, as logged
 
 
 async def test_the_publisher_reloads_its_script_after_redis_forgot_it():
     session_id = str(uuid.uuid4())
-    await live.publish_async(session_id, [{"type": "x"}])
-    await live.async_redis().script_flush()
-    frames = await live.publish_async(session_id, [{"type": "y"}, {"type": "z"}])
-    assert [live.seq_of(f) for f in frames] == [2, 3]
+    await live_state.publish_async(session_id, [{"type": "x"}])
+    await live_state.async_redis().script_flush()
+    frames = await live_state.publish_async(session_id, [{"type": "y"}, {"type": "z"}])
+    assert [live_state.seq_of(f) for f in frames] == [2, 3]
 
 
 def test_a_set_of_sends_publishes_every_sessions_batch_in_one_pipeline_numbered_in_order():
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
-    live.publish(first, [{"type": "x"}])
-    live.sync_redis().script_flush()  # and after Redis forgot the script
-    frames = live.publish_many([(first, [{"type": "a"}, {"type": "b"}]), (second, []), (second, [{"type": "c"}])])
-    assert [[live.seq_of(f) for f in batch] for batch in frames] == [[2, 3], [], [1]]
+    live_state.publish(first, [{"type": "x"}])
+    live_state.sync_redis().script_flush()  # and after Redis forgot the script
+    frames = live_state.publish_many([(first, [{"type": "a"}, {"type": "b"}]), (second, []), (second, [{"type": "c"}])])
+    assert [[live_state.seq_of(f) for f in batch] for batch in frames] == [[2, 3], [], [1]]
     assert [f.split('"type":')[1] for f in frames[0]] == ['"a"}', '"b"}']

@@ -10,9 +10,9 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 
-from sessions_app import hotsql
 from sessions_app.models import IN_FLIGHT, EventRecord, Membership, MessageNode, NodeStatus, Turn, TurnStatus
-from sessions_app.services.sessions import member_add, session_create
+from sessions_app.sessions.services import member_add, session_create
+from sessions_app.turns import _queries as hotsql
 
 pytestmark = pytest.mark.django_db
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sessions_app.llm.base import ModelRequest, ProviderError, TextDelta, Usage
-from sessions_app.llm.demo import DemoProvider, demo_tokens
 from sessions_app.schemas import CancelFilter, SendBody
+from sessions_app.worker.providers.base import ModelRequest, ProviderError, TextDelta, Usage
+from sessions_app.worker.providers.demo import DemoProvider, demo_tokens
 
 
 def test_an_empty_filter_means_own():

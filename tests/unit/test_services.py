@@ -8,17 +8,16 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-
-from sessions_app import events
-from sessions_app.cancellation.authorisers import CancelRequest, turn_owner_only, turn_owner_or_session_owner
-from sessions_app.errors import Busy, Conflict, Forbidden, QueueFull
-from sessions_app.models import MessageNode, NodeStatus, Turn, TurnStatus
-from sessions_app.schemas import CancelFilter, SendBody
 from sessions_app.services import sending
 from sessions_app.services import turns as turns_service
-from sessions_app.services.sending import SendRequest, turn_send, turns_send
-from sessions_app.services.sessions import member_add, session_create
-from sessions_app.services.turns import (
+
+from sessions_app.cancellation.authorisers import CancelRequest, turn_owner_only, turn_owner_or_session_owner
+from sessions_app.errors import Busy, Conflict, Forbidden, QueueFull
+from sessions_app.events import build as events
+from sessions_app.models import MessageNode, NodeStatus, Turn, TurnStatus
+from sessions_app.schemas import CancelFilter, SendBody
+from sessions_app.sessions.services import member_add, session_create
+from sessions_app.turns.lifecycle import (
     turn_claim,
     turn_finish,
     turns_cancel,
@@ -26,6 +25,7 @@ from sessions_app.services.turns import (
     turns_fail_lost,
     turns_finish,
 )
+from sessions_app.turns.sending import SendRequest, turn_send, turns_send
 
 pytestmark = pytest.mark.django_db
 
@@ -183,13 +183,13 @@ def test_authorisers():
 def test_sends_beyond_the_rate_limit_are_refused(session, alice, settings):
     import time
 
-    from sessions_app import live
     from sessions_app.errors import RateLimited
+    from sessions_app.infra import live_state
 
     settings.SESSIONS_APP = {**settings.SESSIONS_APP, "SENDS_PER_MINUTE": 2}
     window = int(time.time() // 60)
     # rolled-back tests reuse user ids: start from a clean counter
-    live.sync_redis().delete(*(live.Keys.rate(alice.pk, w) for w in (window, window + 1)))
+    live_state.sync_redis().delete(*(live_state.Keys.rate(alice.pk, w) for w in (window, window + 1)))
     send(session, alice)
     send(session, alice)
     with pytest.raises(RateLimited):
@@ -199,12 +199,12 @@ def test_sends_beyond_the_rate_limit_are_refused(session, alice, settings):
 def test_a_set_counts_each_send_against_its_own_users_rate(session, alice, bob, settings):
     import time
 
-    from sessions_app import live
     from sessions_app.errors import RateLimited
+    from sessions_app.infra import live_state
 
     settings.SESSIONS_APP = {**settings.SESSIONS_APP, "SENDS_PER_MINUTE": 2}
     window = int(time.time() // 60)
-    live.sync_redis().delete(*(live.Keys.rate(u.pk, w) for u in (alice, bob) for w in (window, window + 1)))
+    live_state.sync_redis().delete(*(live_state.Keys.rate(u.pk, w) for u in (alice, bob) for w in (window, window + 1)))
     other = session_create(owner=alice, title="other")
 
     outcomes: list[Any] = turns_send(

@@ -1,0 +1,169 @@
+"""Cancelling turns: match a filter, ask the authoriser, end queued turns at once and signal
+the workers running active ones. Called with the session row locked (services/turns.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from sessions_app.cancellation.authorisers import CancelRequest
+from sessions_app.conf import app_settings
+from sessions_app.events import build as events
+from sessions_app.infra import live_state
+from sessions_app.infra.live_state import Event
+from sessions_app.models import ChatSession, HeldCancel, MessageNode, NodeStatus, Turn, TurnStatus
+from sessions_app.schemas import CancelFilter
+from sessions_app.turns._queries import cancellable_turns
+
+
+@dataclass
+class CancelOutcome:
+    cancelled: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    ended: list[Turn] = field(default_factory=list)  # queued turns ended right here
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"cancelled": self.cancelled, "rejected": self.rejected, "pending": self.pending}
+
+
+def client_id_of(user: AbstractBaseUser) -> str:
+    """A user's clientId: their username, taken from authentication."""
+    return str(user.get_username())
+
+
+def authorise(
+    *,
+    session: ChatSession,
+    requester: AbstractBaseUser,
+    filter_: dict[str, Any],
+    owners: dict[str, str],
+) -> set[str]:
+    authoriser = import_string(app_settings.CANCEL_AUTHORISER)
+    request = CancelRequest(
+        session_id=str(session.pk),
+        requester_id=int(requester.pk),
+        client_id=client_id_of(requester),
+        is_session_owner=session.owner_id == requester.pk,
+        filter=filter_,  # type: ignore[attr-defined]
+        matched_turn_ids=list(owners),
+        turn_owners=owners,
+    )
+    return set(authoriser(request)) & set(owners)
+
+
+def end_queued(turn: Turn, *, by: str) -> None:
+    """A queued turn ends `cancelled` without ever calling the model."""
+    now = timezone.now()
+    Turn.objects.filter(pk=turn.pk).update(status=TurnStatus.CANCELLED, cancel_requested_by=by, ended_at=now)
+    turn.status, turn.cancel_requested_by, turn.ended_at = TurnStatus.CANCELLED, by, now
+    if turn.assistant_message_id:
+        MessageNode.objects.filter(pk=turn.assistant_message_id).update(status=NodeStatus.CANCELLED)
+
+
+def _match(session: ChatSession, requester: AbstractBaseUser, flt: CancelFilter, only_active: bool) -> list[Turn]:
+    return cancellable_turns(
+        session.pk,
+        only_active=only_active,
+        client_id=client_id_of(requester) if flt.own else flt.client_id,
+        turn_id=flt.turn_id,
+    )
+
+
+def _hold(session: ChatSession, requester: AbstractBaseUser, turn_id: str) -> bool:
+    """Hold a cancel for a turn not created yet; False if the session holds too many."""
+    now = timezone.now()
+    HeldCancel.objects.filter(session=session, expires_at__lte=now).delete()
+    if HeldCancel.objects.filter(session=session).count() >= app_settings.HELD_CANCEL_LIMIT:
+        return False
+    HeldCancel.objects.update_or_create(
+        session=session,
+        turn_id=turn_id,
+        defaults={
+            "requested_by_id": requester.pk,
+            "expires_at": now + timedelta(seconds=app_settings.HELD_CANCEL_TTL_SECONDS),
+        },
+    )
+    return True
+
+
+def cancel_locked(
+    *,
+    session: ChatSession,
+    requester: AbstractBaseUser,
+    flt: CancelFilter,
+    only_active: bool = False,
+    bypass_authoriser: bool = False,
+    announce: bool = True,
+) -> CancelOutcome:
+    """Cancel what `flt` matches. The caller holds the session lock and emits
+    `outcome.events` on commit; workers are signalled on commit from here."""
+    outcome = CancelOutcome()
+    matched = _match(session, requester, flt, only_active)
+    if flt.turn_id is not None and not matched:
+        if not Turn.objects.filter(session=session, turn_id=flt.turn_id).exists():
+            (outcome.pending if _hold(session, requester, flt.turn_id) else outcome.rejected).append(flt.turn_id)
+        return outcome  # unknown-yet is held; already ended is a no-op
+    if not matched:
+        return outcome
+    owners = {t.turn_id: t.client_id for t in matched}
+    allowed = (
+        set(owners)
+        if bypass_authoriser
+        else authorise(session=session, requester=requester, filter_=flt.as_dict(), owners=owners)
+    )
+    by = client_id_of(requester)
+    to_signal: list[int] = []
+    for turn in matched:
+        if turn.turn_id not in allowed:
+            outcome.rejected.append(turn.turn_id)
+            continue
+        outcome.cancelled.append(turn.turn_id)
+        if turn.status == TurnStatus.QUEUED:
+            end_queued(turn, by=by)
+            outcome.ended.append(turn)
+        else:
+            Turn.objects.filter(pk=turn.pk).update(cancel_requested_by=by)
+            to_signal.append(turn.pk)
+    if announce:
+        outcome.events.append(events.cancel(flt.as_dict(), by, outcome.cancelled, outcome.rejected))
+    outcome.events.extend(events.turn_end(t) for t in outcome.ended)
+    if to_signal:
+        session_id = str(session.pk)
+        transaction.on_commit(lambda: live_state.signal_cancel_sync(session_id, to_signal))
+    return outcome
+
+
+def take_held_cancels(turns: Sequence[tuple[ChatSession, str, str]]) -> set[tuple[Any, str]]:
+    """On turn creation: which of these new turns (session, turnId, owner's clientId) have
+    a held cancel waiting that may apply? Takes those held cancels (one query when none
+    waits). Returns (session pk, turnId) of the turns to end."""
+    held = HeldCancel.objects.filter(
+        session_id__in={session.pk for session, _, _ in turns},
+        turn_id__in={turn_id for _, turn_id, _ in turns},
+        expires_at__gt=timezone.now(),
+    ).select_related("requested_by")
+    waiting = {(h.session_id, h.turn_id): h for h in held}
+    taken: set[tuple[Any, str]] = set()
+    for session, turn_id, owner_client_id in turns:
+        cancel = waiting.get((session.pk, turn_id))
+        if cancel is None:
+            continue
+        cancel.delete()
+        allowed = authorise(
+            session=session,
+            requester=cancel.requested_by,
+            filter_={"turnId": turn_id},
+            owners={turn_id: owner_client_id},
+        )
+        if turn_id in allowed:
+            taken.add((session.pk, turn_id))
+    return taken

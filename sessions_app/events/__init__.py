@@ -1,0 +1,1 @@
+"""Events: their builders, emission after commit, and the durable archive."""

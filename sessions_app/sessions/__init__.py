@@ -1,0 +1,1 @@
+"""Sessions and their members: creating, renaming, inviting, leaving, and the reads of them."""

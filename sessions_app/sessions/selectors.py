@@ -1,0 +1,211 @@
+"""All reads: lists, details, the snapshot a device starts from, and what a resuming
+device missed."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+
+from sessions_app.errors import Invalid, NotFound
+from sessions_app.infra import live_state
+from sessions_app.models import (
+    IN_FLIGHT,
+    ChatSession,
+    EventRecord,
+    MessageNode,
+    NodeStatus,
+    Turn,
+    TurnStatus,
+    node_payload,
+)
+
+
+def sessions_for_user(*, user: AbstractBaseUser) -> QuerySet[ChatSession]:
+    return ChatSession.objects.filter(memberships__user_id=user.pk).select_related("owner").order_by("-updated_at")
+
+
+def active_turns_map(*, session: ChatSession) -> dict[str, list[str]]:
+    """clientId -> [turnId] of the session's active turns."""
+    result: dict[str, list[str]] = {}
+    for client_id, turn_id in (
+        Turn.objects.filter(session=session, status=TurnStatus.ACTIVE)
+        .order_by("id")
+        .values_list("client_id", "turn_id")
+    ):
+        result.setdefault(client_id, []).append(turn_id)
+    return result
+
+
+def turn_payload(turn: Turn, *, content: str | None = None) -> dict[str, Any]:
+    return {
+        "turnId": turn.turn_id,
+        "clientId": turn.client_id,
+        "status": turn.status,
+        "reason": turn.reason,
+        "error": {"code": turn.error_code, "message": turn.error_message} if turn.error_code else None,
+        "policy": turn.policy,
+        "model": turn.model,
+        "userMessageId": turn.user_message.node_id if turn.user_message else None,
+        "assistantMessageId": turn.assistant_message.node_id if turn.assistant_message else None,
+        "content": content if content is not None else (turn.assistant_message.text if turn.assistant_message else ""),
+        "usage": turn.usage or None,
+        "finishReason": turn.finish_reason or None,
+        "createdAt": int(turn.created_at.timestamp() * 1000),
+        "endedAt": int(turn.ended_at.timestamp() * 1000) if turn.ended_at else None,
+    }
+
+
+def _turns(session: ChatSession) -> QuerySet[Turn]:
+    return Turn.objects.filter(session=session).select_related("user_message", "assistant_message")
+
+
+def session_payload(session: ChatSession, *, detail: bool = False) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "id": str(session.pk),
+        "title": session.title,
+        "owner": session.owner.get_username(),
+        "model": session.model,
+        "modelOptions": session.model_options,
+        "policy": session.policy,
+        "createdAt": int(session.created_at.timestamp() * 1000),
+        "updatedAt": int(session.updated_at.timestamp() * 1000),
+    }
+    if detail:
+        in_flight = list(_turns(session).filter(status__in=IN_FLIGHT).order_by("id"))
+        payload.update(
+            lastSeq=live_state.last_seq_sync(str(session.pk)),
+            members=list(session.memberships.select_related("user").values_list("user__username", flat=True)),
+            activeTurns=active_turns_map(session=session),
+            turns=[turn_payload(t) for t in in_flight if t.status == TurnStatus.ACTIVE],
+            queuedTurns=[turn_payload(t) for t in in_flight if t.status == TurnStatus.QUEUED],
+        )
+    return payload
+
+
+def turns_list(*, session: ChatSession, status: str | None) -> list[dict[str, Any]]:
+    turns = _turns(session).order_by("id")
+    if status:
+        if status not in TurnStatus.values:
+            raise Invalid(f"status is one of {', '.join(TurnStatus.values)}")
+        turns = turns.filter(status=status)
+    return [turn_payload(t) for t in turns]
+
+
+def turn_detail(*, session: ChatSession, turn_id: str) -> dict[str, Any]:
+    turn = _turns(session).filter(turn_id=turn_id).first()
+    if turn is None:
+        raise NotFound(f"no turn {turn_id!r} in this session")
+    content = None
+    if turn.status == TurnStatus.ACTIVE and turn.assistant_message:
+        streamed = live_state.live_content_sync(str(session.pk), turn.assistant_message.node_id)
+        content = "".join(p["text"] for p in streamed.parts if p["type"] == "text")
+    return turn_payload(turn, content=content)
+
+
+def _nodes(session: ChatSession) -> QuerySet[MessageNode]:
+    return MessageNode.objects.filter(session=session).select_related("parent", "fork_of", "turn")
+
+
+def node_dict(node: MessageNode) -> dict[str, Any]:
+    return node_payload(node, turn_id=node.turn.turn_id if node.turn else None)
+
+
+def messages_page(*, session: ChatSession, before: str | None, limit: int) -> dict[str, Any]:
+    """Tree nodes, newest first; `before` is a message id, the cursor of the next page."""
+    nodes = _nodes(session).order_by("-id")
+    if before:
+        anchor = MessageNode.objects.filter(session=session, node_id=before).first()
+        if anchor is None:
+            raise NotFound(f"no message {before!r} in this session")
+        nodes = nodes.filter(id__lt=anchor.pk)
+    page = list(nodes[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    return {"results": [node_dict(n) for n in page], "next": page[-1].node_id if more and page else None}
+
+
+def events_page(*, session: ChatSession, after: int, limit: int) -> dict[str, Any]:
+    """Events with seq > after from the live log, or the archive for older ones."""
+    session_id = str(session.pk)
+    last = live_state.last_seq_sync(session_id)
+    frames = live_state.read_log_sync(session_id, after, limit)
+    if not frames or live_state.seq_of(frames[0]) != after + 1:
+        archived = list(
+            EventRecord.objects.filter(session=session, seq__gt=after)
+            .order_by("seq")
+            .values_list("frame", flat=True)[:limit]
+        )
+        if archived:
+            frames = archived
+    import orjson
+
+    return {"events": [orjson.loads(f) for f in frames], "lastSeq": last}
+
+
+# --- the websocket's start: snapshot or resume -------------------------------------------
+
+
+def snapshot_rows(*, session_id: str) -> tuple[list[MessageNode], list[Turn], dict[str, list[str]]]:
+    session = ChatSession.objects.get(pk=session_id)
+    nodes = list(_nodes(session).order_by("id"))
+    turns = list(_turns(session).order_by("id"))
+    active: dict[str, list[str]] = {}
+    for turn in turns:
+        if turn.status == TurnStatus.ACTIVE:
+            active.setdefault(turn.client_id, []).append(turn.turn_id)
+    return nodes, turns, active
+
+
+async def build_snapshot(
+    *, session_id: str, last_seq: int, nodes: list[MessageNode], turns: list[Turn]
+) -> dict[str, Any]:
+    """The snapshot frame. `last_seq` was read before the rows, so the rows hold at least
+    everything up to it. Answers still streaming take their text from the live buffer,
+    each with `contentSeq` (the seq of its last delta): a client skips a delta for that
+    message whose seq is not above it, so nothing shows twice."""
+    streaming = [n.node_id for n in nodes if n.role == "assistant" and n.status == NodeStatus.STREAMING]
+    live_content = await live_state.live_contents(session_id, streaming)
+    messages = []
+    for node in nodes:
+        payload = node_dict(node)
+        if node.node_id in live_content:
+            content = live_content[node.node_id]
+            payload["parts"], payload["contentSeq"] = content.parts, content.content_seq
+        messages.append(payload)
+    return {
+        "type": "snapshot",
+        "lastSeq": last_seq,
+        "messages": messages,
+        "turns": [turn_payload(t) for t in turns],
+    }
+
+
+async def missed_frames(*, session_id: str, after: int, last_seq: int) -> list[str] | None:
+    """Frames after `after` up to `last_seq`, or None when they are no longer all kept (the
+    client then gets a snapshot)."""
+    if after > last_seq:
+        return None  # the client knows a future we don't (Redis was reset): start afresh
+    if after == last_seq:
+        return []
+    frames = await live_state.read_log(session_id, after, last_seq)
+    first_kept = live_state.seq_of(frames[0]) if frames else last_seq + 1
+    if first_kept != after + 1:
+        from asgiref.sync import sync_to_async
+
+        older = await sync_to_async(
+            lambda: list(
+                EventRecord.objects.filter(session_id=uuid.UUID(session_id), seq__gt=after, seq__lt=first_kept)
+                .order_by("seq")
+                .values_list("frame", flat=True)
+            ),
+            thread_sensitive=False,
+        )()
+        if len(older) != first_kept - after - 1:
+            return None
+        frames = older + frames
+    if not frames or live_state.seq_of(frames[-1]) != last_seq:
+        return None
+    return frames

@@ -1,0 +1,125 @@
+"""Sessions and their members."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from sessions_app.conf import app_settings
+from sessions_app.errors import ChatError, Forbidden, Invalid, NotFound
+from sessions_app.models import ChatSession, Membership, Policy
+from sessions_app.turns._queries import sessions_of_members
+from sessions_app.worker.providers.registry import is_configured
+
+
+def require_member(*, session_id: Any, user: AbstractBaseUser) -> ChatSession:
+    """The session, if it exists and `user` belongs to it (404 / 403 otherwise). One query
+    when the answer is yes: it runs on every command."""
+    [outcome] = members_of([(session_id, user)])
+    if isinstance(outcome, ChatError):
+        raise outcome
+    return outcome
+
+
+def members_of(asks: Sequence[tuple[Any, AbstractBaseUser]]) -> list[ChatSession | ChatError]:
+    """`require_member` for many (session id, user) pairs: one query when every answer is
+    yes. One outcome per pair, in order: the session, or NotFound / Forbidden."""
+    ids = [_uuid(session_id) for session_id, _ in asks]
+    found = sessions_of_members(list({i for i in ids if i}), list({user.pk for _, user in asks}))
+    sessions: dict[tuple[uuid.UUID, Any], ChatSession] = {(s.pk, s.member_id): s for s in found}  # type: ignore[attr-defined]
+    return [
+        (sessions.get((session_id, user.pk)) or _not_a_member(session_id))
+        if session_id
+        else NotFound("no such session")
+        for session_id, (_, user) in zip(ids, asks, strict=True)
+    ]
+
+
+def _uuid(session_id: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(session_id))
+    except ValueError:
+        return None
+
+
+def _not_a_member(session_id: uuid.UUID) -> ChatError:
+    if ChatSession.objects.filter(pk=session_id).exists():
+        return Forbidden("you are not a member of this session")
+    return NotFound("no such session")
+
+
+def _check_model(model: str) -> None:
+    if not is_configured(model):
+        raise Invalid(f"model {model!r} is not configured")
+
+
+def session_create(
+    *,
+    owner: AbstractBaseUser,
+    title: str = "",
+    model: str | None = None,
+    model_options: dict[str, Any] | None = None,
+    policy: str | None = None,
+) -> ChatSession:
+    model = model or app_settings.DEFAULT_MODEL
+    _check_model(model)
+    with transaction.atomic():
+        session = ChatSession.objects.create(
+            owner_id=owner.pk,
+            title=title,
+            model=model,
+            model_options=model_options or {},
+            policy=policy or app_settings.DEFAULT_POLICY,
+        )
+        Membership.objects.create(session=session, user_id=owner.pk, role=Membership.MemberRole.OWNER)
+    return session
+
+
+def session_update(
+    *,
+    session: ChatSession,
+    user: AbstractBaseUser,
+    title: str | None = None,
+    model: str | None = None,
+    model_options: dict[str, Any] | None = None,
+    policy: str | None = None,
+) -> ChatSession:
+    """Any member may rename the session or change its default policy; the model is the
+    owner's to change."""
+    if model is not None or model_options is not None:
+        if session.owner_id != user.pk:  # type: ignore[attr-defined]
+            raise Forbidden("only the owner changes the model")
+    if model is not None:
+        _check_model(model)
+        session.model = model
+    if model_options is not None:
+        session.model_options = model_options
+    if title is not None:
+        session.title = title
+    if policy is not None:
+        session.policy = Policy(policy)
+    session.save()
+    return session
+
+
+def member_add(*, session: ChatSession, by: AbstractBaseUser, username: str) -> Membership:
+    if session.owner_id != by.pk:  # type: ignore[attr-defined]
+        raise Forbidden("only the owner invites members")
+    user_model = get_user_model()
+    try:
+        user = user_model.objects.get(username=username)
+    except user_model.DoesNotExist as exc:
+        raise NotFound(f"no user named {username!r}") from exc
+    membership, _created = Membership.objects.get_or_create(session=session, user=user)
+    return membership
+
+
+def member_leave(*, session: ChatSession, user: AbstractBaseUser) -> None:
+    if session.owner_id == user.pk:  # type: ignore[attr-defined]
+        raise Invalid("the owner cannot leave their own session")
+    Membership.objects.filter(session=session, user_id=user.pk).delete()

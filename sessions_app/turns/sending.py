@@ -1,0 +1,437 @@
+"""Sending: a user's message(s) start a turn, queue it or are refused, following the
+double-texting policy (DESIGN.md, Sending); a repeated send returns the turn it created.
+
+Sends are handled in sets. A burst of sends (the websocket consumers of a process send
+together what arrived meanwhile: grouping.py) costs one query per step for the whole set,
+not per send: one membership read, one in-flight read, one insert of the turns, one of the
+user messages, one of the answers, one update linking them, then one Redis pipeline for
+every event and one task for every turn to start (decision 014). A lone send is a set of
+one and takes the same path.
+
+A set is cut into waves with each session at most once, in arrival order: a send sees the
+turns the earlier sends of its session created, exactly as if they had come one by one.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from sessions_app import signals
+from sessions_app.cancellation.services import cancel_locked, client_id_of, end_queued, take_held_cancels
+from sessions_app.conf import app_settings
+from sessions_app.errors import Busy, ChatError, Conflict, Invalid, NotFound, QueueFull, RateLimited, TooLarge
+from sessions_app.events import build as events
+from sessions_app.infra import live_state
+from sessions_app.infra.live_state import Event
+from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Role, Turn, TurnStatus
+from sessions_app.schemas import CancelFilter, SendBody, UserMessage
+from sessions_app.sessions.services import members_of, require_member
+from sessions_app.tree import default_parent
+from sessions_app.turns._queries import in_flight_turns, insert_new, link_turns_to_messages, newest_settled_nodes
+from sessions_app.turns.lifecycle import dispatch_turns, lock_sessions
+
+
+@dataclass
+class SendResult:
+    turn: Turn
+    created: bool
+    message_ids: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "turnId": self.turn.turn_id,
+            "status": self.turn.status,
+            "clientId": self.turn.client_id,
+            "messageIds": self.message_ids,
+            "userMessageId": self.turn.user_message.node_id if self.turn.user_message else None,
+            "assistantMessageId": self.turn.assistant_message.node_id if self.turn.assistant_message else None,
+        }
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    session_id: Any
+    user: AbstractBaseUser
+    body: SendBody
+
+
+Outcome = SendResult | Exception
+
+
+def turn_send(*, session_id: Any, user: AbstractBaseUser, body: SendBody) -> SendResult:
+    """Start (or queue) a turn for the user's message(s); raises the send's error."""
+    [outcome] = turns_send([SendRequest(session_id, user, body)])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def turns_send(requests: Sequence[SendRequest]) -> list[Outcome]:
+    """Many sends in one transaction. One outcome per request, in order: its result or
+    the error it alone raised (the others commit)."""
+    outcomes: dict[int, Outcome] = {}
+    sessions = _admitted(requests, outcomes)
+    try:
+        if sessions:
+            with transaction.atomic():
+                fresh = lock_sessions({session.pk for session in sessions.values()})
+                for wave in _waves(sessions):
+                    items = [(i, requests[i], fresh.get(sessions[i].pk, sessions[i])) for i in wave]
+                    outcomes.update(_send_wave(items, check_repeat=False))
+    except IntegrityError:
+        # An id of some send exists already (a repeated send, or two racing): every send of
+        # the set again on its own, where the repeat check answers with the turn it names.
+        return [outcomes[i] if i not in sessions else _send_alone(r, check_repeat=True) for i, r in enumerate(requests)]
+    for i in sessions:
+        # A refusal may answer a repeat of a send that was accepted: look again for its turn.
+        if isinstance(outcomes[i], Busy | QueueFull):
+            outcomes[i] = _send_alone(requests[i], check_repeat=True)
+    return [outcomes[i] for i in range(len(requests))]
+
+
+def _send_alone(request: SendRequest, *, check_repeat: bool) -> Outcome:
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                session = require_member(session_id=request.session_id, user=request.user)
+                session = lock_sessions([session.pk]).get(session.pk, session)
+                [(_, outcome)] = _send_wave([(0, request, session)], check_repeat=check_repeat).items()
+                return outcome
+        except ChatError as exc:
+            return exc
+        except IntegrityError:
+            if attempt == 2:
+                return Conflict("this send conflicts with another one")
+    raise AssertionError("unreachable")
+
+
+def _admitted(requests: Sequence[SendRequest], outcomes: dict[int, Outcome]) -> dict[int, ChatSession]:
+    """The session of each request that may send: a member, within the sizes and the rate;
+    the others get their error in `outcomes`."""
+    members = members_of([(r.session_id, r.user) for r in requests])
+    for i, (request, member) in enumerate(zip(requests, members, strict=True)):
+        if isinstance(member, Exception):
+            outcomes[i] = member
+            continue
+        try:
+            _check_sizes(request.body)
+        except TooLarge as exc:
+            outcomes[i] = exc
+    admitted = [i for i in range(len(requests)) if i not in outcomes]
+    for i, refusal in zip(admitted, _rate_refusals([requests[i].user for i in admitted]), strict=True):
+        if refusal is not None:
+            outcomes[i] = refusal
+    return {i: member for i, member in enumerate(members) if i not in outcomes and isinstance(member, ChatSession)}
+
+
+def _check_sizes(body: SendBody) -> None:
+    if len(body.messages) > app_settings.MAX_MESSAGES_PER_SEND:
+        raise TooLarge(f"at most {app_settings.MAX_MESSAGES_PER_SEND} messages per send")
+    for message in body.messages:
+        if sum(len(p.text) for p in message.parts) > app_settings.MAX_MESSAGE_CHARS:
+            raise TooLarge(f"a message holds at most {app_settings.MAX_MESSAGE_CHARS} characters")
+
+
+def _rate_refusals(users: Sequence[AbstractBaseUser]) -> list[RateLimited | None]:
+    """Count each send against its user's minute (one Redis pipeline for them all)."""
+    limit = int(app_settings.SENDS_PER_MINUTE)
+    if limit <= 0 or not users:
+        return [None] * len(users)
+    window = int(time.time() // 60)
+    pipe = live_state.sync_redis().pipeline(transaction=False)
+    for user in users:
+        key = live_state.Keys.rate(int(user.pk), window)
+        pipe.incr(key)
+        pipe.expire(key, 120)
+    counts = pipe.execute()[::2]
+    return [
+        RateLimited(f"more than {limit} sends a minute; wait a moment") if int(count) > limit else None
+        for count in counts
+    ]
+
+
+def _waves(sessions: dict[int, ChatSession]) -> list[list[int]]:
+    """Request indices in waves holding each session at most once; the k-th send of a
+    session goes in wave k."""
+    waves: list[list[int]] = []
+    seen: Counter[Any] = Counter()
+    for i in sorted(sessions):
+        k = seen[sessions[i].pk]
+        seen[sessions[i].pk] += 1
+        if k == len(waves):
+            waves.append([])
+        waves[k].append(i)
+    return waves
+
+
+# --- one wave: decide each send, then write them all --------------------------------------
+
+
+@dataclass
+class _Plan:
+    """An accepted send of a wave, decided and not yet written."""
+
+    index: int
+    session: ChatSession
+    body: SendBody
+    turn: Turn
+    parent: MessageNode | None = None
+    edited: MessageNode | None = None  # forkOf
+    regenerated: MessageNode | None = None
+    queued_before: int = 0
+    emitted: list[Event] = field(default_factory=list)
+    new_nodes: list[MessageNode] = field(default_factory=list)
+
+
+def _send_wave(items: Sequence[tuple[int, SendRequest, ChatSession]], *, check_repeat: bool) -> dict[int, Outcome]:
+    """Sends to distinct sessions, whose locks the caller holds. Refusals come back as
+    outcomes; an IntegrityError (an id taken) is raised for the caller to retry alone."""
+    outcomes: dict[int, Outcome] = {}
+    if check_repeat:
+        for index, request, session in items:
+            existing = _existing(session, request.body)
+            if existing is not None:
+                outcomes[index] = existing
+    todo = [item for item in items if item[0] not in outcomes]
+    in_flight = _in_flight_by_session([session.pk for _, _, session in todo])
+    # Where a message attaches in a session with nothing in flight: read for all at once.
+    newest = newest_settled_nodes([session.pk for _, _, session in todo if not in_flight[session.pk]])
+    plans: list[_Plan] = []
+    for index, request, session in todo:
+        try:
+            plans.append(_plan(index, request, session, in_flight[session.pk], newest.get(session.pk)))
+        except ChatError as exc:
+            outcomes[index] = exc
+    if plans:
+        _write(plans)
+        _emit_on_commit(plans)
+    for plan in plans:
+        ids = [m.id for m in plan.body.messages]
+        outcomes[plan.index] = SendResult(turn=plan.turn, created=True, message_ids=ids)
+    return outcomes
+
+
+def _in_flight_by_session(session_ids: Sequence[Any]) -> dict[Any, list[Turn]]:
+    by_session: dict[Any, list[Turn]] = {pk: [] for pk in session_ids}
+    for turn in in_flight_turns(session_ids):
+        by_session[turn.session_id].append(turn)
+    return by_session
+
+
+def _plan(
+    index: int, request: SendRequest, session: ChatSession, in_flight: list[Turn], newest: MessageNode | None
+) -> _Plan:
+    """Decide one send: refuse it (raise), or what it creates and where it attaches. Every
+    check that can refuse comes before the interrupt's cancel, the one write made here."""
+    body, user = request.body, request.user
+    policy = body.policy or session.policy
+    streaming = any(t.status == TurnStatus.ACTIVE for t in in_flight)
+    if policy == Policy.REJECT and streaming:
+        raise Busy("a turn is still streaming in this session")
+    queued = sum(t.status == TurnStatus.QUEUED for t in in_flight)
+    status = TurnStatus.QUEUED if policy == Policy.QUEUE and in_flight else TurnStatus.ACTIVE
+    if status == TurnStatus.QUEUED and queued >= app_settings.QUEUE_LIMIT:
+        raise QueueFull(f"this session already queues {app_settings.QUEUE_LIMIT} messages")
+    plan = _Plan(
+        index=index,
+        session=session,
+        body=body,
+        queued_before=queued,
+        turn=Turn(
+            session=session,
+            turn_id=body.turn_id or str(uuid.uuid4()),
+            user_id=user.pk,
+            client_id=client_id_of(user),
+            status=status,
+            policy=policy,
+            model=session.model,
+            model_options=session.model_options,
+            started_at=timezone.now() if status == TurnStatus.ACTIVE else None,
+        ),
+    )
+    if body.regenerate:
+        plan.regenerated = _node(session, body.regenerate, "regenerate")
+        if plan.regenerated.role != Role.ASSISTANT or plan.regenerated.parent is None:
+            raise Invalid("regenerate names an assistant message")
+    elif body.fork_of:
+        plan.edited = _node(session, body.fork_of, "forkOf")
+        if plan.edited.role != Role.USER:
+            raise Invalid("forkOf names a user message (use regenerate for answers)")
+        plan.parent = plan.edited.parent
+    elif body.parent:
+        plan.parent = _node(session, body.parent, "parent")
+    interrupted: list[Turn] = []
+    if policy == Policy.INTERRUPT and streaming:
+        # Only an active turn is interrupted: with none in flight there is nothing to read.
+        outcome = cancel_locked(session=session, requester=user, flt=CancelFilter(own=True), only_active=True)
+        plan.emitted.extend(outcome.events)
+        interrupted = [t for t in in_flight if t.turn_id in outcome.cancelled]
+    if not (body.regenerate or body.fork_of or body.parent):
+        plan.parent = default_parent(policy=policy, in_flight=in_flight, interrupted=interrupted, newest=newest)
+    return plan
+
+
+def _node(session: ChatSession, node_id: str, what: str) -> MessageNode:
+    node = MessageNode.objects.filter(session=session, node_id=node_id).select_related("parent").first()
+    if node is None:
+        raise NotFound(f"{what} {node_id!r} is not a message of this session")
+    return node
+
+
+def _write(plans: list[_Plan]) -> None:
+    """Insert the wave's turns, user messages and answers, a statement each, then link
+    the turns to their messages (decision 016: without the ORM's per-value compilation)."""
+    insert_new([plan.turn for plan in plans])
+    # The messages of one send form a chain: insert them layer by layer (the k-th message
+    # of every send together), each layer's parents being the layer before.
+    user_nodes: dict[int, MessageNode | None] = {
+        plan.index: plan.regenerated.parent if plan.regenerated else None for plan in plans
+    }
+    depth = max(len(plan.body.messages) for plan in plans)
+    for k in range(depth):
+        layer = [
+            _user_node(plan, plan.body.messages[k], user_nodes[plan.index] or plan.parent, first=k == 0)
+            for plan in plans
+            if k < len(plan.body.messages)
+        ]
+        insert_new(layer)
+        for node, plan in zip(layer, [p for p in plans if k < len(p.body.messages)], strict=True):
+            user_nodes[plan.index] = node
+            plan.new_nodes.append(node)
+    answers = [_answer_node(plan, user_nodes[plan.index]) for plan in plans]
+    insert_new(answers)
+    for plan, answer in zip(plans, answers, strict=True):
+        plan.new_nodes.append(answer)
+        plan.turn.user_message, plan.turn.assistant_message = user_nodes[plan.index], answer
+    # Each turn's answer, and the answer's parent as its user message: one statement.
+    link_turns_to_messages([plan.turn.pk for plan in plans])
+    _apply_held_cancels(plans)
+
+
+def _user_node(plan: _Plan, message: UserMessage, parent: MessageNode | None, *, first: bool) -> MessageNode:
+    return MessageNode(
+        session=plan.session,
+        node_id=message.id,
+        parent=parent,
+        role=Role.USER,
+        parts=_parts(message),
+        turn=plan.turn,
+        client_id=plan.turn.client_id,
+        fork_of=plan.edited if first else None,
+    )
+
+
+def _answer_node(plan: _Plan, user_node: MessageNode | None) -> MessageNode:
+    return MessageNode(
+        session=plan.session,
+        node_id=f"a-{uuid.uuid4()}",
+        parent=user_node,
+        role=Role.ASSISTANT,
+        parts=[],
+        turn=plan.turn,
+        client_id=plan.turn.client_id,
+        fork_of=plan.regenerated,
+        status=NodeStatus.STREAMING if plan.turn.status == TurnStatus.ACTIVE else NodeStatus.QUEUED,
+    )
+
+
+def _apply_held_cancels(plans: list[_Plan]) -> None:
+    """A cancel sent for a client-chosen turnId before the send arrived ends that turn now
+    (only a client-chosen turnId can have been cancelled before the server saw it)."""
+    chosen = [plan for plan in plans if plan.body.turn_id]
+    if not chosen:
+        return
+    held = take_held_cancels([(p.session, p.turn.turn_id, p.turn.client_id) for p in chosen])
+    for plan in chosen:
+        if (plan.session.pk, plan.turn.turn_id) in held:
+            end_queued(plan.turn, by=plan.turn.client_id)
+            plan.new_nodes[-1].status = NodeStatus.CANCELLED
+
+
+def _emit_on_commit(plans: list[_Plan]) -> None:
+    """After commit: every event of the wave in one pipeline, then the turns that start go
+    to the workers (after their `turn.start`: no delta may come before it), then signals."""
+    batches: list[tuple[str, list[Event]]] = []
+    for plan in plans:
+        turn = plan.turn
+        plan.emitted.extend(events.message(node, turn.turn_id) for node in plan.new_nodes)
+        if turn.is_ended:
+            plan.emitted.append(events.turn_end(turn))
+        elif turn.status == TurnStatus.QUEUED:
+            plan.emitted.append(events.turn_queued(turn, plan.queued_before + 1))
+        else:
+            plan.emitted.append(events.turn_start(turn))
+        batches.append((str(plan.session.pk), plan.emitted))
+    starting = [plan.turn.pk for plan in plans if plan.turn.status == TurnStatus.ACTIVE]
+
+    def after_commit() -> None:
+        events.publish_many_now(batches)
+        if starting:
+            dispatch_turns(starting)
+        for plan in plans:
+            _send_signals(plan.new_nodes, plan.turn)
+
+    # The sessions' updated_at moves when their `message` events are archived (events.py).
+    transaction.on_commit(after_commit)
+
+
+def _send_signals(nodes: Sequence[MessageNode], turn: Turn) -> None:
+    for node in nodes:
+        signals.message_created.send(sender=MessageNode, node=node)
+    if turn.status == TurnStatus.ACTIVE:
+        signals.turn_started.send(sender=Turn, turn=turn)
+    elif turn.is_ended:
+        signals.turn_ended.send(sender=Turn, turn=turn, reason=turn.status)
+
+
+# --- repeated sends ----------------------------------------------------------------------
+
+
+def _parts(message: UserMessage) -> list[dict[str, Any]]:
+    return [p.model_dump() for p in message.parts]
+
+
+def _existing(session: ChatSession, body: SendBody) -> SendResult | None:
+    """The turn a repeated send already created, or None; Conflict if ids are reused for
+    different content."""
+    turn: Turn | None = None
+    if body.turn_id:
+        turn = (
+            Turn.objects.filter(session=session, turn_id=body.turn_id)
+            .select_related("user_message", "assistant_message__fork_of")
+            .first()
+        )
+    ids = [m.id for m in body.messages]
+    nodes = {n.node_id: n for n in MessageNode.objects.filter(session=session, node_id__in=ids)}
+    if turn is None and not nodes:
+        return None
+    if turn is None:
+        first = nodes[ids[0]] if ids[0] in nodes else next(iter(nodes.values()))
+        turn = (
+            Turn.objects.filter(pk=first.turn_id or 0)
+            .select_related("user_message", "assistant_message__fork_of")
+            .first()
+        )
+        if turn is None or first.role != Role.USER:
+            raise Conflict("a message id of this send is already used")
+    if body.regenerate:
+        fork = turn.assistant_message.fork_of if turn.assistant_message else None
+        if fork is None or fork.node_id != body.regenerate:
+            raise Conflict(f"turnId {turn.turn_id!r} is already used by another send")
+        return SendResult(turn=turn, created=False, message_ids=[])
+    for message in body.messages:
+        node = nodes.get(message.id)
+        if node is None or node.turn_id != turn.pk or node.parts != _parts(message):
+            raise Conflict("this send reuses an id of an earlier send with different content")
+    if body.turn_id and body.turn_id != turn.turn_id:
+        raise Conflict("these messages were sent with another turnId")
+    return SendResult(turn=turn, created=False, message_ids=ids)

@@ -1,0 +1,85 @@
+"""`wait`: block until the turns a filter matches have ended, or a timeout passes.
+
+The waiter listens to the session's feed in this process (hub.py) for `turn.end`, so it
+answers as soon as the last matched turn ends, with no polling of the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from sessions_app.cancellation.services import client_id_of
+from sessions_app.infra.db_threads import db
+from sessions_app.models import IN_FLIGHT, Turn
+from sessions_app.schemas import CancelFilter
+from sessions_app.web.hub import hub
+
+
+def matched_turns(*, session_id: str, user: AbstractBaseUser, flt: CancelFilter) -> list[dict[str, Any]]:
+    """Turns the filter names: a turnId in any state; otherwise the in-flight ones."""
+    turns = Turn.objects.filter(session_id=uuid.UUID(session_id))
+    if flt.turn_id is not None:
+        turns = turns.filter(turn_id=flt.turn_id)
+    else:
+        turns = turns.filter(status__in=IN_FLIGHT)
+        if flt.own:
+            turns = turns.filter(client_id=client_id_of(user))
+        elif flt.client_id is not None:
+            turns = turns.filter(client_id=flt.client_id)
+    return [{"turnId": t.turn_id, "status": t.status, "reason": t.reason} for t in turns.order_by("id")]
+
+
+def turn_states(*, session_id: str, turn_ids: list[str]) -> list[dict[str, Any]]:
+    by_id = {t.turn_id: t for t in Turn.objects.filter(session_id=uuid.UUID(session_id), turn_id__in=turn_ids)}
+    return [{"turnId": i, "status": by_id[i].status, "reason": by_id[i].reason} for i in turn_ids if i in by_id]
+
+
+class _EndWatcher:
+    def __init__(self, turn_ids: set[str]) -> None:
+        self.waiting = set(turn_ids)
+        self.done = asyncio.Event()
+
+    def offer(self, seq: int, frame: str) -> None:
+        if '"type":"turn.end"' not in frame:
+            return
+        for turn_id in list(self.waiting):
+            if f'"turnId":"{turn_id}"' in frame:
+                self.waiting.discard(turn_id)
+        if not self.waiting:
+            self.done.set()
+
+    def resync(self) -> None:
+        self.done.set()  # re-read the database below
+
+
+async def wait_for_turns(
+    *, session_id: str, user: AbstractBaseUser, flt: CancelFilter, timeout: float
+) -> dict[str, Any]:
+    turns = await db(matched_turns)(session_id=session_id, user=user, flt=flt)
+    turn_ids = [t["turnId"] for t in turns]
+    watcher = _EndWatcher({t["turnId"] for t in turns if t["status"] in IN_FLIGHT})
+    if not watcher.waiting:
+        return {"turns": turns, "timedOut": False}
+    feed_hub = hub()
+    await feed_hub.subscribe(session_id, watcher)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            watcher.done.clear()
+            # The database is the truth: also covers ends that happened before we listened.
+            turns = await db(turn_states)(session_id=session_id, turn_ids=turn_ids)
+            if all(t["status"] not in IN_FLIGHT for t in turns):
+                return {"turns": turns, "timedOut": False}
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return {"turns": turns, "timedOut": True}
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(watcher.done.wait(), timeout=min(remaining, 5.0))
+    finally:
+        await feed_hub.unsubscribe(session_id, watcher)

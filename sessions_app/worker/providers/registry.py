@@ -1,0 +1,59 @@
+"""Which models a session may use, and the provider behind each model string.
+
+A model string is `demo` or `<provider>:<model>` (for instance `openai:gpt-4.1-mini`).
+`openai` and `anthropic` exist only when configured in the environment (a key or a base
+URL; see config.py), read at each call so a deployment's env is the single source. A
+vendor's module (and its SDK, seconds to import) loads only once that vendor is used.
+"""
+
+from __future__ import annotations
+
+from django.utils.module_loading import import_string
+
+from sessions_app.worker.providers.base import Provider
+from sessions_app.worker.providers.config import vendor_config
+from sessions_app.worker.providers.demo import DemoProvider
+
+_DEMO = DemoProvider()
+# name -> (environment prefix, provider class)
+VENDORS = {
+    "openai": ("OPENAI", "sessions_app.worker.providers.openai_provider.OpenAIProvider"),
+    "anthropic": ("ANTHROPIC", "sessions_app.worker.providers.anthropic_provider.AnthropicProvider"),
+}
+_loaded: dict[str, Provider] = {}
+
+
+def _vendor(name: str) -> Provider:
+    if name not in _loaded:
+        _loaded[name] = import_string(VENDORS[name][1])()
+    return _loaded[name]
+
+
+def resolve(model: str) -> tuple[Provider, str]:
+    """The provider of a model string and the provider's own model name (KeyError if the
+    provider is not configured, or the model is not one of its listed models)."""
+    name, _, model_name = model.partition(":")
+    if name == "demo":
+        return _DEMO, model_name or name
+    config = vendor_config(VENDORS[name][0]) if name in VENDORS else None
+    if config is None or not model_name or (config.models and model_name not in config.models):
+        raise KeyError(model)
+    return _vendor(name), model_name
+
+
+def is_configured(model: str) -> bool:
+    try:
+        resolve(model)
+    except KeyError:
+        return False
+    return True
+
+
+def available_models() -> list[str]:
+    """`demo`, then each configured vendor's listed models (OPENAI_MODELS, ANTHROPIC_MODELS)."""
+    models = ["demo"]
+    for name, (prefix, _) in VENDORS.items():
+        config = vendor_config(prefix)
+        if config is not None:
+            models.extend(f"{name}:{m}" for m in config.models)
+    return models
