@@ -7,9 +7,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from sessions_app.cancellation.services import turns_cancel
 from sessions_app.models import ChatSession, EventRecord, HeldCancel, Membership, MessageNode, Turn
 from sessions_app.schemas import CancelFilter
-from sessions_app.turns.lifecycle import turns_cancel
 
 
 class MembershipInline(admin.TabularInline):
@@ -57,7 +57,7 @@ class TurnAdmin(admin.ModelAdmin):
             outcome = turns_cancel(
                 session_id=turn.session_id,
                 user=request.user,  # type: ignore[arg-type]  # staff only: admin requires login
-                flt=CancelFilter(turnId=turn.turn_id),
+                flt=CancelFilter(turn_id=turn.turn_id),
                 as_admin=True,
             )
             cancelled += len(outcome.cancelled)

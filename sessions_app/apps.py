@@ -25,3 +25,5 @@ class SessionsAppConfig(AppConfig):
         from sessions_app.infra.interpreter import tune_interpreter
 
         tune_interpreter()
+        # Connects the receiver that hands ready turns to the Celery workers.
+        import sessions_app.worker.tasks  # noqa: F401

@@ -5,7 +5,7 @@ SESSIONS_APP = {"ON_ABORT": "sessions_app.hooks.append_cancelled_notice"}
 
 from collections.abc import Callable
 
-from sessions_app.turns.lifecycle import ClaimedTurn
+from sessions_app.turns.types import ClaimedTurn
 
 
 def append_cancelled_notice(write: Callable[[str], None], turn: ClaimedTurn) -> None:

@@ -1,5 +1,7 @@
-"""Cancelling turns: match a filter, ask the authoriser, end queued turns at once and signal
-the workers running active ones. Called with the session row locked (services/turns.py)."""
+"""Cancelling turns: the one place that decides a cancel. Match a filter, ask the
+authoriser, end the turns no worker runs yet at once, flag the active ones and signal their
+workers; hold a cancel for a turn not created yet. The state changes themselves are the
+turns package's transitions."""
 
 from __future__ import annotations
 
@@ -15,12 +17,16 @@ from django.utils.module_loading import import_string
 
 from sessions_app.cancellation.authorisers import CancelRequest
 from sessions_app.conf import app_settings
-from sessions_app.events import build as events
+from sessions_app.errors import NotFound
+from sessions_app.events import build, emit
 from sessions_app.infra import live_state
 from sessions_app.infra.live_state import Event
-from sessions_app.models import ChatSession, HeldCancel, MessageNode, NodeStatus, Turn, TurnStatus
+from sessions_app.models import ChatSession, HeldCancel, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter
+from sessions_app.sessions.services import require_member
+from sessions_app.turns import announce, transitions
 from sessions_app.turns._queries import cancellable_turns
+from sessions_app.turns.locking import lock_sessions
 
 
 @dataclass
@@ -60,15 +66,6 @@ def authorise(
     return set(authoriser(request)) & set(owners)
 
 
-def end_queued(turn: Turn, *, by: str) -> None:
-    """A queued turn ends `cancelled` without ever calling the model."""
-    now = timezone.now()
-    Turn.objects.filter(pk=turn.pk).update(status=TurnStatus.CANCELLED, cancel_requested_by=by, ended_at=now)
-    turn.status, turn.cancel_requested_by, turn.ended_at = TurnStatus.CANCELLED, by, now
-    if turn.assistant_message_id:
-        MessageNode.objects.filter(pk=turn.assistant_message_id).update(status=NodeStatus.CANCELLED)
-
-
 def _match(session: ChatSession, requester: AbstractBaseUser, flt: CancelFilter, only_active: bool) -> list[Turn]:
     return cancellable_turns(
         session.pk,
@@ -95,6 +92,31 @@ def _hold(session: ChatSession, requester: AbstractBaseUser, turn_id: str) -> bo
     return True
 
 
+def turns_cancel(
+    *,
+    session_id: Any,
+    user: AbstractBaseUser,
+    flt: CancelFilter,
+    as_admin: bool = False,
+) -> CancelOutcome:
+    """Cancel the turns `flt` matches that the authoriser allows (all of them `as_admin`,
+    for an operator in the admin); report the rest. Raises NotFound for a session the user
+    is not a member of."""
+    session = (
+        ChatSession.objects.filter(pk=session_id).first()
+        if as_admin
+        else require_member(session_id=session_id, user=user)
+    )
+    if session is None:
+        raise NotFound("no such session")
+    with transaction.atomic():
+        session = lock_sessions([session.pk]).get(session.pk, session)
+        outcome = cancel_locked(session=session, requester=user, flt=flt, bypass_authoriser=as_admin)
+        emit.on_commit(str(session.pk), outcome.events)
+        announce.ended_on_commit(outcome.ended)
+    return outcome
+
+
 def cancel_locked(
     *,
     session: ChatSession,
@@ -102,7 +124,6 @@ def cancel_locked(
     flt: CancelFilter,
     only_active: bool = False,
     bypass_authoriser: bool = False,
-    announce: bool = True,
 ) -> CancelOutcome:
     """Cancel what `flt` matches. The caller holds the session lock and emits
     `outcome.events` on commit; workers are signalled on commit from here."""
@@ -127,15 +148,12 @@ def cancel_locked(
             outcome.rejected.append(turn.turn_id)
             continue
         outcome.cancelled.append(turn.turn_id)
-        if turn.status == TurnStatus.QUEUED:
-            end_queued(turn, by=by)
+        if turn.status == TurnStatus.QUEUED and transitions.end_unstarted(turn, by=by):
             outcome.ended.append(turn)
-        else:
-            Turn.objects.filter(pk=turn.pk).update(cancel_requested_by=by)
+        elif transitions.request_cancel(turn, by=by):
             to_signal.append(turn.pk)
-    if announce:
-        outcome.events.append(events.cancel(flt.as_dict(), by, outcome.cancelled, outcome.rejected))
-    outcome.events.extend(events.turn_end(t) for t in outcome.ended)
+    outcome.events.append(build.cancel(flt.as_dict(), by, outcome.cancelled, outcome.rejected))
+    outcome.events.extend(build.turn_end(t) for t in outcome.ended)
     if to_signal:
         session_id = str(session.pk)
         transaction.on_commit(lambda: live_state.signal_cancel_sync(session_id, to_signal))

@@ -13,7 +13,7 @@ from django.db import transaction
 from sessions_app.conf import app_settings
 from sessions_app.errors import ChatError, Forbidden, Invalid, NotFound
 from sessions_app.models import ChatSession, Membership, Policy
-from sessions_app.turns._queries import sessions_of_members
+from sessions_app.sessions._queries import sessions_of_members
 from sessions_app.worker.providers.registry import is_configured
 
 

@@ -25,19 +25,19 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from sessions_app import signals
-from sessions_app.cancellation.services import cancel_locked, client_id_of, end_queued, take_held_cancels
+from sessions_app.cancellation.services import cancel_locked, client_id_of, take_held_cancels
 from sessions_app.conf import app_settings
 from sessions_app.errors import Busy, ChatError, Conflict, Invalid, NotFound, QueueFull, RateLimited, TooLarge
-from sessions_app.events import build as events
+from sessions_app.events import build, emit
 from sessions_app.infra import live_state
 from sessions_app.infra.live_state import Event
 from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Role, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody, UserMessage
 from sessions_app.sessions.services import members_of, require_member
 from sessions_app.tree import default_parent
-from sessions_app.turns._queries import in_flight_turns, insert_new, link_turns_to_messages, newest_settled_nodes
-from sessions_app.turns.lifecycle import dispatch_turns, lock_sessions
+from sessions_app.turns import announce, transitions
+from sessions_app.turns._queries import in_flight_turns, link_turns_to_messages, newest_settled_nodes
+from sessions_app.turns.locking import lock_sessions
 
 
 @dataclass
@@ -289,8 +289,8 @@ def _node(session: ChatSession, node_id: str, what: str) -> MessageNode:
 
 def _write(plans: list[_Plan]) -> None:
     """Insert the wave's turns, user messages and answers, a statement each, then link
-    the turns to their messages (decision 016: without the ORM's per-value compilation)."""
-    insert_new([plan.turn for plan in plans])
+    the turns to their messages in one more."""
+    Turn.objects.bulk_create([plan.turn for plan in plans])
     # The messages of one send form a chain: insert them layer by layer (the k-th message
     # of every send together), each layer's parents being the layer before.
     user_nodes: dict[int, MessageNode | None] = {
@@ -303,12 +303,12 @@ def _write(plans: list[_Plan]) -> None:
             for plan in plans
             if k < len(plan.body.messages)
         ]
-        insert_new(layer)
+        MessageNode.objects.bulk_create(layer)
         for node, plan in zip(layer, [p for p in plans if k < len(p.body.messages)], strict=True):
             user_nodes[plan.index] = node
             plan.new_nodes.append(node)
     answers = [_answer_node(plan, user_nodes[plan.index]) for plan in plans]
-    insert_new(answers)
+    MessageNode.objects.bulk_create(answers)
     for plan, answer in zip(plans, answers, strict=True):
         plan.new_nodes.append(answer)
         plan.turn.user_message, plan.turn.assistant_message = user_nodes[plan.index], answer
@@ -352,8 +352,8 @@ def _apply_held_cancels(plans: list[_Plan]) -> None:
         return
     held = take_held_cancels([(p.session, p.turn.turn_id, p.turn.client_id) for p in chosen])
     for plan in chosen:
-        if (plan.session.pk, plan.turn.turn_id) in held:
-            end_queued(plan.turn, by=plan.turn.client_id)
+        held_cancel = (plan.session.pk, plan.turn.turn_id) in held
+        if held_cancel and transitions.end_unstarted(plan.turn, by=plan.turn.client_id):
             plan.new_nodes[-1].status = NodeStatus.CANCELLED
 
 
@@ -363,34 +363,28 @@ def _emit_on_commit(plans: list[_Plan]) -> None:
     batches: list[tuple[str, list[Event]]] = []
     for plan in plans:
         turn = plan.turn
-        plan.emitted.extend(events.message(node, turn.turn_id) for node in plan.new_nodes)
+        plan.emitted.extend(build.message(node, turn.turn_id) for node in plan.new_nodes)
         if turn.is_ended:
-            plan.emitted.append(events.turn_end(turn))
+            plan.emitted.append(build.turn_end(turn))
         elif turn.status == TurnStatus.QUEUED:
-            plan.emitted.append(events.turn_queued(turn, plan.queued_before + 1))
+            plan.emitted.append(build.turn_queued(turn, plan.queued_before + 1))
         else:
-            plan.emitted.append(events.turn_start(turn))
+            plan.emitted.append(build.turn_start(turn))
         batches.append((str(plan.session.pk), plan.emitted))
     starting = [plan.turn.pk for plan in plans if plan.turn.status == TurnStatus.ACTIVE]
 
     def after_commit() -> None:
-        events.publish_many_now(batches)
-        if starting:
-            dispatch_turns(starting)
+        emit.many_now(batches)
+        announce.run(starting)
         for plan in plans:
-            _send_signals(plan.new_nodes, plan.turn)
+            announce.created(plan.new_nodes)
+            if plan.turn.status == TurnStatus.ACTIVE:
+                announce.started([plan.turn])
+            elif plan.turn.is_ended:
+                announce.ended([plan.turn])
 
     # The sessions' updated_at moves when their `message` events are archived (events.py).
     transaction.on_commit(after_commit)
-
-
-def _send_signals(nodes: Sequence[MessageNode], turn: Turn) -> None:
-    for node in nodes:
-        signals.message_created.send(sender=MessageNode, node=node)
-    if turn.status == TurnStatus.ACTIVE:
-        signals.turn_started.send(sender=Turn, turn=turn)
-    elif turn.is_ended:
-        signals.turn_ended.send(sender=Turn, turn=turn, reason=turn.status)
 
 
 # --- repeated sends ----------------------------------------------------------------------

@@ -16,19 +16,19 @@ from typing import Any
 import orjson
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
-from pydantic import ValidationError
 
+from sessions_app.cancellation.services import turns_cancel
 from sessions_app.conf import app_settings
-from sessions_app.errors import ChatError, Forbidden, Invalid, NotFound, TooLarge
-from sessions_app.events import build as events
+from sessions_app.errors import Forbidden, Invalid, NotFound, TooLarge
+from sessions_app.events import build, emit
 from sessions_app.infra import live_state
 from sessions_app.infra.batching import GroupedCall, grouped
 from sessions_app.infra.db_threads import db
 from sessions_app.schemas import WsCancel, WsClose, WsPing, WsSend
 from sessions_app.sessions import selectors
 from sessions_app.sessions.services import require_member
-from sessions_app.turns.lifecycle import turns_cancel
 from sessions_app.turns.sending import SendRequest, turns_send
+from sessions_app.web.errors import INTERNAL, describe
 from sessions_app.web.hub import hub
 
 logger = logging.getLogger(__name__)
@@ -41,12 +41,6 @@ COMMANDS: dict[str, type[Any]] = {"send": WsSend, "cancel": WsCancel, "close": W
 # token p99 ~270 ms with sets of 16, ~135 ms with one set; decision 014); the bound keeps
 # the first sends of a very long burst from waiting for all of it.
 SEND_SET_LIMIT = 128
-
-
-def validation_message(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
 
 
 class SessionConsumer(AsyncWebsocketConsumer):
@@ -182,16 +176,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
             schema = COMMANDS.get(frame.get("type"))  # type: ignore[arg-type]
             if schema is None:
                 raise Invalid(f"unknown frame type {frame.get('type')!r}")
-            try:
-                command = schema.model_validate(frame)
-            except ValidationError as exc:
-                raise Invalid(validation_message(exc)) from exc
+            command = schema.model_validate(frame)  # a ValidationError answers `invalid`
             await self._handle(command)
-        except ChatError as exc:
-            await self._reply({"type": "error", **exc.as_dict(), "ref": ref})
-        except Exception:
-            logger.exception("websocket command failed")
-            await self._reply({"type": "error", "code": "internal", "message": "server error", "ref": ref})
+        except Exception as exc:
+            error = describe(exc)  # the same mapping as HTTP's (web/errors.py)
+            if error is None:
+                logger.exception("websocket command failed")
+                error = INTERNAL
+            await self._reply({"type": "error", **error.as_dict(), "ref": ref})
 
     async def _handle(self, command: Any) -> None:
         if isinstance(command, WsPing):
@@ -225,7 +217,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         """Announce when this user's first device connects or their last one leaves."""
         changed, online = await live_state.presence_change(self.session_id, self.user.get_username(), delta)
         if changed:
-            await events.publish_now_async(self.session_id, [events.presence(online)])
+            await emit.now_async(self.session_id, [build.presence(online)])
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "subscribed", False):

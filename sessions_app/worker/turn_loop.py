@@ -28,11 +28,12 @@ from typing import Any
 import orjson
 
 from sessions_app.conf import app_settings, key_prefix
-from sessions_app.events import build as events
+from sessions_app.events.archive import archiver
 from sessions_app.infra import live_state
 from sessions_app.infra.batching import GroupedCall
 from sessions_app.infra.db_threads import db
-from sessions_app.turns.lifecycle import ClaimedTurn, turns_claim, turns_fail_lost, turns_finish
+from sessions_app.turns.running import turns_claim, turns_fail_lost, turns_finish
+from sessions_app.turns.types import ClaimedTurn, TurnOutcome
 from sessions_app.worker.turn_stream import TurnRunner
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class Engine:
         self._claims: GroupedCall[int, ClaimedTurn | None] = GroupedCall.on_thread(
             lambda pks: turns_claim(turn_pks=pks, worker_id=self.worker_id), max_batch=CLAIM_SET_LIMIT
         )
-        self._finishes: GroupedCall[dict[str, Any], bool] = GroupedCall.on_thread(turns_finish)
+        self._finishes: GroupedCall[TurnOutcome, bool] = GroupedCall.on_thread(turns_finish)
         self._thread = threading.Thread(target=self._main, name="turn-engine", daemon=True)
         self._ready = threading.Event()
         self._thread.start()
@@ -104,7 +105,7 @@ class Engine:
             claimed = await self._claims.call(turn_pk)
             if claimed is None:
                 return
-            runner = TurnRunner(claimed, abort, self.coalesce_window, events.archiver.add)
+            runner = TurnRunner(claimed, abort, self.coalesce_window, archiver.add)
             outcome = await runner.run()
             await self._finishes.call(outcome)  # the archive catches up off the critical path
         finally:

@@ -18,16 +18,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from django.utils.module_loading import import_string
 
 from sessions_app.conf import app_settings
-from sessions_app.events import build as events
+from sessions_app.events import build
 from sessions_app.infra import live_state
 from sessions_app.infra.live_state import Event
 from sessions_app.models import TurnStatus
-from sessions_app.turns.lifecycle import ClaimedTurn
+from sessions_app.turns.types import ClaimedTurn, TurnOutcome
 from sessions_app.worker.providers.base import (
     Finish,
     ModelRequest,
@@ -46,6 +46,9 @@ from sessions_app.worker.providers.tools import ToolContext, call_part, configur
 logger = logging.getLogger(__name__)
 
 PUBLISH_RETRY_SECONDS = 0.2
+# Told of each batch published: the session, the events and their frames (for the archive).
+OnPublished = Callable[[str, list[Event], list[str]], None]
+TextKind = Literal["text", "reasoning"]  # the streamed parts of an answer
 CLOSE_ATTEMPTS = 4  # the end of an answer is retried a little longer than other batches
 
 
@@ -56,21 +59,26 @@ class DeltaCoalescer:
     at once; during a burst, deltas wait at most `window()` seconds and go out together.
     """
 
-    def __init__(self, turn: ClaimedTurn, window: Callable[[], float], on_frames: Callable[[str, list[str]], None]):
+    def __init__(
+        self,
+        turn: ClaimedTurn,
+        window: Callable[[], float],
+        on_published: OnPublished,
+    ):
         self.turn = turn
         self.window = window
-        self.on_frames = on_frames
+        self.on_published = on_published  # the events and their frames, for the archive
         # The answer's parts in order: ("text" | "reasoning", [chunks]) or ("part", tool part).
         self._ordered: list[tuple[str, Any]] = []
         self.last_seq = 0
-        self._pending: list[tuple[str, str]] = []
+        self._pending: list[tuple[TextKind, str]] = []
         self._publishing = asyncio.Lock()  # keeps seq order between the flusher and tool parts
         self._has_data = asyncio.Event()
         self._last_flush = 0.0
         self._closed = False
         self._task = asyncio.create_task(self._flush_loop())
 
-    def add(self, part: str, text: str) -> None:
+    def add(self, part: TextKind, text: str) -> None:
         if not text:
             return
         if self._ordered and self._ordered[-1][0] == part:
@@ -103,7 +111,7 @@ class DeltaCoalescer:
             self._has_data.clear()
             batch, self._pending = self._pending, []
             turn = self.turn
-            batch_events = [events.delta(turn.turn_id, turn.assistant_message_id, text, part) for part, text in batch]
+            batch_events = [build.delta(turn.turn_id, turn.assistant_message_id, text, part) for part, text in batch]
             batch_events.extend(extra or [])
             if not batch_events:
                 return
@@ -114,7 +122,7 @@ class DeltaCoalescer:
                 self._has_data.set()
                 raise
             self.last_seq = live_state.seq_of(frames[-1])
-            self.on_frames(turn.session_id, frames)
+            self.on_published(turn.session_id, batch_events, frames)
 
     async def add_part(self, build: Callable[[str, str, dict[str, Any]], Event], part: dict[str, Any]) -> None:
         """Append a whole part (a tool call or result) and publish it now, after the deltas
@@ -148,17 +156,17 @@ class TurnRunner:
         turn: ClaimedTurn,
         abort: asyncio.Event,
         window: Callable[[], float],
-        on_frames: Callable[[str, list[str]], None],
+        on_published: OnPublished,
     ):
         self.turn = turn
         self.abort = abort
-        self.coalescer = DeltaCoalescer(turn, window, on_frames)
+        self.coalescer = DeltaCoalescer(turn, window, on_published)
         self.usage: dict[str, Any] = {}
         self.finish_reason = ""
         self.tokens_seen = 0
 
-    async def run(self) -> dict[str, Any]:
-        """Stream the answer; returns the keyword arguments of `turn_finish`."""
+    async def run(self) -> TurnOutcome:
+        """Stream the answer; returns how the turn ended."""
         status, error_code, error_message = TurnStatus.COMPLETE, "", ""
         if self.turn.cancel_requested:
             self.abort.set()
@@ -181,18 +189,18 @@ class TurnRunner:
             logger.exception("turn %s: publishing the end of the answer failed", self.turn.turn_id)
             if status != TurnStatus.CANCELLED:
                 status, error_code, error_message = TurnStatus.ERROR, "internal", f"publishing failed: {exc}"
-        return {
-            "turn_pk": self.turn.pk,
-            "session_id": self.turn.session_id,
-            "message_id": self.turn.assistant_message_id,
-            "status": status,
-            "parts": self.coalescer.parts(),
-            "content_seq": self.coalescer.last_seq,
-            "error_code": error_code,
-            "error_message": error_message,
-            "usage": self.usage,
-            "finish_reason": self.finish_reason,
-        }
+        return TurnOutcome(
+            turn_pk=self.turn.pk,
+            session_id=self.turn.session_id,
+            message_id=self.turn.assistant_message_id,
+            status=status,
+            parts=self.coalescer.parts(),
+            content_seq=self.coalescer.last_seq,
+            error_code=error_code,
+            error_message=error_message,
+            usage=self.usage,
+            finish_reason=self.finish_reason,
+        )
 
     async def _stream_until_abort(self) -> None:
         consume = asyncio.create_task(self._consume())
@@ -227,7 +235,7 @@ class TurnRunner:
             if not calls or self.abort.is_set():
                 return
             for call in calls:
-                await self.coalescer.add_part(events.tool_result, await run_tool(tools, call, tool_context))
+                await self.coalescer.add_part(build.tool_result, await run_tool(tools, call, tool_context))
         raise ProviderError("tool_rounds_exceeded", f"the model was still calling tools after {round_ + 1} rounds")
 
     async def _call_model(self, provider: Provider, request: ModelRequest) -> list[ToolCall]:
@@ -246,7 +254,7 @@ class TurnRunner:
                     streamed = self._take(item) or streamed
                     if isinstance(item, ToolCall):
                         calls.append(item)
-                        await self.coalescer.add_part(events.tool_call, call_part(item))
+                        await self.coalescer.add_part(build.tool_call, call_part(item))
                 return calls
             except ProviderError as exc:
                 if streamed or not exc.retryable or attempt >= retries:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chat_client import ChatClient, Device
-from sessions_app.schemas import validate_event
+from sessions_app.events.types import validate_event
 from sessions_app.worker.providers.demo import demo_tokens
 
 NOTICE = "\n[Response cancelled]"

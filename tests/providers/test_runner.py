@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from sessions_app.schemas import validate_event
-from sessions_app.turns.lifecycle import ClaimedTurn
+from sessions_app.events.types import validate_event
+from sessions_app.turns.types import ClaimedTurn, TurnOutcome
 from sessions_app.worker.providers.tools import Tool, ToolContext
 from sessions_app.worker.turn_stream import TurnRunner
 from tests.providers.fakes import DROP, HANG, FakeVendor, Reply
@@ -65,11 +65,11 @@ class Run:
         self.runner = TurnRunner(turn, self.abort, lambda: 0.0, self._on_frames)
         self.task = asyncio.create_task(self.runner.run())
 
-    def _on_frames(self, session_id: str, frames: list[str]) -> None:
+    def _on_frames(self, session_id: str, events: list[dict[str, Any]], frames: list[str]) -> None:
         self.events.extend(orjson.loads(f) for f in frames)
         self.published.set()
 
-    async def outcome(self, timeout: float = 10) -> dict[str, Any]:
+    async def outcome(self, timeout: float = 10) -> TurnOutcome:
         return await asyncio.wait_for(self.task, timeout)
 
 
@@ -87,8 +87,8 @@ async def test_failure_before_the_first_token_is_retried_with_backoff(fake: Fake
 
     outcome = await Run(claimed("openai:gpt-test")).outcome()
 
-    assert outcome["status"] == "complete" and outcome["parts"] == [{"type": "text", "text": "at last"}]
-    assert outcome["usage"] == {"inputTokens": 5, "outputTokens": 2} and outcome["finish_reason"] == "stop"
+    assert outcome.status == "complete" and outcome.parts == [{"type": "text", "text": "at last"}]
+    assert outcome.usage == {"inputTokens": 5, "outputTokens": 2} and outcome.finish_reason == "stop"
     assert len(fake.requests) == 3
 
 
@@ -97,7 +97,7 @@ async def test_retries_exhausted_end_the_turn_with_the_code(fake: FakeVendor, qu
 
     outcome = await Run(claimed("anthropic:claude-test")).outcome()
 
-    assert (outcome["status"], outcome["error_code"], outcome["error_message"]) == (
+    assert (outcome.status, outcome.error_code, outcome.error_message) == (
         "error",
         "provider_unavailable",
         "Overloaded",
@@ -120,8 +120,8 @@ async def test_failure_after_tokens_is_not_retried_and_keeps_the_partial_answer(
     run = Run(claimed("anthropic:claude-test"))
     outcome = await run.outcome()
 
-    assert (outcome["status"], outcome["error_code"]) == ("error", "provider_unavailable")
-    assert outcome["parts"] == [{"type": "text", "text": "Half an answer"}]
+    assert (outcome.status, outcome.error_code) == ("error", "provider_unavailable")
+    assert outcome.parts == [{"type": "text", "text": "Half an answer"}]
     assert len(fake.requests) == 1
 
 
@@ -130,8 +130,8 @@ async def test_dropped_connection_keeps_the_partial_answer(fake: FakeVendor, qui
 
     outcome = await Run(claimed("openai:gpt-test")).outcome()
 
-    assert (outcome["status"], outcome["error_code"]) == ("error", "provider_unavailable")
-    assert outcome["parts"] == [{"type": "text", "text": "kept "}]
+    assert (outcome.status, outcome.error_code) == ("error", "provider_unavailable")
+    assert outcome.parts == [{"type": "text", "text": "kept "}]
 
 
 def tool_round(vendor: str) -> list[Reply]:
@@ -180,15 +180,15 @@ async def test_tool_call_runs_the_tool_streams_both_parts_and_feeds_the_result_b
         "result": {"words": 3, "characters": 13},
         "isError": False,
     }
-    assert outcome["status"] == "complete"
-    assert outcome["parts"] == [call, result, {"type": "text", "text": "Three words."}]
-    assert outcome["usage"] == {"inputTokens": 40, "outputTokens": 8}
+    assert outcome.status == "complete"
+    assert outcome.parts == [call, result, {"type": "text", "text": "Three words."}]
+    assert outcome.usage == {"inputTokens": 40, "outputTokens": 8}
     kinds = [e["type"] for e in run.events]
     assert kinds == ["tool.call", "tool.result", "delta"]
     assert run.events[0]["part"] == call and run.events[1]["part"] == result
     for event in run.events:
         validate_event(event)
-    assert outcome["content_seq"] == run.events[-1]["seq"]
+    assert outcome.content_seq == run.events[-1]["seq"]
     second = fake.requests[1].json["messages"]
     if vendor == "openai":
         assert second[-2] == {
@@ -253,8 +253,8 @@ async def test_cancel_while_a_tool_runs_ends_cancelled_and_the_tool_sees_the_abo
     run.abort.set()
     outcome = await run.outcome(timeout=2)
 
-    assert outcome["status"] == "cancelled" and SlowTool.saw_abort
-    assert [p["type"] for p in outcome["parts"]] == ["tool-call"]
+    assert outcome.status == "cancelled" and SlowTool.saw_abort
+    assert [p["type"] for p in outcome.parts] == ["tool-call"]
     assert len(fake.requests) == 1
 
 
@@ -268,8 +268,8 @@ async def test_abort_while_the_model_is_silent_closes_the_upstream_stream(fake: 
     outcome = await run.outcome(timeout=2)
 
     await asyncio.wait_for(recorded.closed.wait(), 1.0)
-    assert outcome["status"] == "cancelled"
-    assert outcome["parts"] == [{"type": "text", "text": "Thinking about it"}]
+    assert outcome.status == "cancelled"
+    assert outcome.parts == [{"type": "text", "text": "Thinking about it"}]
 
 
 async def test_context_is_trimmed_to_the_budget_from_the_newest_message(fake: FakeVendor, settings: Any):
@@ -285,7 +285,7 @@ async def test_context_is_trimmed_to_the_budget_from_the_newest_message(fake: Fa
 
     outcome = await Run(claimed("openai:gpt-test", context)).outcome()
 
-    assert outcome["status"] == "complete"
+    assert outcome.status == "complete"
     assert fake.requests[0].json["messages"] == [
         {"role": "user", "content": "second q"},
         {"role": "assistant", "content": "second a"},
@@ -300,7 +300,7 @@ async def test_concurrent_turns_each_send_their_own_branch(fake: FakeVendor):
     runs = [Run(claimed("openai:gpt-test", [*root, user(f"branch {b}")])) for b in "AB"]
     outcomes = await asyncio.gather(*(r.outcome() for r in runs))
 
-    assert [o["status"] for o in outcomes] == ["complete", "complete"]
+    assert [o.status for o in outcomes] == ["complete", "complete"]
     sent = sorted(r.json["messages"][-1]["content"] for r in fake.requests)
     assert sent == ["branch A", "branch B"]
     assert all(

@@ -9,7 +9,7 @@ import uuid
 import orjson
 
 from sessions_app.infra import live_state
-from sessions_app.turns.lifecycle import ClaimedTurn
+from sessions_app.turns.types import ClaimedTurn
 from sessions_app.worker.turn_stream import DeltaCoalescer
 
 
@@ -29,7 +29,7 @@ def claimed() -> ClaimedTurn:
 async def test_without_a_window_every_delta_goes_out_at_once():
     turn = claimed()
     published: list[list[str]] = []
-    coalescer = DeltaCoalescer(turn, lambda: 0.0, lambda _sid, frames: published.append(frames))
+    coalescer = DeltaCoalescer(turn, lambda: 0.0, lambda _sid, _events, frames: published.append(frames))
     coalescer.add("text", "a ")
     await asyncio.sleep(0.05)
     coalescer.add("text", "b ")
@@ -43,7 +43,7 @@ async def test_without_a_window_every_delta_goes_out_at_once():
 async def test_a_burst_within_the_window_is_one_event():
     turn = claimed()
     published: list[list[str]] = []
-    coalescer = DeltaCoalescer(turn, lambda: 0.2, lambda _sid, frames: published.append(frames))
+    coalescer = DeltaCoalescer(turn, lambda: 0.2, lambda _sid, _events, frames: published.append(frames))
     coalescer.add("text", "x ")
     await asyncio.sleep(0.02)  # the leading delta goes out at once
     for word in ("one ", "two ", "three "):

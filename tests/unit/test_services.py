@@ -8,24 +8,19 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from sessions_app.services import sending
-from sessions_app.services import turns as turns_service
 
 from sessions_app.cancellation.authorisers import CancelRequest, turn_owner_only, turn_owner_or_session_owner
+from sessions_app.cancellation.services import turns_cancel
 from sessions_app.errors import Busy, Conflict, Forbidden, QueueFull
-from sessions_app.events import build as events
+from sessions_app.events import emit
+from sessions_app.events.archive import archive_many
 from sessions_app.models import MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody
 from sessions_app.sessions.services import member_add, session_create
-from sessions_app.turns.lifecycle import (
-    turn_claim,
-    turn_finish,
-    turns_cancel,
-    turns_claim,
-    turns_fail_lost,
-    turns_finish,
-)
+from sessions_app.turns import announce
+from sessions_app.turns.running import turn_finish, turns_claim, turns_fail_lost, turns_finish
 from sessions_app.turns.sending import SendRequest, turn_send, turns_send
+from sessions_app.turns.types import TurnOutcome
 
 pytestmark = pytest.mark.django_db
 
@@ -59,9 +54,25 @@ def send(session, user, text="hi", **extra):
     return turn_send(session_id=session.pk, user=user, body=body)
 
 
+def turn_claim(*, turn_pk, worker_id):
+    return turns_claim(turn_pks=[turn_pk], worker_id=worker_id)[0]
+
+
+def ended(result, status=TurnStatus.COMPLETE, parts=(), content_seq=0):
+    """The outcome a worker reports for the turn a send started."""
+    return TurnOutcome(
+        turn_pk=result.turn.pk,
+        session_id=str(result.turn.session_id),
+        message_id=result.turn.assistant_message.node_id,
+        status=status,
+        parts=list(parts),
+        content_seq=content_seq,
+    )
+
+
 def finish(result, status=TurnStatus.COMPLETE, text="answer"):
     turn_claim(turn_pk=result.turn.pk, worker_id="w")
-    assert turn_finish(turn_pk=result.turn.pk, status=status, parts=[{"type": "text", "text": text}], content_seq=0)
+    assert turn_finish(ended(result, status, [{"type": "text", "text": text}]))
 
 
 def test_double_texting_makes_siblings_and_the_next_message_follows_the_newest_answer(session, alice, bob):
@@ -122,7 +133,7 @@ def test_a_repeated_send_returns_the_existing_turn_and_a_reused_id_conflicts(ses
 
 
 def test_a_held_cancel_ends_the_turn_at_creation(session, alice):
-    outcome = turns_cancel(session_id=session.pk, user=alice, flt=CancelFilter(turnId="later"))
+    outcome = turns_cancel(session_id=session.pk, user=alice, flt=CancelFilter(turn_id="later"))
     assert outcome.pending == ["later"]
     result = send(session, alice, turnId="later")
     assert Turn.objects.get(pk=result.turn.pk).status == TurnStatus.CANCELLED
@@ -142,8 +153,8 @@ def test_a_turn_is_claimed_once_and_ended_once(session, alice):
     result = send(session, alice)
     assert turn_claim(turn_pk=result.turn.pk, worker_id="w1") is not None
     assert turn_claim(turn_pk=result.turn.pk, worker_id="w2") is None
-    assert turn_finish(turn_pk=result.turn.pk, status="complete", parts=[], content_seq=0)
-    assert not turn_finish(turn_pk=result.turn.pk, status="error", parts=[], content_seq=0)
+    assert turn_finish(ended(result, "complete"))
+    assert not turn_finish(ended(result, "error"))
     assert Turn.objects.get(pk=result.turn.pk).status == "complete"
 
 
@@ -244,7 +255,7 @@ def test_signals_announce_messages_and_turns_after_commit(session, alice, django
             assert heard == []  # nothing before the commit
         with django_capture_on_commit_callbacks(execute=True):
             turn_claim(turn_pk=result.turn.pk, worker_id="w")
-            turn_finish(turn_pk=result.turn.pk, status="complete", parts=[], content_seq=0)
+            turn_finish(ended(result, "complete"))
     finally:
         signals.message_created.disconnect(on_message)
         signals.turn_started.disconnect(on_start)
@@ -291,10 +302,8 @@ def test_a_set_of_sends_is_decided_as_if_they_came_one_by_one(alice, monkeypatch
     rejecting = session_create(owner=alice, title="r", policy="reject")
     plain = session_create(owner=alice, title="p")
     order: list[tuple[str, object]] = []
-    monkeypatch.setattr(sending, "dispatch_turns", lambda pks: order.append(("dispatch", list(pks))))
-    monkeypatch.setattr(
-        events, "publish_many_now", lambda batches: order.append(("publish", [len(b) for _, b in batches]))
-    )
+    monkeypatch.setattr(announce, "run", lambda pks: order.extend([("dispatch", list(pks))] if pks else []))
+    monkeypatch.setattr(emit, "many_now", lambda batches: order.append(("publish", [len(b) for _, b in batches])))
     requests = [
         _request(queueing, alice, "q1"),
         _request(rejecting, alice, "r1"),
@@ -356,19 +365,17 @@ def test_grouped_claims_and_finishes(session, alice):
     assert claimed[0] is not None and claimed[0].context == [
         {"role": "user", "parts": [{"type": "text", "text": "hi"}]}
     ]
-    ended = turns_finish(
+    no_such_turn = TurnOutcome(
+        turn_pk=0, session_id=str(session.pk), message_id="", status="complete", parts=[], content_seq=0
+    )
+    finished = turns_finish(
         [
-            {
-                "turn_pk": first.turn.pk,
-                "status": "complete",
-                "parts": [{"type": "text", "text": "a"}],
-                "content_seq": 3,
-            },
-            {"turn_pk": 0, "status": "complete", "parts": [], "content_seq": 0},  # no such turn: fails alone
-            {"turn_pk": second.turn.pk, "status": "cancelled", "parts": [], "content_seq": 4},
+            ended(first, "complete", [{"type": "text", "text": "a"}], content_seq=3),
+            no_such_turn,  # ends nothing, alone
+            ended(second, "cancelled", content_seq=4),
         ]
     )
-    assert ended[0] is True and isinstance(ended[1], Turn.DoesNotExist) and ended[2] is True
+    assert finished == [True, False, True]
     assert Turn.objects.get(pk=first.turn.pk).status == "complete"
     assert Turn.objects.get(pk=second.turn.pk).status == "cancelled"
     assert MessageNode.objects.get(pk=first.turn.assistant_message.pk).text == "a"
@@ -379,24 +386,22 @@ def test_a_promoted_turn_is_announced_before_its_worker_is_asked_to_run_it(
 ):
     """Its `turn.start` must be published first: no delta of it may come before."""
     order: list[tuple[str, object]] = []
-    monkeypatch.setattr(turns_service, "dispatch_turns", lambda pks: order.append(("dispatch", pks)))
-    monkeypatch.setattr(
-        events, "publish_now", lambda _sid, batch: order.append(("publish", [e["type"] for e in batch]))
-    )
+    monkeypatch.setattr(announce, "run", lambda pks: order.append(("dispatch", pks)))
+    monkeypatch.setattr(emit, "now", lambda _sid, batch: order.append(("publish", [e["type"] for e in batch])))
     active, queued = send(session, alice), send(session, alice, policy="queue")
     turn_claim(turn_pk=active.turn.pk, worker_id="w")
     with django_capture_on_commit_callbacks(execute=True):
-        assert turn_finish(turn_pk=active.turn.pk, status="complete", parts=[], content_seq=0)
+        assert turn_finish(ended(active, "complete"))
     assert order == [("publish", ["turn.end", "turn.start"]), ("dispatch", [queued.turn.pk])]
 
 
 def test_archiving_a_message_moves_its_session_up_the_lists(session, alice):
     other = session_create(owner=alice, title="other")
     before = {s.pk: s.updated_at for s in (session, other)}
-    events.archive_many(
+    archive_many(
         {
-            str(session.pk): ['{"seq":1,"type":"message","message":{}}'],
-            str(other.pk): ['{"seq":1,"type":"presence","online":[]}'],
+            str(session.pk): [(1, "message", '{"seq":1,"type":"message","message":{}}')],
+            str(other.pk): [(1, "presence", '{"seq":1,"type":"presence","online":[]}')],
         }
     )
     session.refresh_from_db()

@@ -19,13 +19,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from sessions_app.cancellation.services import turns_cancel
 from sessions_app.conf import app_settings
 from sessions_app.errors import Invalid, Unauthenticated
 from sessions_app.infra.db_threads import db
 from sessions_app.schemas import CancelFilter, MemberBody, SendBody, SessionCreateBody, SessionUpdateBody, WaitBody
 from sessions_app.sessions import selectors
 from sessions_app.sessions.services import member_add, member_leave, require_member, session_create, session_update
-from sessions_app.turns.lifecycle import turns_cancel
 from sessions_app.turns.sending import turn_send
 from sessions_app.web.api.errors import describe, json_error
 from sessions_app.web.waiting import wait_for_turns

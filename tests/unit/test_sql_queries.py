@@ -10,9 +10,11 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 
+from sessions_app.events.archive import archive_many
 from sessions_app.models import IN_FLIGHT, EventRecord, Membership, MessageNode, NodeStatus, Turn, TurnStatus
+from sessions_app.sessions._queries import sessions_of_members
 from sessions_app.sessions.services import member_add, session_create
-from sessions_app.turns import _queries as hotsql
+from sessions_app.turns import _queries as turn_queries
 
 pytestmark = pytest.mark.django_db
 
@@ -59,19 +61,19 @@ def pks(rows) -> list:
 def test_sessions_of_members(world):
     alice, bob, carol = world["users"]
     chats = world["chats"]
-    found = hotsql.sessions_of_members([c.pk for c in chats], [alice.pk, bob.pk, carol.pk])
+    found = sessions_of_members([c.pk for c in chats], [alice.pk, bob.pk, carol.pk])
     expected = Membership.objects.filter(session__in=chats, user__in=[alice, bob, carol])
     pairs = sorted((s.pk, s.member_id) for s in found)  # type: ignore[attr-defined]
     assert pairs == sorted((m.session_id, m.user_id) for m in expected)
     assert {s.pk: s.policy for s in found} == {c.pk: c.policy for c in chats}
-    assert hotsql.sessions_of_members([chats[1].pk], [bob.pk]) == []
+    assert sessions_of_members([chats[1].pk], [bob.pk]) == []
 
 
 def test_in_flight_turns(world):
     ids = [c.pk for c in world["chats"]]
     expected = Turn.objects.filter(session_id__in=ids, status__in=IN_FLIGHT).order_by("id")
-    assert pks(hotsql.in_flight_turns(ids)) == pks(expected)
-    assert [t.session_id for t in hotsql.in_flight_turns(ids[:1])] == [ids[0]] * 3
+    assert pks(turn_queries.in_flight_turns(ids)) == pks(expected)
+    assert [t.session_id for t in turn_queries.in_flight_turns(ids[:1])] == [ids[0]] * 3
 
 
 @pytest.mark.parametrize("count", [1, 3])
@@ -79,7 +81,7 @@ def test_newest_settled_nodes(world, count):
     chats = world["chats"][:count]
     settled = MessageNode.objects.exclude(status__in=[NodeStatus.QUEUED, NodeStatus.STREAMING]).order_by("-id")
     expected = {c.pk: settled.filter(session=c).first() for c in chats}
-    found = hotsql.newest_settled_nodes([c.pk for c in chats])
+    found = turn_queries.newest_settled_nodes([c.pk for c in chats])
     assert {k: n.node_id for k, n in found.items()} == {k: n.node_id for k, n in expected.items() if n}
 
 
@@ -87,13 +89,13 @@ def test_claim_turns(world):
     turns = list(Turn.objects.order_by("id"))
     expected = pks(Turn.objects.filter(pk__in=pks(turns), status=TurnStatus.ACTIVE, worker_id="").order_by("id"))
     Turn.objects.filter(pk=expected[0]).update(model_options={"tokens": 3, "nested": {"a": [1, None]}})
-    claimed = hotsql.claim_turns(pks(turns), "me")
+    claimed = turn_queries.claim_turns(pks(turns), "me")
     assert pks(claimed) == expected
     assert pks(Turn.objects.filter(worker_id="me").order_by("id")) == expected
     # Each row holds what the ORM reads for that turn, typed as the ORM types it.
     for row in claimed:
         turn = Turn.objects.get(pk=row.pk)
-        assert row == hotsql.ClaimRow(
+        assert row == turn_queries.ClaimRow(
             turn.pk,
             turn.session_id,
             turn.turn_id,
@@ -106,7 +108,7 @@ def test_claim_turns(world):
         )
         assert isinstance(row.session_id, uuid.UUID)
     assert claimed[0].model_options == {"tokens": 3, "nested": {"a": [1, None]}}
-    assert hotsql.claim_turns(pks(turns), "other") == []  # taken: nobody claims them twice
+    assert turn_queries.claim_turns(pks(turns), "other") == []  # taken: nobody claims them twice
 
 
 def test_ancestry_is_the_branches_above_the_nodes_and_nothing_else(world):
@@ -117,7 +119,7 @@ def test_ancestry_is_the_branches_above_the_nodes_and_nothing_else(world):
     left = MessageNode.objects.create(session=chat, node_id="left", parent=answer, role="user", client_id="alice")
     deeper = MessageNode.objects.create(session=chat, node_id="deeper", parent=left, role="assistant", parts=[])
 
-    found = hotsql.ancestry([deeper.pk, edit.pk])
+    found = turn_queries.ancestry([deeper.pk, edit.pk])
 
     assert {n.node_id for n in found.values()} == {"deeper", "left", f"a-{chat.pk}", f"u-{chat.pk}", "edit"}
     for pk, node in found.items():  # the fields a context needs, as the ORM reads them
@@ -129,7 +131,7 @@ def test_ancestry_is_the_branches_above_the_nodes_and_nothing_else(world):
             expected.role,
             expected.parts,
         )
-    assert hotsql.ancestry([]) == {}
+    assert turn_queries.ancestry([]) == {}
 
 
 @pytest.mark.parametrize(
@@ -153,71 +155,14 @@ def test_cancellable_turns(world, only_active, client_id, turn_id, count):
         expected = expected.filter(client_id=client_id)
     if turn_id:
         expected = expected.filter(Q(turn_id=turn_id))
-    found = hotsql.cancellable_turns(chat.pk, only_active=only_active, client_id=client_id, turn_id=turn_id)
+    found = turn_queries.cancellable_turns(chat.pk, only_active=only_active, client_id=client_id, turn_id=turn_id)
     assert pks(found) == pks(expected.order_by("id"))
     assert len(found) == count
 
 
 def test_a_session_id_that_is_not_a_uuid_is_refused_before_any_sql():
     with pytest.raises(ValidationError):
-        hotsql.in_flight_turns(["not-a-uuid"])
-
-
-def _row(obj, exclude=("id", "created_at")) -> dict:
-    return {f.attname: getattr(obj, f.attname) for f in type(obj)._meta.concrete_fields if f.name not in exclude}
-
-
-def test_insert_new_stores_what_bulk_create_stores(world):
-    """Every field, defaults, JSON, foreign keys assigned as instances and auto_now_add,
-    read back from the database, the same for both; and the instances get their keys."""
-    alice = world["users"][0]
-    chat = world["chats"][2]
-
-    def turns():
-        return [
-            Turn(session=chat, turn_id=str(uuid.uuid4()), user=alice, client_id="alice", model_options={"rate": i})
-            for i in range(3)
-        ]
-
-    ours, theirs = turns(), turns()
-    hotsql.insert_new(ours)
-    Turn.objects.bulk_create(theirs)
-    assert all(t.pk and not t._state.adding for t in ours)
-    assert len({t.pk for t in ours}) == 3
-    for mine, other in zip(ours, theirs, strict=True):
-        stored, expected = Turn.objects.get(pk=mine.pk), Turn.objects.get(pk=other.pk)
-        assert {**_row(stored), "turn_id": ""} == {**_row(expected), "turn_id": ""}
-        assert stored.created_at is not None and stored.created_at == mine.created_at
-
-    parent = MessageNode.objects.create(session=chat, node_id="root", role="user")
-    nodes = [
-        MessageNode(session=chat, node_id=f"n{i}", parent=parent, role="user", parts=[{"type": "text", "text": t}])
-        for i, t in enumerate(("é0", "é1"))
-    ]
-    hotsql.insert_new(nodes)
-    by_id = {n.node_id: n for n in MessageNode.objects.filter(pk__in=pks(nodes))}
-    assert [by_id[f"n{i}"].parts[0]["text"] for i in range(2)] == ["é0", "é1"]
-    assert {n.parent_id for n in by_id.values()} == {parent.pk}
-    assert {n.status for n in by_id.values()} == {NodeStatus.COMPLETE}
-
-
-def test_insert_new_takes_the_key_of_a_relation_saved_after_it_was_assigned(world):
-    chat = world["chats"][2]
-    parent = MessageNode(session=chat, node_id="p", role="user")
-    child = MessageNode(session=chat, node_id="c", parent=parent, role="assistant")
-    with pytest.raises(ValueError, match="parent"):
-        hotsql.insert_new([child])
-    hotsql.insert_new([parent])
-    hotsql.insert_new([child])
-    assert MessageNode.objects.get(pk=child.pk).parent_id == parent.pk
-
-
-def test_insert_new_batches_past_the_parameter_limit(world):
-    chat = world["chats"][2]
-    nodes = [MessageNode(session=chat, node_id=f"m{i}", role="user") for i in range(300)]
-    hotsql.insert_new(nodes)
-    stored = dict(MessageNode.objects.filter(pk__in=pks(nodes)).values_list("pk", "node_id"))
-    assert [stored[n.pk] for n in nodes] == [f"m{i}" for i in range(300)]
+        turn_queries.in_flight_turns(["not-a-uuid"])
 
 
 def test_link_turns_to_messages(world):
@@ -232,7 +177,7 @@ def test_link_turns_to_messages(world):
     ]
     MessageNode.objects.filter(pk=question.pk).update(turn=turns[0])  # a user message of the turn is no answer
     other = Turn.objects.create(session=chat, turn_id="other", user=alice, client_id="alice")
-    hotsql.link_turns_to_messages([t.pk for t in turns])
+    turn_queries.link_turns_to_messages([t.pk for t in turns])
     for turn, answer in zip(turns, answers, strict=True):
         turn.refresh_from_db()
         assert (turn.assistant_message_id, turn.user_message_id) == (answer.pk, question.pk)
@@ -240,22 +185,10 @@ def test_link_turns_to_messages(world):
     assert (other.assistant_message_id, other.user_message_id) == (None, None)
 
 
-def test_archive_events_skips_events_archived_already(world):
-    """The archive's insert: an event archived twice stays once, the others are written."""
+def test_archiving_skips_events_archived_already(world):
+    """An event archived twice (a retried batch) stays once; the others are written."""
     chat = world["chats"][2]
     EventRecord.objects.create(session=chat, seq=2, type="message", frame='{"seq":2,"first":true}')
-    hotsql.archive_events([(str(chat.pk), seq, "message", f'{{"seq":{seq}}}') for seq in (1, 2, 3)])
+    archive_many({str(chat.pk): [(seq, "message", f'{{"seq":{seq}}}') for seq in (1, 2, 3)]})
     frames = dict(EventRecord.objects.filter(session=chat).values_list("seq", "frame"))
     assert frames == {1: '{"seq":1}', 2: '{"seq":2,"first":true}', 3: '{"seq":3}'}
-
-
-def test_archive_events_stores_what_bulk_create_stores(world):
-    chat = world["chats"][2]
-    hotsql.archive_events([(str(chat.pk), seq, "delta", f'{{"seq":{seq}}}') for seq in range(1, 401)])
-    EventRecord.objects.bulk_create([EventRecord(session=chat, seq=1000, type="delta", frame='{"seq":1000}')])
-    stored = list(EventRecord.objects.filter(session=chat).order_by("seq"))
-    assert [(e.seq, e.type, e.frame) for e in stored] == [
-        (s, "delta", f'{{"seq":{s}}}') for s in [*range(1, 401), 1000]
-    ]
-    assert stored[0].created_at.tzinfo is not None
-    assert abs((stored[0].created_at - stored[-1].created_at).total_seconds()) < 5

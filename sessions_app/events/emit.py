@@ -1,0 +1,41 @@
+"""The one place that emits events: after the database commit (services), or straight away
+(the worker's streaming path, presence). Events go to Redis (numbered, logged, fanned out:
+infra/live_state.py), then to the database archive (archive.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.db import transaction
+
+from sessions_app.events.archive import archiver
+from sessions_app.infra import live_state
+from sessions_app.infra.live_state import Event
+
+
+def now(session_id: str, events: Sequence[Event]) -> list[str]:
+    """Publish, then archive in the background (the caller has committed what the events
+    describe). Returns the frames as published."""
+    return many_now([(session_id, events)])[0]
+
+
+def many_now(batches: Sequence[tuple[str, Sequence[Event]]]) -> list[list[str]]:
+    """`now` for many sessions' batches in one Redis round trip, in order."""
+    published = live_state.publish_many(batches)
+    for (session_id, events), frames in zip(batches, published, strict=True):
+        archiver.add(session_id, events, frames)
+    return published
+
+
+async def now_async(session_id: str, events: Sequence[Event]) -> list[str]:
+    """Publish, then archive in the background, from async code."""
+    frames = await live_state.publish_async(session_id, events)
+    archiver.add(session_id, events, frames)
+    return frames
+
+
+def on_commit(session_id: str, events: Sequence[Event]) -> None:
+    """Publish once the surrounding transaction commits; nothing if it rolls back."""
+    batch = list(events)
+    if batch:
+        transaction.on_commit(lambda: now(session_id, batch))

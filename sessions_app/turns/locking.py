@@ -1,0 +1,56 @@
+"""Serialising the state changes of a session, and grouping many of them in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from django.db import connection, transaction
+
+from sessions_app.models import ChatSession
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def lock_sessions(session_ids: Iterable[Any]) -> dict[Any, ChatSession]:
+    """Serialise the sessions' state changes: their row locks where the database has row
+    locks, taken in one query in pk order (two processes locking overlapping sets cannot
+    deadlock); on SQLite the IMMEDIATE transaction already holds the database's write lock.
+    Returns the sessions as read under the locks; empty where there are no row locks."""
+    if not connection.features.has_select_for_update:
+        return {}
+    return {s.pk: s for s in ChatSession.objects.select_for_update().filter(pk__in=list(session_ids)).order_by("pk")}
+
+
+def in_one_transaction(calls: Sequence[Callable[[], T]], lock_order: Sequence[str]) -> list[T | Exception]:
+    """Run calls, each of which opens its own `transaction.atomic()`, in one transaction.
+    Outcomes (a result or the error raised) come back in the order of `calls`.
+
+    No savepoint per call: the calls (turn ends) fail only when the database does, so if
+    one fails, the whole group rolls back and each call runs again on its own.
+
+    `lock_order`: the session each call locks. Calls run sorted by it, so two processes'
+    groups take their session locks in the same order and can never deadlock each other.
+    A lone call runs as it is (its own transaction)."""
+    if len(calls) == 1:
+        return [_outcome(calls[0])]
+    order = sorted(range(len(calls)), key=lambda i: lock_order[i])
+    outcomes: dict[int, T | Exception] = {}
+    try:
+        with transaction.atomic():
+            for index in order:
+                outcomes[index] = calls[index]()
+    except Exception:
+        logger.warning("a call of a group failed; running the group's calls one by one", exc_info=True)
+        return [_outcome(call) for call in calls]
+    return [outcomes[index] for index in range(len(calls))]
+
+
+def _outcome(call: Callable[[], T]) -> T | Exception:
+    try:
+        return call()
+    except Exception as exc:
+        return exc
