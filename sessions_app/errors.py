@@ -1,5 +1,6 @@
 """Domain errors with machine-readable codes, mapped to HTTP and websocket errors in one
-place (api/errors.py and consumers.py read `code` and `status`)."""
+place (web/errors.py reads `code` and `status`; api/errors.py and web/consumer.py add
+their envelopes)."""
 
 from __future__ import annotations
 
