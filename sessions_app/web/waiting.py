@@ -13,6 +13,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 
+from sessions_app.cancellation.filters import matches
 from sessions_app.cancellation.services import client_id_of
 from sessions_app.infra.db_threads import db
 from sessions_app.models import IN_FLIGHT, Turn
@@ -23,15 +24,15 @@ from sessions_app.web.hub import hub
 def matched_turns(*, session_id: str, user: AbstractBaseUser, flt: CancelFilter) -> list[dict[str, Any]]:
     """Turns the filter names: a turnId in any state; otherwise the in-flight ones."""
     turns = Turn.objects.filter(session_id=uuid.UUID(session_id))
-    if flt.turn_id is not None:
-        turns = turns.filter(turn_id=flt.turn_id)
-    else:
-        turns = turns.filter(status__in=IN_FLIGHT)
-        if flt.own:
-            turns = turns.filter(client_id=client_id_of(user))
-        elif flt.client_id is not None:
-            turns = turns.filter(client_id=flt.client_id)
-    return [{"turnId": t.turn_id, "status": t.status, "reason": t.reason} for t in turns.order_by("id")]
+    # The database narrows to the candidates (the one turnId, else the in-flight turns);
+    # which of them the filter names is decided by the one Python matcher.
+    turns = turns.filter(turn_id=flt.turn_id) if flt.turn_id is not None else turns.filter(status__in=IN_FLIGHT)
+    requester = client_id_of(user)
+    return [
+        {"turnId": t.turn_id, "status": t.status, "reason": t.reason}
+        for t in turns.order_by("id")
+        if matches(flt, turn_id=t.turn_id, client_id=t.client_id, requester_client_id=requester)
+    ]
 
 
 def turn_states(*, session_id: str, turn_ids: list[str]) -> list[dict[str, Any]]:
