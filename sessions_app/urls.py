@@ -3,12 +3,13 @@
 from django.conf import settings
 from django.urls import include, path, re_path
 
-from sessions_app.web import pages
+from sessions_app.web import pages, transcript
 
 urlpatterns = [
     path("", include("sessions_app.web.api.urls")),
     path("", pages.home, name="home"),
     path("s/<str:session_id>/", pages.chat, name="chat"),
+    path("sessions/<uuid:session_id>/transcript", transcript.transcript, name="transcript"),
     path("login/", pages.LoginPage.as_view(), name="login"),
     path("logout/", pages.LogoutPage.as_view(), name="logout"),
 ]
