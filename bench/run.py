@@ -24,7 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import BenchStack, close_all, connect, new_sessions, run_turns, start_bench_stack
-from bench.scenarios import Figure, Measured, Scenario, cancel, fanout, first_token, latency, reconnect, saturation
+from bench.scenarios import (
+    Figure,
+    Measured,
+    Scenario,
+    cancel,
+    fanout,
+    first_token,
+    http,
+    latency,
+    reconnect,
+    saturation,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PERF_DOCS = Path(__file__).resolve().parent.parent / "docs" / "perf"
@@ -35,6 +46,7 @@ SCENARIOS: list[Scenario] = [
     cancel.SCENARIO,
     reconnect.SCENARIO,
     saturation.SCENARIO,
+    http.SCENARIO,
 ]
 REPEAT_TIMEOUT = 240.0  # seconds, one repeat of one scenario
 

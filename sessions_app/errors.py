@@ -1,5 +1,5 @@
 """Domain errors with machine-readable codes, mapped to HTTP and websocket errors in one
-place (web/errors.py reads `code` and `status`; api/errors.py and web/consumer.py add
+place (web/errors.py reads `code` and `status`; web/api/app.py and web/consumer.py add
 their envelopes)."""
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "rest_framework.authtoken",
+    "ninja",  # the API docs page's templates and static files (/api/docs)
     "sessions_app",
 ]
 
@@ -140,18 +141,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # `worker_lost` by the reaper, never run a second time.
 CELERY_TASK_ACKS_LATE = False
 
-REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        # Token first, so that an anonymous API call answers 401 with WWW-Authenticate.
-        "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
-    ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "sessions_app.web.api.errors.exception_handler",
-    "UNAUTHENTICATED_USER": None,
-}
+# DRF is kept for its token model (rest_framework.authtoken); the API itself is Django
+# Ninja (sessions_app/web/api/, decision 024).
 
 # The app's own settings, one namespace; see sessions_app/conf.py for every key and default.
 SESSIONS_APP: dict[str, Any] = {

@@ -14,14 +14,20 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
 
-@database_sync_to_async
-def _user_for_token(key: str) -> Any:
+def user_for_token(key: str) -> Any:
+    """The active user an API token belongs to, or None (the one token check, shared by
+    the websocket and the HTTP API)."""
     from rest_framework.authtoken.models import Token
 
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
-        return AnonymousUser()
+        return None
     return token.user
+
+
+@database_sync_to_async
+def _user_for_token(key: str) -> Any:
+    return user_for_token(key) or AnonymousUser()
 
 
 def _token_from(scope: dict[str, Any]) -> str | None:

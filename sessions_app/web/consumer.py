@@ -17,30 +17,21 @@ import orjson
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from sessions_app.cancellation.services import turns_cancel
 from sessions_app.conf import app_settings
 from sessions_app.errors import Forbidden, Invalid, NotFound, TooLarge
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
-from sessions_app.infra.batching import GroupedCall, grouped
 from sessions_app.infra.db_threads import db
 from sessions_app.schemas import WsCancel, WsClose, WsPing, WsSend
 from sessions_app.sessions import selectors
 from sessions_app.sessions.services import require_member
-from sessions_app.turns.sending import SendRequest, turns_send
+from sessions_app.web import commands
 from sessions_app.web.errors import INTERNAL, describe
 from sessions_app.web.hub import hub
 
 logger = logging.getLogger(__name__)
 
 COMMANDS: dict[str, type[Any]] = {"send": WsSend, "cancel": WsCancel, "close": WsClose, "ping": WsPing}
-
-
-# At most this many sends decided and written as one set. A set costs a fixed part plus
-# ~0.5 ms a send, so bigger sets start a burst's turns sooner (100 sends at once: first
-# token p99 ~270 ms with sets of 16, ~135 ms with one set; decision 014); the bound keeps
-# the first sends of a very long burst from waiting for all of it.
-SEND_SET_LIMIT = 128
 
 
 class SessionConsumer(AsyncWebsocketConsumer):
@@ -189,17 +180,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if isinstance(command, WsPing):
             await self._reply({"type": "pong", "ref": command.ref})
         elif isinstance(command, WsSend):
-            # Sends of this process's websockets that arrive together commit together.
-            sends = grouped("send", lambda: GroupedCall.on_thread(turns_send, max_batch=SEND_SET_LIMIT))
-            result = await sends.call(SendRequest(self.session_id, self.user, command))
+            result = await commands.send(session_id=self.session_id, user=self.user, body=command)
             await self._reply({"type": "ack", "ref": command.ref, **result.as_dict()})
         elif isinstance(command, WsCancel):
-            outcome = await db(turns_cancel)(session_id=self.session_id, user=self.user, flt=command.filter)
+            outcome = await commands.cancel(session_id=self.session_id, user=self.user, flt=command.filter)
             await self._reply({"type": "ack", "ref": command.ref, **outcome.as_dict()})
         elif isinstance(command, WsClose):
             reply: dict[str, Any] = {"type": "ack", "ref": command.ref}
             if command.cancel is not None:
-                outcome = await db(turns_cancel)(session_id=self.session_id, user=self.user, flt=command.cancel)
+                outcome = await commands.cancel(session_id=self.session_id, user=self.user, flt=command.cancel)
                 reply.update(outcome.as_dict())
             await self._reply(reply)
             await self._drain_and_close()

@@ -1,6 +1,6 @@
 """The one mapping of an exception to the protocol's error, `{code, message}` and its HTTP
 status (docs/protocol.md, "Errors"). Each edge adds its own envelope: HTTP answers
-`{"error": {code, message}}` with the status (api/errors.py), the websocket sends
+`{"error": {code, message}}` with the status (api/app.py), the websocket sends
 `{"type": "error", code, message, "ref"}` (consumer.py)."""
 
 from __future__ import annotations
@@ -8,8 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
 from django.http import Http404
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions
 
 from sessions_app.errors import ChatError
@@ -46,6 +49,9 @@ def describe(exc: BaseException) -> WireError | None:
         return WireError(exc.status, exc.code, exc.message)
     if isinstance(exc, ValidationError):
         return WireError(400, "invalid", validation_message(exc))
+    if isinstance(exc, DatabaseError | RedisConnectionError | RedisTimeoutError):
+        # The database or Redis is unreachable for a moment: the client may retry.
+        return WireError(503, "unavailable", "the service is unavailable for a moment; try again")
     if isinstance(exc, RequestDataTooBig):
         return WireError(413, "too_large", "request body too large")
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):

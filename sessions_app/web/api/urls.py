@@ -1,19 +1,21 @@
-from django.urls import re_path
+"""The API's URLs under `api/`: each endpoint also answers with a trailing slash."""
 
-from sessions_app.web.api import views
+from django.urls import URLPattern, URLResolver, include, path
 
-S = r"^api/sessions/(?P<session_id>[^/]+)"
+from sessions_app.web.api import endpoints  # noqa: F401  registers the endpoints on the API
+from sessions_app.web.api.app import api
 
-urlpatterns = [
-    re_path(r"^api/auth/token/?$", views.TokenView.as_view(), name="api-token"),
-    re_path(r"^api/models/?$", views.ModelsView.as_view(), name="api-models"),
-    re_path(r"^api/sessions/?$", views.SessionsView.as_view(), name="api-sessions"),
-    re_path(S + r"/?$", views.SessionView.as_view(), name="api-session"),
-    re_path(S + r"/members/?$", views.MembersView.as_view(), name="api-members"),
-    re_path(S + r"/turns/?$", views.TurnsView.as_view(), name="api-turns"),
-    re_path(S + r"/turns/(?P<turn_id>[^/]+)/?$", views.TurnView.as_view(), name="api-turn"),
-    re_path(S + r"/cancel/?$", views.CancelView.as_view(), name="api-cancel"),
-    re_path(S + r"/wait/?$", views.wait_view, name="api-wait"),
-    re_path(S + r"/messages/?$", views.MessagesView.as_view(), name="api-messages"),
-    re_path(S + r"/events/?$", views.EventsView.as_view(), name="api-events"),
-]
+# Not `app_name`: Django would read a module-level app_name as this urlconf's namespace.
+_patterns, _app, _namespace = api.urls
+
+
+def _with_trailing_slashes(entries: list[URLPattern | URLResolver]) -> list[URLPattern | URLResolver]:
+    extra: list[URLPattern | URLResolver] = []
+    for entry in entries:
+        route = str(entry.pattern)
+        if isinstance(entry, URLPattern) and route and not route.endswith("/"):
+            extra.append(path(f"{route}/", entry.callback))
+    return [*entries, *extra]
+
+
+urlpatterns = [path("api/", include((_with_trailing_slashes(list(_patterns)), _app), namespace=_namespace))]

@@ -1,0 +1,338 @@
+"""The HTTP path, as integrations meet it: a trivial authenticated GET, session create, send
+accepted, send -> first token, 100 sends released together, the cancel call and cancel ->
+`turn.end` at a device (streaming and silent), interrupt -> the new turn's first token, and
+requests per second of the one Daphne process for GETs and for sends (50 clients).
+
+A device (websocket) watches the session, as a page would, for the token and end figures.
+Requests per second are driven by `wrk` where it is installed (a C client, so that the
+client's own CPU is small beside the server's), else by 50 httpx clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.harness import (
+    WORKLOAD,
+    BenchDevice,
+    BenchStack,
+    close_all,
+    connect,
+    ms,
+    new_prompt,
+    new_sessions,
+    percentile,
+)
+from bench.scenarios import Figure, Measured, Scenario, at_least, at_most
+from bench.scenarios.cancel import SILENT, tokens_seen
+
+MODEL_DELAY_MS = 1000 / WORKLOAD["rate"]  # the demo model's own delay before its first token
+
+
+def figures(quick: bool) -> list[Figure]:
+    return [
+        Figure("http_get_p50", "trivial authenticated GET p50", "ms", "<= 1.5 ms", at_most(1.5)),
+        Figure("http_get_rps", "GETs per second, one Daphne process, 50 clients", "req/s", ">= 1,500", at_least(1500)),
+        Figure("http_send_rps", "sends per second, one Daphne process, 50 clients", "req/s"),
+        Figure("http_session_create_p50", "create a session p50", "ms"),
+        Figure("http_send_p50", "HTTP send accepted p50, alone", "ms", "<= 3 ms", at_most(3)),
+        Figure(
+            "http_first_token_p50", "HTTP send -> first token p50 (less the model's delay)", "ms", "<= 8 ms", at_most(8)
+        ),
+        Figure("http_burst_accept_p99", "100 HTTP sends together: accepted p99", "ms", "<= 100 ms", at_most(100)),
+        Figure(
+            "http_burst_first_token_p99", "100 HTTP sends together: first token p99", "ms", "<= 150 ms", at_most(150)
+        ),
+        Figure("http_cancel_call_p50", "HTTP cancel round trip p50", "ms", "<= 3 ms", at_most(3)),
+        Figure("http_cancel_p50:flowing", "HTTP cancel -> turn.end p50, flowing", "ms", "<= 5 ms", at_most(5)),
+        Figure("http_cancel_p99:flowing", "HTTP cancel -> turn.end p99, flowing", "ms", "<= 10 ms", at_most(10)),
+        Figure("http_cancel_p50:silent", "HTTP cancel -> turn.end p50, silent", "ms", "<= 5 ms", at_most(5)),
+        Figure("http_cancel_p99:silent", "HTTP cancel -> turn.end p99, silent", "ms", "<= 10 ms", at_most(10)),
+        Figure(
+            "http_interrupt_first_token_p50",
+            "interrupt: new turn's first token p50 (cancel included, less the model's delay)",
+            "ms",
+            "<= 15 ms",
+            at_most(15),
+        ),
+    ]
+
+
+class Api:
+    """The HTTP API with one user's token, over one connection pool."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.token = token
+        self.http = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Token {token}"},
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
+            timeout=60,
+        )
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[float, Any]:
+        """(seconds, JSON answer) of one request; raises on an error status."""
+        started = time.perf_counter()
+        response = await self.http.request(method, path, json=body)
+        elapsed = time.perf_counter() - started
+        response.raise_for_status()
+        return elapsed, response.json() if response.content else None
+
+    def send_body(self, prompt: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "messages": [{"id": str(uuid.uuid4()), "role": "user", "parts": [{"type": "text", "text": prompt}]}]
+        } | extra
+
+
+def first_delta_index(device: BenchDevice, turn_id: str, start: int = 0) -> int | None:
+    for index in range(start, len(device.events)):
+        event = device.events[index]
+        if event["type"] == "delta" and event.get("turnId") == turn_id:
+            return index
+    return None
+
+
+async def run(bench: BenchStack, quick: bool) -> Measured:
+    measured = Measured()
+    client = (await bench.login())[0]
+    assert client.token is not None
+    api = Api(bench.base_url, client.token)
+    try:
+        await _get_and_create(api, measured, 100 if quick else 400)
+        await _sends(api, client, measured, 10 if quick else 40)
+        await _burst(api, client, measured)
+        await _cancels(api, client, measured, 10 if quick else 25)
+        await _interrupts(api, client, measured, 10 if quick else 25)
+        await _throughput(bench, api, client, measured, 3 if quick else 8)
+    finally:
+        await api.http.aclose()
+    return measured
+
+
+async def _get_and_create(api: Api, measured: Measured, samples: int) -> None:
+    gets = [ms((await api.call("GET", "/api/models"))[0]) for _ in range(samples)]
+    creates = [
+        ms((await api.call("POST", "/api/sessions", {"title": "h", "modelOptions": WORKLOAD}))[0])
+        for _ in range(max(samples // 10, 10))
+    ]
+    measured.figures["http_get_p50"] = percentile(gets, 50)
+    measured.figures["http_session_create_p50"] = percentile(creates, 50)
+    measured.details["get"] = {"samples": samples, "p99_ms": percentile(gets, 99)}
+    measured.details["session_create"] = {"p99_ms": percentile(creates, 99)}
+
+
+async def _sends(api: Api, client: Any, measured: Measured, samples: int) -> None:
+    """One turn at a time: accepted, and its first token at the device."""
+    [session] = await new_sessions(client, 1)
+    [device] = await connect(client, [session])
+    accepted, firsts = [], []
+    try:
+        for i in range(samples):
+            start = len(device.events)
+            sent_at = time.time()
+            elapsed, answer = await api.call(
+                "POST", f"/api/sessions/{session}/turns", api.send_body(new_prompt(f"h{i}"))
+            )
+            accepted.append(ms(elapsed))
+            turn_id = answer["turnId"]
+            index = await device.wait_for(lambda t=turn_id, s=start: first_delta_index(device, t, s), 30)
+            firsts.append(ms(device.receive_times[index] - sent_at) - MODEL_DELAY_MS)
+            await api.call("POST", f"/api/sessions/{session}/cancel", {"turnId": turn_id})
+            await device.wait_turn_end(turn_id, 30)
+    finally:
+        await close_all([device])
+    measured.figures["http_send_p50"] = percentile(accepted, 50)
+    measured.figures["http_first_token_p50"] = percentile(firsts, 50)
+    measured.details["send"] = {"samples": samples, "accepted_p99_ms": percentile(accepted, 99)}
+    measured.details["first_token"] = {"p99_ms": percentile(firsts, 99)}
+
+
+async def _burst(api: Api, client: Any, measured: Measured, turns: int = 100) -> None:
+    """100 sends to 100 sessions released together; each session's device times its token."""
+    sessions = await new_sessions(client, turns)
+    devices = await connect(client, sessions)
+    try:
+        release = asyncio.Event()
+
+        async def one(session: str, device: BenchDevice) -> tuple[float, float]:
+            body = api.send_body(new_prompt("burst"))
+            await release.wait()
+            sent_at = time.time()
+            elapsed, answer = await api.call("POST", f"/api/sessions/{session}/turns", body)
+            index = await device.wait_for(lambda: first_delta_index(device, answer["turnId"]), 60)
+            return ms(elapsed), ms(device.receive_times[index] - sent_at) - MODEL_DELAY_MS
+
+        tasks = [asyncio.create_task(one(s, d)) for s, d in zip(sessions, devices, strict=True)]
+        await asyncio.sleep(0.2)  # every request built and waiting on the release
+        release.set()
+        results = await asyncio.gather(*tasks)
+    finally:
+        await close_all(devices)
+    accepted, firsts = [r[0] for r in results], [r[1] for r in results]
+    measured.figures["http_burst_accept_p99"] = percentile(accepted, 99)
+    measured.figures["http_burst_first_token_p99"] = percentile(firsts, 99)
+    measured.details["burst"] = {"turns": turns, "accept_p50_ms": percentile(accepted, 50)}
+
+
+async def _cancels(api: Api, client: Any, measured: Measured, samples: int) -> None:
+    calls: list[float] = []
+    for mode, options, after_tokens, settle in (("flowing", WORKLOAD, 10, 0.0), ("silent", SILENT, 5, 0.1)):
+        [session] = await new_sessions(client, 1, options)
+        [device] = await connect(client, [session])
+        latencies = []
+        try:
+            for i in range(samples):
+                _, answer = await api.call(
+                    "POST", f"/api/sessions/{session}/turns", api.send_body(new_prompt(f"c-{mode}-{i}"))
+                )
+                turn_id = answer["turnId"]
+                await device.wait_for(lambda t=turn_id: tokens_seen(device, t) >= after_tokens, 30)
+                if settle:
+                    await asyncio.sleep(settle)
+                cancelled_at = time.time()
+                elapsed, _ = await api.call("POST", f"/api/sessions/{session}/cancel", {"turnId": turn_id})
+                calls.append(ms(elapsed))
+                end = await device.wait_turn_end(turn_id, 30)
+                index = next(i for i in range(len(device.events) - 1, -1, -1) if device.events[i] is end)
+                latencies.append(ms(device.receive_times[index] - cancelled_at))
+                if end["reason"] != "cancelled":
+                    measured.problems.append(f"http cancel ({mode}): turn ended {end['reason']}")
+        finally:
+            await close_all([device])
+        measured.figures[f"http_cancel_p50:{mode}"] = percentile(latencies, 50)
+        measured.figures[f"http_cancel_p99:{mode}"] = percentile(latencies, 99)
+    measured.figures["http_cancel_call_p50"] = percentile(calls, 50)
+
+
+async def _interrupts(api: Api, client: Any, measured: Measured, samples: int) -> None:
+    """A streaming turn, then a send with `policy: "interrupt"`: the new turn's first token,
+    and that every device saw the old turn's end before the new turn's start."""
+    [session] = await new_sessions(client, 1)
+    [device] = await connect(client, [session])
+    firsts: list[float] = []
+    out_of_order = 0
+    try:
+        _, answer = await api.call("POST", f"/api/sessions/{session}/turns", api.send_body(new_prompt("i-first")))
+        previous = answer["turnId"]
+        for i in range(samples):
+            await device.wait_for(lambda t=previous: tokens_seen(device, t) >= 3, 30)
+            start = len(device.events)
+            sent_at = time.time()
+            _, answer = await api.call(
+                "POST",
+                f"/api/sessions/{session}/turns",
+                api.send_body(new_prompt(f"i{i}"), policy="interrupt"),
+            )
+            new = answer["turnId"]
+            index = await device.wait_for(lambda t=new, s=start: first_delta_index(device, t, s), 30)
+            firsts.append(ms(device.receive_times[index] - sent_at) - MODEL_DELAY_MS)
+            kinds = [(e["type"], e.get("turnId")) for e in device.events[start:index]]
+            if ("turn.end", previous) not in kinds or kinds.index(("turn.end", previous)) > kinds.index(
+                ("turn.start", new)
+            ):
+                out_of_order += 1
+            previous = new
+        await api.call("POST", f"/api/sessions/{session}/cancel", {"all": True})
+    finally:
+        await close_all([device])
+    measured.figures["http_interrupt_first_token_p50"] = percentile(firsts, 50)
+    measured.details["interrupt"] = {"samples": samples, "p99_ms": percentile(firsts, 99), "out_of_order": out_of_order}
+    if out_of_order:
+        measured.problems.append(f"interrupt: {out_of_order} new turn.start before the interrupted turn.end")
+
+
+async def _throughput(bench: BenchStack, api: Api, client: Any, measured: Measured, seconds: int) -> None:
+    """Requests per second of the one Daphne process, 50 clients: GETs, then sends (each
+    send starts a short turn: 5 tokens, no pacing)."""
+    measured.figures["http_get_rps"] = await _rate(bench.base_url, api.token, "GET", "/api/models", None, seconds)
+    [session] = await new_sessions(client, 1, {"tokens": 5, "rate": 100_000})
+    body = api.send_body("rps")
+    del body["messages"][0]["id"]  # each request needs its own id: the load tool adds one
+    measured.figures["http_send_rps"] = await _rate(
+        bench.base_url, api.token, "POST", f"/api/sessions/{session}/turns", body, seconds
+    )
+    with contextlib.suppress(Exception):
+        await api.call("POST", f"/api/sessions/{session}/cancel", {"all": True})
+
+
+async def _rate(base_url: str, token: str, method: str, path: str, body: Any, seconds: int) -> float:
+    if shutil.which("wrk"):
+        return await asyncio.to_thread(_wrk, base_url, token, method, path, body, seconds)
+    return await _httpx_rate(base_url, token, method, path, body, seconds)
+
+
+_WRK_SCRIPT = """
+wrk.method = "{method}"
+wrk.headers["Authorization"] = "Token {token}"
+wrk.headers["Content-Type"] = "application/json"
+local body = {body}
+local n = 0
+request = function()
+  if body == nil then return wrk.format() end
+  n = n + 1
+  local id = string.format("rps-%d-%d-%d", math.random(1, 1000000000), n, os.time())
+  return wrk.format(nil, nil, nil, string.format(body, id))
+end
+"""
+
+
+def _wrk(base_url: str, token: str, method: str, path: str, body: Any, seconds: int) -> float:
+    lua_body = "nil"
+    if body is not None:
+        # The message id is filled per request (%s), each send being a new message.
+        with_id = json.loads(json.dumps(body))
+        with_id["messages"][0]["id"] = "__ID__"
+        template = json.dumps(with_id).replace("%", "%%").replace("__ID__", "%s")
+        lua_body = "[[" + template + "]]"
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_SCRIPT.format(method=method, token=token, body=lua_body))
+    try:
+        out = subprocess.run(
+            ["wrk", "-t2", "-c50", f"-d{seconds}s", "-s", script.name, f"{base_url}{path}"],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
+        ).stdout
+    finally:
+        Path(script.name).unlink(missing_ok=True)
+    non_2xx = next((line for line in out.splitlines() if "Non-2xx" in line), "")
+    if non_2xx:
+        raise RuntimeError(f"wrk: {non_2xx.strip()}")
+    rate = next(line for line in out.splitlines() if line.startswith("Requests/sec:"))
+    return float(rate.split(":")[1])
+
+
+async def _httpx_rate(base_url: str, token: str, method: str, path: str, body: Any, seconds: int) -> float:
+    until = time.perf_counter() + seconds
+    done = 0
+    async with httpx.AsyncClient(
+        base_url=base_url, headers={"Authorization": f"Token {token}"}, limits=httpx.Limits(max_connections=50)
+    ) as http:
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < until:
+                payload = None
+                if body is not None:
+                    payload = json.loads(json.dumps(body))
+                    payload["messages"][0]["id"] = str(uuid.uuid4())
+                (await http.request(method, path, json=payload)).raise_for_status()
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(50)))
+        return done / (time.perf_counter() - started)
+
+
+SCENARIO = Scenario("http", "The HTTP API", figures, run)

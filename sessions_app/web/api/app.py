@@ -1,0 +1,96 @@
+"""The HTTP API (docs/protocol.md, "HTTP") as one Django Ninja application: async views, so
+concurrent requests of one process never queue behind each other on a thread (decision
+024); the OpenAPI 3 schema at /api/schema and its docs page at /api/docs are generated from
+the same code and the command schemas (sessions_app/schemas.py)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.renderers import BaseRenderer
+
+from sessions_app.web.api.parsing import JsonParser
+from sessions_app.web.api.security import SessionAuth, TokenAuth
+from sessions_app.web.errors import INTERNAL, WireError, describe
+
+logger = logging.getLogger(__name__)
+
+HTTP_STATUS_CODES = {400: "invalid", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 429: "rate_limited"}
+
+
+class JsonRenderer(BaseRenderer):
+    media_type = "application/json"
+
+    def render(self, request: HttpRequest, data: Any, *, response_status: int) -> bytes:
+        return orjson.dumps(data)
+
+
+def json_response(data: Any, status: int = 200) -> HttpResponse:
+    """An answer, serialised once with orjson (views return these directly)."""
+    return HttpResponse(orjson.dumps(data), status=status, content_type="application/json")
+
+
+def error_response(error: WireError) -> HttpResponse:
+    response = json_response({"error": error.as_dict()}, status=error.status)
+    if error.status == 401:
+        response["WWW-Authenticate"] = "Token"
+    return response
+
+
+api = NinjaAPI(
+    title="Chat sessions",
+    version="1",
+    description="Shared AI chat sessions: sessions, members, turns, cancels and waits (docs/protocol.md).",
+    auth=[TokenAuth(), SessionAuth()],
+    parser=JsonParser(),
+    renderer=JsonRenderer(),
+    urls_namespace="api",
+    openapi_url="/schema",
+    docs_url="/docs",
+)
+
+
+def on_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """Every failure answers the protocol's envelope `{"error": {code, message}}` with the
+    documented status; anything unexpected is a logged `internal` 500, never a page."""
+    return error_response(_wire_error(request, exc))
+
+
+# Ninja picks the handler of the most specific class: replace its defaults too.
+for handled in (Exception, Http404, HttpError, NinjaValidationError):
+    api.add_exception_handler(handled, on_error)
+
+
+def _wire_error(request: HttpRequest, exc: Exception) -> WireError:
+    described = describe(exc)
+    if described is not None:
+        if described.status >= 500:  # the database or Redis: an operator wants to know
+            logger.warning("API request %s %s: %s", request.method, request.path, described.code, exc_info=exc)
+        return described
+    if isinstance(exc, NinjaValidationError):
+        return WireError(400, "invalid", _validation_message(exc.errors))
+    if isinstance(exc, HttpError):
+        cause = describe(exc.__cause__) if isinstance(exc.__cause__, Exception) else None
+        if cause is not None:  # the body parser's own error (malformed or too deep JSON)
+            return cause
+        if exc.status_code == 405:
+            return WireError(405, "invalid", "method not allowed")
+        code = HTTP_STATUS_CODES.get(exc.status_code)
+        if code is not None:
+            return WireError(exc.status_code, code, str(exc) or code)
+    logger.error("API request %s %s failed", request.method, request.path, exc_info=exc)
+    return INTERNAL
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> str:
+    """The first problem, as `field.path: message` (the body's own wrapper dropped)."""
+    first = errors[0] if errors else {}
+    where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    message = str(first.get("msg", "invalid input"))
+    return f"{'.'.join(where)}: {message}" if where else message

@@ -1,0 +1,236 @@
+"""The endpoints of the HTTP API. Each validates its input with the command schemas, runs one
+service or selector on a database thread (`db`), and answers; errors map in app.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import authenticate
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.http import HttpRequest, HttpResponse
+from ninja import Query, Schema
+from rest_framework.authtoken.models import Token
+
+from sessions_app.conf import app_settings
+from sessions_app.errors import Unauthenticated
+from sessions_app.infra.db_threads import db
+from sessions_app.schemas import CancelFilter, MemberBody, SendBody, SessionCreateBody, SessionUpdateBody, WaitBody
+from sessions_app.sessions import selectors
+from sessions_app.sessions.services import member_add, member_leave, require_member, session_create, session_update
+from sessions_app.web import commands
+from sessions_app.web.api.app import api, json_response
+from sessions_app.web.api.schemas import (
+    ERRORS,
+    CancelOut,
+    LoginBody,
+    ModelsOut,
+    SendOut,
+    TokenOut,
+    WaitOut,
+)
+from sessions_app.web.waiting import wait_for_turns
+from sessions_app.worker.providers.registry import available_models
+
+S = "/sessions/{session_id}"
+
+
+def _user(request: HttpRequest) -> AbstractBaseUser:
+    user = request.auth  # type: ignore[attr-defined]
+    assert isinstance(user, AbstractBaseUser)
+    return user
+
+
+# --- auth --------------------------------------------------------------------------------
+
+
+@api.post("/auth/token", auth=None, response={200: TokenOut, **ERRORS}, tags=["auth"])
+async def token(request: HttpRequest, body: LoginBody) -> HttpResponse:
+    """Exchange a username and password for an API token (`Authorization: Token <key>`)."""
+    return json_response(await db(_token)(request, body.username, body.password))
+
+
+def _token(request: HttpRequest, username: str, password: str) -> dict[str, str]:
+    user = authenticate(request, username=username, password=password)
+    if user is None:
+        raise Unauthenticated("wrong username or password")
+    key, _ = Token.objects.get_or_create(user=user)
+    return {"token": key.key, "clientId": user.get_username()}
+
+
+# --- models and sessions -----------------------------------------------------------------
+
+
+@api.get("/models", response={200: ModelsOut, **ERRORS}, tags=["sessions"])
+async def models(request: HttpRequest) -> HttpResponse:
+    """The models sessions may use."""
+    return json_response({"results": available_models()})
+
+
+@api.get("/sessions", response={200: dict[str, Any], **ERRORS}, tags=["sessions"])
+async def sessions_list(request: HttpRequest) -> HttpResponse:
+    """The sessions the caller belongs to, most recently active first."""
+    return json_response(await db(_sessions_list)(_user(request)))
+
+
+def _sessions_list(user: AbstractBaseUser) -> dict[str, Any]:
+    return {"results": [selectors.session_payload(s) for s in selectors.sessions_for_user(user=user)]}
+
+
+@api.post("/sessions", response={201: dict[str, Any], **ERRORS}, tags=["sessions"])
+async def session_new(request: HttpRequest, body: SessionCreateBody) -> HttpResponse:
+    """Create a session; the caller owns it."""
+    return json_response(await db(_session_new)(_user(request), body), status=201)
+
+
+def _session_new(user: AbstractBaseUser, body: SessionCreateBody) -> dict[str, Any]:
+    session = session_create(
+        owner=user, title=body.title, model=body.model, model_options=body.model_options, policy=body.policy
+    )
+    return selectors.session_payload(session, detail=True)
+
+
+@api.get(S, response={200: dict[str, Any], **ERRORS}, tags=["sessions"])
+async def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
+    """A session with its members, last seq and in-flight turns."""
+    return json_response(await db(_session_detail)(_user(request), session_id))
+
+
+def _session_detail(user: AbstractBaseUser, session_id: str) -> dict[str, Any]:
+    return selectors.session_payload(require_member(session_id=session_id, user=user), detail=True)
+
+
+@api.patch(S, response={200: dict[str, Any], **ERRORS}, tags=["sessions"])
+async def session_change(request: HttpRequest, session_id: str, body: SessionUpdateBody) -> HttpResponse:
+    """Rename, or change the default policy, model or options (model: owner only)."""
+    return json_response(await db(_session_change)(_user(request), session_id, body))
+
+
+def _session_change(user: AbstractBaseUser, session_id: str, body: SessionUpdateBody) -> dict[str, Any]:
+    session = require_member(session_id=session_id, user=user)
+    session = session_update(
+        session=session,
+        user=user,
+        title=body.title,
+        model=body.model,
+        model_options=body.model_options,
+        policy=body.policy,
+    )
+    return selectors.session_payload(session, detail=True)
+
+
+@api.post(S + "/members", response={201: dict[str, Any], **ERRORS}, tags=["sessions"])
+async def member_invite(request: HttpRequest, session_id: str, body: MemberBody) -> HttpResponse:
+    """Add a member (owner only)."""
+    return json_response(await db(_member_invite)(_user(request), session_id, body.username), status=201)
+
+
+def _member_invite(user: AbstractBaseUser, session_id: str, username: str) -> dict[str, Any]:
+    membership = member_add(session=require_member(session_id=session_id, user=user), by=user, username=username)
+    return {"username": membership.user.get_username(), "role": membership.role}
+
+
+@api.delete(S + "/members", response={204: None, **ERRORS}, tags=["sessions"])
+async def member_leave_session(request: HttpRequest, session_id: str) -> HttpResponse:
+    """The caller leaves the session."""
+    await db(_member_leave)(_user(request), session_id)
+    return HttpResponse(status=204)
+
+
+def _member_leave(user: AbstractBaseUser, session_id: str) -> None:
+    member_leave(session=require_member(session_id=session_id, user=user), user=user)
+
+
+# --- turns -------------------------------------------------------------------------------
+
+
+@api.post(S + "/turns", response={202: SendOut, 200: SendOut, **ERRORS}, tags=["turns"])
+async def send(request: HttpRequest, session_id: str, body: SendBody) -> HttpResponse:
+    """Send message(s): a turn starts, queues or is refused by the double-texting policy.
+    Sends arriving together (over HTTP or websockets) are decided as one set."""
+    result = await commands.send(session_id=session_id, user=_user(request), body=body)
+    return json_response(result.as_dict(), status=202 if result.created else 200)
+
+
+class TurnsQuery(Schema):
+    status: str | None = None
+
+
+@api.get(S + "/turns", response={200: dict[str, Any], **ERRORS}, tags=["turns"])
+async def turns_list(request: HttpRequest, session_id: str, query: Query[TurnsQuery]) -> HttpResponse:
+    """The session's turns, optionally of one status."""
+    return json_response(await db(_turns_list)(_user(request), session_id, query.status))
+
+
+def _turns_list(user: AbstractBaseUser, session_id: str, status: str | None) -> dict[str, Any]:
+    session = require_member(session_id=session_id, user=user)
+    return {"results": selectors.turns_list(session=session, status=status)}
+
+
+@api.get(S + "/turns/{turn_id}", response={200: dict[str, Any], **ERRORS}, tags=["turns"])
+async def turn_detail(request: HttpRequest, session_id: str, turn_id: str) -> HttpResponse:
+    """One turn, with its answer's text so far."""
+    return json_response(await db(_turn_detail)(_user(request), session_id, turn_id))
+
+
+def _turn_detail(user: AbstractBaseUser, session_id: str, turn_id: str) -> dict[str, Any]:
+    return selectors.turn_detail(session=require_member(session_id=session_id, user=user), turn_id=turn_id)
+
+
+@api.post(S + "/cancel", response={200: CancelOut, **ERRORS}, tags=["turns"])
+async def cancel(request: HttpRequest, session_id: str, body: CancelFilter) -> HttpResponse:
+    """Cancel the turns a filter matches (`{}`: the caller's own)."""
+    outcome = await commands.cancel(session_id=session_id, user=_user(request), flt=body)
+    return json_response(outcome.as_dict())
+
+
+@api.post(S + "/wait", response={200: WaitOut, **ERRORS}, tags=["turns"])
+async def wait(request: HttpRequest, session_id: str, body: WaitBody) -> HttpResponse:
+    """Wait until the turns a filter matches have ended, or the timeout (seconds) passes."""
+    user = _user(request)
+    await db(require_member)(session_id=session_id, user=user)
+    timeout = min(body.timeout, float(app_settings.MAX_WAIT_SECONDS))
+    return json_response(await wait_for_turns(session_id=session_id, user=user, flt=body.filter, timeout=timeout))
+
+
+# --- reads -------------------------------------------------------------------------------
+
+
+class MessagesQuery(Schema):
+    before: str | None = None
+    limit: int = 50
+
+
+@api.get(S + "/messages", response={200: dict[str, Any], **ERRORS}, tags=["reads"])
+async def messages(request: HttpRequest, session_id: str, query: Query[MessagesQuery]) -> HttpResponse:
+    """The session's messages, newest first, a page at a time."""
+    return json_response(await db(_messages)(_user(request), session_id, query))
+
+
+def _messages(user: AbstractBaseUser, session_id: str, query: MessagesQuery) -> dict[str, Any]:
+    session = require_member(session_id=session_id, user=user)
+    return selectors.messages_page(session=session, before=query.before, limit=_bounded("limit", query.limit, 1, 500))
+
+
+class EventsQuery(Schema):
+    after: int = 0
+    limit: int = 1000
+
+
+@api.get(S + "/events", response={200: dict[str, Any], **ERRORS}, tags=["reads"])
+async def events(request: HttpRequest, session_id: str, query: Query[EventsQuery]) -> HttpResponse:
+    """The session's events after a seq, for clients that poll instead of holding a websocket."""
+    return json_response(await db(_events)(_user(request), session_id, query))
+
+
+def _events(user: AbstractBaseUser, session_id: str, query: EventsQuery) -> dict[str, Any]:
+    session = require_member(session_id=session_id, user=user)
+    after = _bounded("after", query.after, 0, 2**62)
+    return selectors.events_page(session=session, after=after, limit=_bounded("limit", query.limit, 1, 5000))
+
+
+def _bounded(name: str, value: int, low: int, high: int) -> int:
+    from sessions_app.errors import Invalid
+
+    if not low <= value <= high:
+        raise Invalid(f"{name} is between {low} and {high}")
+    return value

@@ -1,0 +1,57 @@
+"""Who is asking, for the HTTP API: `Authorization: Token <key>` (API clients), or the
+Django session cookie with its CSRF token (the browser page). Both look the user up on a
+database thread, so a request never waits for another on Django's one shared sync thread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user
+from django.http import HttpRequest
+from ninja.security import APIKeyCookie, APIKeyHeader
+from ninja.utils import check_csrf
+
+from sessions_app.errors import Forbidden, Unauthenticated
+from sessions_app.infra.db_threads import db
+from sessions_app.web.auth import user_for_token
+
+
+class TokenAuth(APIKeyHeader):
+    """`Authorization: Token <key>`, the token `POST /api/auth/token` gives."""
+
+    param_name = "Authorization"
+
+    async def authenticate(self, request: HttpRequest, key: str | None) -> Any:  # type: ignore[override]
+        if not key:
+            return None
+        kind, _, token = key.partition(" ")
+        if kind.lower() != "token" or not token.strip():
+            raise Unauthenticated("use the header 'Authorization: Token <key>'")
+        user = await db(user_for_token)(token.strip())
+        if user is None:
+            raise Unauthenticated("invalid or expired token")
+        return user
+
+
+class SessionAuth(APIKeyCookie):
+    """The browser's Django session; unsafe methods need the CSRF token, as in Django."""
+
+    param_name = "sessionid"
+
+    def __init__(self) -> None:
+        super().__init__(csrf=False)  # checked below, once the user is known to use it
+
+    async def authenticate(self, request: HttpRequest, key: str | None) -> Any:  # type: ignore[override]
+        if not key:
+            return None
+        user = await db(_session_user)(request)
+        if user is None:
+            return None
+        if check_csrf(request) is not None:
+            raise Forbidden("CSRF check failed: send the X-CSRFToken header with the csrftoken cookie")
+        return user
+
+
+def _session_user(request: HttpRequest) -> Any:
+    user = get_user(request)  # type: ignore[arg-type]
+    return user if user.is_authenticated else None
