@@ -1,7 +1,8 @@
 """The chat page in a real browser: several devices of one user and another member, against
 the real stack. Each test names the behaviour it checks; waits are Playwright's auto-waiting
-expectations (with the conftest's timeout); one short pause lets a page apply a response
-that the test holds back and releases."""
+expectations on what the page shows (with the conftest's timeout), never a fixed pause: a
+response that a test holds back and releases is waited for until the page shows what it
+applied from it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import open_chat
+from tests.browser.conftest import TIMEOUT_MS, open_chat
 
 expect = pytest.importorskip("playwright.async_api", reason="playwright is not installed").expect
 
@@ -163,8 +164,11 @@ async def test_queue_then_cancel_queued_and_interrupt(person: Any, device: Any) 
 
 
 async def test_a_policy_picked_while_the_page_loads_is_not_undone_by_the_load(person: Any, device: Any) -> None:
-    alice = await person("alice")
+    alice, bob = await person("alice"), await person("bob")
     session = await alice.api.create_session(title="Quick pick")
+    # bob is a member who stays offline: the page lists him only from the load's answer, in
+    # the same step that applies the answer's policy; so his name shows the load was applied.
+    await alice.api.add_member(session["id"], bob.username)
     dev = await device(alice)
     held: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
@@ -177,12 +181,13 @@ async def test_a_policy_picked_while_the_page_loads_is_not_undone_by_the_load(pe
 
     await dev.page.route(f"**/api/sessions/{session['id']}", hold_the_first_load)
     page = await open_chat(dev, session["id"])
+    route, response = await asyncio.wait_for(held, TIMEOUT_MS / 1000)
+    assert (await response.json())["policy"] != "reject"  # read before the pick
     await choose_policy(page, "Refuse (busy)")
     loaded = f"/api/sessions/{session['id']}"
     async with page.expect_response(lambda r: r.request.method == "GET" and r.url.endswith(loaded)):
-        route, response = await held
         await route.fulfill(response=response)  # the policy from before the pick
-    await page.wait_for_timeout(300)  # the page applies what it loaded
+    await expect(page.locator(f'#members li[data-user="{bob.username}"]')).to_have_count(1)  # applied
     await expect(page.get_by_label("If the assistant is answering")).to_have_value("reject")
     assert (await alice.api.session(session["id"]))["policy"] == "reject"
 

@@ -4,7 +4,6 @@ cancels reported, partial answers kept, close with cancel, drops cancel nothing.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
@@ -105,12 +104,12 @@ async def test_cancel_while_the_model_is_silent_ends_the_turn_at_once(make_clien
         )
     )
 
-    started = time.monotonic()
     await device.cancel(turn_id=turn.turn_id)
+    # The model stays silent for 60 s: a turn that waited for its next token would not end
+    # within this bound, nor with exactly the five tokens streamed before the silence.
     end = await turn.end(timeout=10)
 
     assert end["reason"] == "cancelled"
-    assert time.monotonic() - started < 2, "a silent model must not delay the cancel"
     assert device.text_of(turn.ack["assistantMessageId"]) == expected_answer("go quiet", 5) + NOTICE
 
 
@@ -139,14 +138,22 @@ async def test_a_turn_cancels_once_and_later_cancels_are_no_ops(make_client):
     await first_delta(device, turn)
 
     first, second = await asyncio.gather(device.cancel(turn_id=turn.turn_id), device.cancel(turn_id=turn.turn_id))
-    await turn.end()
+    end = await turn.end()
     third = await device.cancel(turn_id=turn.turn_id)
 
     assert sorted([first["cancelled"], second["cancelled"]]) == [[], [turn.turn_id]]
     assert third["cancelled"] == [] and third["rejected"] == [] and third["pending"] == []
-    await asyncio.sleep(0)  # let any stray event in
-    assert len([e for e in device.turn_events(turn.turn_id) if e["type"] == "turn.end"]) == 1
+    # A barrier for stray events: a later turn, run by the worker and ended. Its events come
+    # through the same log and fan-out, numbered after anything published before them, and
+    # the device applies events in seq order (assert_clean: no gap); so once it has the
+    # barrier's turn.end, it has every event the cancels or the first turn's run sent before.
+    barrier = await device.send("after")
+    await first_delta(device, barrier)
+    await barrier.cancel()
+    assert (await barrier.end())["seq"] > end["seq"]
+    assert [e for e in device.turn_events(turn.turn_id) if e["seq"] > end["seq"]] == []  # no delta, no 2nd end
     assert device.text_of(turn.ack["assistantMessageId"]).count(NOTICE) == 1
+    assert_clean(device)
 
 
 async def test_a_cancel_matching_nothing_is_a_no_op(make_client):

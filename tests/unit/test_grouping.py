@@ -13,27 +13,48 @@ import pytest
 from sessions_app.infra import live_state
 from sessions_app.infra.batching import GroupedCall
 
+TIMEOUT = 10  # seconds: a bound on each wait, far above what any of them takes
+
 
 async def test_requests_arriving_during_a_call_go_together_in_the_next():
+    loop = asyncio.get_running_loop()
     calls: list[list[int]] = []
+    first_call_entered = asyncio.Event()
     release = threading.Event()
 
     def run_many(requests: list[int]) -> list[int | Exception]:
         calls.append(list(requests))
         if len(calls) == 1:
-            release.wait(5)  # hold the first call while more requests arrive
+            loop.call_soon_threadsafe(first_call_entered.set)
+            assert release.wait(TIMEOUT)  # hold the first call while more requests arrive
         return [ValueError(f"bad {r}") if r < 0 else r * 10 for r in requests]
 
     grouped: GroupedCall[int, int] = GroupedCall.on_thread(run_many, max_batch=3)
-    first = asyncio.create_task(grouped.call(1))
-    await asyncio.sleep(0.05)
-    rest = [asyncio.create_task(grouped.call(r)) for r in (2, -3, 4, 5)]
-    await asyncio.sleep(0.05)
+
+    async def queued_call(request: int) -> asyncio.Task[int]:
+        """Start `grouped.call(request)` in a task; return once the request is queued."""
+        entered = asyncio.Event()
+
+        async def caller() -> int:
+            call = grouped.call(request)
+            entered.set()
+            # `await call` runs grouped.call up to its first await, by which point it has
+            # queued the request: a waiter on `entered` resumes only after this step.
+            return await call
+
+        task = asyncio.create_task(caller())
+        await asyncio.wait_for(entered.wait(), TIMEOUT)
+        return task
+
+    first = await queued_call(1)
+    await asyncio.wait_for(first_call_entered.wait(), TIMEOUT)  # the first call is under way
+    rest = [await queued_call(r) for r in (2, -3, 4, 5)]  # queued, in this order, meanwhile
+    assert calls == [[1]]
     release.set()
-    assert await first == 10
-    assert [await rest[0], await rest[2], await rest[3]] == [20, 40, 50]
-    with pytest.raises(ValueError, match="bad -3"):
-        await rest[1]  # only its own caller sees the error
+    assert await asyncio.wait_for(first, TIMEOUT) == 10
+    done = await asyncio.wait_for(asyncio.gather(*rest, return_exceptions=True), TIMEOUT)
+    assert [done[0], done[2], done[3]] == [20, 40, 50]
+    assert isinstance(done[1], ValueError) and str(done[1]) == "bad -3"  # only its own caller sees the error
     assert calls == [[1], [2, -3, 4], [5]]  # grouped, in order, at most max_batch per call
 
 

@@ -1,6 +1,6 @@
-"""The SQLite backend's write queue (config/sqlite_backend, decision 011): a writer waits for
-the one in its transaction and starts the moment it commits, across threads and processes;
-rollbacks, exceptions and closes release the lock.
+"""The SQLite backend's write queue (config/sqlite_backend, decision 011): a writer waits in
+the lock's queue for the one in its transaction and starts once that one has committed, across
+threads and processes; rollbacks, exceptions and closes release the lock.
 
 Real SQLite files and real flocks. Most tests use a database of their own (a temporary
 file, alias `writelock`), so they do not depend on how the test database is configured.
@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import fcntl
 import os
+import queue
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import IO, Any
 
 import pytest
 from django.db import connections, transaction
 
 from config.settings.base import BASE_DIR
+from config.sqlite_backend import base as backend
 from config.sqlite_backend.base import DatabaseWrapper, write_lock_path
 
 ALIAS = "writelock"
@@ -32,9 +36,7 @@ OPTIONS = {
     "timeout": 30,
     "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
 }
-# A writer that slept and retried in SQLite's busy handler would start up to 100 ms late
-# (its pauses grow to 25, 50, 100 ms); one queued on the flock starts within a millisecond.
-PROMPT = 0.020
+TIMEOUT = 10  # seconds: a bound on each wait, far above what any of them takes
 
 
 def register(name: str) -> None:
@@ -60,6 +62,12 @@ def insert() -> None:
         cursor.execute("INSERT INTO t (v) VALUES (%s)", ["x"])
 
 
+def rows_in_transaction() -> int:
+    with connections[ALIAS].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM t")
+        return int(cursor.fetchone()[0])
+
+
 def lock_is_free(db_name: str) -> bool:
     """Whether a writer could take the queue's lock right now (through a file of its own)."""
     fd = os.open(write_lock_path(db_name), os.O_RDWR | os.O_CREAT)
@@ -72,42 +80,77 @@ def lock_is_free(db_name: str) -> bool:
     return True
 
 
-def test_a_waiting_writer_starts_as_soon_as_the_holder_commits(db_file: str) -> None:
-    # Hold times just past SQLite's retry points (1, 3, 8, 18, 33, 53, 78, 103, 128, 178,
-    # 228, 328 ms), where sleeping and retrying would start late by 18 to 98 ms.
-    holds = [0.035, 0.080, 0.130, 0.180, 0.230] * 2
+def rows(db_name: str) -> int:
+    """The rows committed so far, as a new reader sees them."""
+    with closing(sqlite3.connect(db_name)) as reader:
+        return int(reader.execute("SELECT count(*) FROM t").fetchone()[0])
 
-    def hold(seconds: float, entered: threading.Event) -> float:
+
+def test_a_waiting_writer_queues_on_the_lock_and_starts_after_the_holder_commits(
+    db_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer asks while the holder is in its transaction: it waits in the flock's queue
+    (not in SQLite's busy handler), and gets the lock only after the holder committed and let
+    go of it. Seen through the backend's flock calls, from the threads that make them."""
+    log: list[tuple[str, str]] = []
+    queued = threading.Event()
+    real_flock = fcntl.flock
+
+    def flock(fd: int, operation: int) -> None:
+        who = threading.current_thread().name.split("_")[0]
+        if operation == fcntl.LOCK_EX:  # the blocking ask, made once LOCK_NB found it taken
+            log.append((who, "queues"))
+            queued.set()
+        elif operation == fcntl.LOCK_UN:
+            log.append((who, f"lets go with {rows(db_file)} rows committed"))
+        real_flock(fd, operation)
+        if operation == fcntl.LOCK_EX:
+            log.append((who, "gets the lock"))
+
+    monkeypatch.setattr(
+        backend,
+        "fcntl",
+        SimpleNamespace(LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB, LOCK_UN=fcntl.LOCK_UN, flock=flock),
+    )
+    holding, let_go = threading.Event(), threading.Event()
+
+    def hold() -> None:
         try:
             with transaction.atomic(using=ALIAS):
                 insert()
-                entered.set()
-                time.sleep(seconds)
-                committing = time.perf_counter()
-            return committing
+                holding.set()
+                assert let_go.wait(TIMEOUT)
         finally:
             connections[ALIAS].close()
 
-    def write(entered: threading.Event) -> tuple[float, float]:
+    def write() -> int:
         try:
-            entered.wait()
-            asked = time.perf_counter()
+            assert holding.wait(TIMEOUT)
             with transaction.atomic(using=ALIAS):
-                began = time.perf_counter()
+                seen = rows_in_transaction()
                 insert()
-            return asked, began
+            return seen
         finally:
             connections[ALIAS].close()
 
-    late: list[float] = []
-    with ThreadPoolExecutor(2) as pool:
-        for seconds in holds:
-            entered = threading.Event()
-            holder, writer = pool.submit(hold, seconds, entered), pool.submit(write, entered)
-            committing, (asked, began) = holder.result(), writer.result()
-            assert began - asked > seconds * 0.8, "the writer did not wait for the holder"
-            late.append(began - committing)
-    assert max(late) < PROMPT, [f"{x * 1000:.1f} ms" for x in late]
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="holder") as holders,
+        ThreadPoolExecutor(1, thread_name_prefix="writer") as writers,
+    ):
+        holder, writer = holders.submit(hold), writers.submit(write)
+        assert queued.wait(TIMEOUT), "the writer did not queue on the lock"
+        assert not writer.done()  # it cannot start while the holder is in its transaction
+        let_go.set()
+        holder.result(TIMEOUT)
+        seen = writer.result(TIMEOUT)
+
+    assert log == [
+        ("writer", "queues"),
+        ("holder", "lets go with 1 rows committed"),  # after its commit, not before
+        ("writer", "gets the lock"),
+        ("writer", "lets go with 2 rows committed"),
+    ]
+    assert seen == 1  # the writer's transaction began after the holder's commit
 
 
 def test_commit_rollback_exceptions_and_close_release_the_lock(db_file: str) -> None:
@@ -141,7 +184,7 @@ def test_commit_rollback_exceptions_and_close_release_the_lock(db_file: str) -> 
 
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import fcntl, sys
     import django
     from django.conf import settings
 
@@ -151,34 +194,50 @@ CHILD = textwrap.dedent(
     django.setup()
     from django.db import connection, transaction
 
+    real_flock = fcntl.flock
+
+    def flock(fd, operation):
+        if operation == fcntl.LOCK_EX:  # the blocking ask, made once LOCK_NB found it taken
+            print("queued", flush=True)
+        real_flock(fd, operation)
+
+    fcntl.flock = flock
     connection.ensure_connection()
     print("ready", flush=True)
     with transaction.atomic():
-        began = time.time()
+        seen = connection.cursor().execute("SELECT count(*) FROM t").fetchone()[0]
         connection.cursor().execute("INSERT INTO t (v) VALUES ('child')")
-    print(began, flush=True)
+    print(f"saw {seen}", flush=True)
     """
 )
 
 
-def test_a_writer_in_another_process_waits_and_starts_as_soon_as_the_holder_commits(db_file: str) -> None:
-    with transaction.atomic(using=ALIAS):
-        insert()
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, db_file], cwd=BASE_DIR, stdout=subprocess.PIPE, text=True
-        )
-        try:
+def lines_of(stream: IO[str]) -> queue.Queue[str]:
+    """The lines of a child's output as they come, for reads bounded by a timeout."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
+    return lines
+
+
+def test_a_writer_in_another_process_waits_and_starts_after_the_holder_commits(db_file: str) -> None:
+    child = None
+    try:
+        with transaction.atomic(using=ALIAS):
+            insert()
+            child = subprocess.Popen(
+                [sys.executable, "-c", CHILD, db_file], cwd=BASE_DIR, stdout=subprocess.PIPE, text=True
+            )
             assert child.stdout is not None
-            assert child.stdout.readline() == "ready\n"
-            time.sleep(0.23)  # the child asks meanwhile: it must still be waiting
-            assert child.poll() is None
-            committing = time.time()
-        except BaseException:
+            output = lines_of(child.stdout)
+            assert output.get(timeout=TIMEOUT) == "ready\n"
+            assert output.get(timeout=TIMEOUT) == "queued\n"  # it asked while this transaction holds
+            assert child.poll() is None  # and waits: it cannot start before this commits
+        assert output.get(timeout=TIMEOUT) == "saw 1\n"  # its transaction began after this one's commit
+        assert child.wait(timeout=TIMEOUT) == 0
+    finally:
+        if child is not None and child.poll() is None:
             child.kill()
-            raise
-    began = float(child.stdout.readline())
-    assert child.wait(timeout=10) == 0
-    assert 0 < began - committing < PROMPT * 2.5  # a process wakes up a bit slower than a thread
+            child.wait()
 
 
 def test_an_in_memory_database_takes_no_lock(
