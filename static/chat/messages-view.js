@@ -2,7 +2,9 @@
 //
 // Elements are kept per message id and updated in place, so a streaming answer only has its
 // body re-rendered and focus on a control (Stop, ‹ ›) survives every update. User text is
-// set with textContent; assistant text goes through the safe Markdown renderer.
+// set with textContent; assistant text goes through the safe Markdown renderer. An answer's
+// parts are shown in their order: text, and the server-side tool calls and their results
+// (names and JSON set as text, never parsed as HTML); reasoning sits above, folded.
 
 import { renderMarkdown } from "./markdown.js";
 import { textOf } from "./tree.js";
@@ -13,6 +15,45 @@ const STATUS_LABEL = {
   cancelled: "Stopped",
   error: "Failed",
 };
+
+const TOOL_LABEL = { "tool-call": "Tool call", "tool-result": "Tool result" };
+const INLINE_JSON = 80; // longer arguments or results get a block of their own
+
+/** A JSON value as readable text: one line when short, indented otherwise; strings as they are. */
+export function formatValue(value) {
+  if (value === undefined) return { text: "", block: false };
+  if (typeof value === "string") return { text: value, block: value.length > INLINE_JSON || value.includes("\n") };
+  let line;
+  try {
+    line = JSON.stringify(value, null, 1).replace(/\n\s*/g, " "); // no raw newline sits inside a JSON string
+  } catch {
+    line = String(value);
+  }
+  if (line.length <= INLINE_JSON) return { text: line, block: false };
+  return { text: JSON.stringify(value, null, 2), block: true };
+}
+
+/**
+ * What an answer's body shows, in order: runs of text (joined), tool calls and tool results.
+ * Reasoning is shown apart; part types this page does not know are left out. Each segment
+ * has a `key` that changes when what it shows changes.
+ */
+export function bodySegments(node) {
+  const segments = [];
+  for (const part of node.parts || []) {
+    if (part.type === "text") {
+      const last = segments[segments.length - 1];
+      if (last && last.type === "text") last.text += part.text || "";
+      else segments.push({ type: "text", text: part.text || "" });
+    } else if (part.type === "tool-call" || part.type === "tool-result") {
+      segments.push({ type: part.type, part });
+    }
+  }
+  for (const segment of segments) {
+    segment.key = segment.type === "text" ? `text:${segment.text}` : `${segment.type}:${JSON.stringify(segment.part)}`;
+  }
+  return segments.filter((segment) => segment.type !== "text" || segment.text);
+}
 
 function el(tag, props = {}, ...children) {
   const element = document.createElement(tag);
@@ -80,7 +121,9 @@ export class MessagesView {
       body,
       actions,
     );
-    const view = { root, who, badge, siblings, prev, next, count, body, reasoning, actions, text: null, actionKey: null };
+    const view = {
+      root, who, badge, siblings, prev, next, count, body, reasoning, actions, text: null, segments: [], actionKey: null,
+    };
     prev.addEventListener("click", () => this._goSibling(view, "prev"));
     next.addEventListener("click", () => this._goSibling(view, "next"));
     this.elements.set(node.id, view);
@@ -124,20 +167,67 @@ export class MessagesView {
   }
 
   _updateBody(view, node) {
-    const text = textOf(node);
     const thinking = (node.parts || []).filter((p) => p.type === "reasoning").map((p) => p.text).join("");
     view.reasoning.hidden = !thinking;
     if (thinking) view.reasoning.lastChild.textContent = thinking;
-    if (text === view.text && !view.body.querySelector("form")) return;
-    view.text = text;
     if (node.role === "user") {
+      const text = textOf(node);
+      if (text === view.text && !view.body.querySelector("form")) return;
+      view.text = text;
       view.body.textContent = text; // plain text, shown as typed (white-space: pre-wrap)
-    } else if (!text && (node.status === "streaming" || node.status === "queued")) {
-      view.body.replaceChildren(el("span", { className: "typing", textContent: "…", "aria-label": "waiting for the answer" }));
-      view.text = null;
-    } else {
-      view.body.replaceChildren(renderMarkdown(text));
+      return;
     }
+    const segments = bodySegments(node);
+    const pending = node.status === "streaming" || node.status === "queued";
+    // While the model works after a tool result (or before its first word), say so.
+    const waiting = pending && (segments.length === 0 || segments[segments.length - 1].type !== "text");
+    const key = `${waiting}|${segments.map((s) => s.key).join("\u0000")}`;
+    if (key === view.text && !view.body.querySelector("form")) return;
+    view.text = key;
+    // Re-render only the segments that changed (while text streams: the last one).
+    const before = view.segments || [];
+    view.segments = segments.map((segment, i) =>
+      before[i]?.key === segment.key ? before[i] : { key: segment.key, nodes: this._renderSegment(segment) },
+    );
+    const children = view.segments.flatMap((segment) => segment.nodes);
+    if (waiting) {
+      children.push(el("span", { className: "typing", textContent: "…", "aria-label": "waiting for the answer" }));
+    }
+    view.body.replaceChildren(...children);
+  }
+
+  /** The DOM nodes of one body segment: Markdown for text, a compact block for a tool part. */
+  _renderSegment(segment) {
+    if (segment.type === "text") return [...renderMarkdown(segment.text).childNodes];
+    const part = segment.part;
+    const isCall = part.type === "tool-call";
+    const failed = !isCall && part.isError === true;
+    const label = failed ? "Tool error" : TOOL_LABEL[part.type];
+    const name = String(part.name ?? "");
+    const value = formatValue(isCall ? part.arguments : part.result);
+    const shown = value.block
+      ? el("pre", { className: "tool-value" }, el("code", { textContent: value.text }))
+      : el("code", { className: "tool-value", textContent: value.text });
+    const head = el(
+      "p",
+      { className: "tool-head" },
+      el("strong", { textContent: label }),
+      " ",
+      el("code", { className: "tool-name", textContent: name }),
+    );
+    if (!value.block && value.text) head.append(isCall ? " " : " → ", shown);
+    const block = el(
+      "div",
+      {
+        className: `tool-part ${isCall ? "tool-call" : "tool-result"}`,
+        role: "group",
+        "aria-label": `${label}: ${name}`,
+        dataset: { part: part.type, toolId: String(part.id ?? ""), error: String(failed) },
+      },
+      head,
+    );
+    if (value.block) block.append(shown);
+    return [block];
   }
 
   _updateActions(view, node, status) {

@@ -317,6 +317,10 @@ export class ChatTransport extends EventTarget {
       case "delta":
         this._applyDelta(event);
         break;
+      case "tool.call":
+      case "tool.result":
+        this._applyPart(event);
+        break;
       case "turn.queued":
         this._turn(event.turnId, { clientId: event.clientId, status: "queued", position: event.position });
         break;
@@ -335,22 +339,29 @@ export class ChatTransport extends EventTarget {
       case "presence":
         this.online = event.online || [];
         break;
+      case "cancel":
+        break; // an announcement: the state changes with the `turn.end` events that follow
       default:
-        break; // `cancel` and future types change no state here; listeners still see them
+        break; // a type this transport does not know yet changes no state; listeners still see it
     }
     this.dispatchEvent(new CustomEvent("event", { detail: event }));
     this._changed(event);
     return true;
   }
 
-  _applyDelta(event) {
-    let node = this.tree.get(event.messageId);
-    if (!node) {
-      node = this.tree.upsert({
+  /** The answer node a delta or a tool part belongs to (a placeholder if not known yet). */
+  _answerNode(event) {
+    return (
+      this.tree.get(event.messageId) ||
+      this.tree.upsert({
         id: event.messageId, parent: null, role: "assistant", parts: [], turnId: event.turnId,
         status: "streaming", contentSeq: 0,
-      });
-    }
+      })
+    );
+  }
+
+  _applyDelta(event) {
+    const node = this._answerNode(event);
     if (event.seq <= (node.contentSeq || 0)) return; // already part of the snapshot's text
     const type = event.part || "text";
     const parts = node.parts.slice();
@@ -358,6 +369,14 @@ export class ChatTransport extends EventTarget {
     if (last && last.type === type) parts[parts.length - 1] = { ...last, text: last.text + event.text };
     else parts.push({ type, text: event.text });
     node.parts = parts;
+    node.contentSeq = event.seq;
+  }
+
+  /** `tool.call` / `tool.result`: the event's whole part is the answer's next part. */
+  _applyPart(event) {
+    const node = this._answerNode(event);
+    if (event.seq <= (node.contentSeq || 0) || !event.part) return; // already in the node's parts
+    node.parts = [...node.parts, { ...event.part }];
     node.contentSeq = event.seq;
   }
 
