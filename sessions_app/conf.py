@@ -45,6 +45,11 @@ DEFAULTS: dict[str, Any] = {
     # not been heard of for WORKER_LOST_AFTER_SECONDS ends with error `worker_lost`.
     "HEARTBEAT_SECONDS": 2.0,
     "WORKER_LOST_AFTER_SECONDS": 10.0,
+    # An interrupting send's turn starts once the sender's turns it interrupts have ended;
+    # a worker that has not stopped one within this many seconds loses it (the turn ends
+    # `cancelled` with what it streamed) and the new turn starts. Checked by every worker's
+    # reaper, so the wait ends within this plus HEARTBEAT_SECONDS.
+    "INTERRUPT_WAIT_SECONDS": 5.0,
     # Input limits (413 too_large beyond them).
     "MAX_MESSAGE_CHARS": 32_000,
     "MAX_FRAME_BYTES": 256 * 1024,

@@ -21,7 +21,7 @@ from sessions_app.errors import NotFound
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
 from sessions_app.infra.live_state import Event
-from sessions_app.models import ChatSession, HeldCancel, Turn, TurnStatus
+from sessions_app.models import ChatSession, HeldCancel, Turn
 from sessions_app.schemas import CancelFilter
 from sessions_app.sessions.services import require_member
 from sessions_app.turns import announce, transitions
@@ -148,7 +148,7 @@ def cancel_locked(
             outcome.rejected.append(turn.turn_id)
             continue
         outcome.cancelled.append(turn.turn_id)
-        if turn.status == TurnStatus.QUEUED and transitions.end_unstarted(turn, by=by):
+        if not turn.worker_id and transitions.end_unstarted(turn, by=by):
             outcome.ended.append(turn)
         elif transitions.request_cancel(turn, by=by):
             to_signal.append(turn.pk)

@@ -25,8 +25,14 @@ from sessions_app.infra.live_state import Event
 from sessions_app.models import MessageNode, Turn, node_payload
 
 
-def turn_queued(turn: Turn, position: int) -> Event:
-    return TurnQueued(type="turn.queued", turn_id=turn.turn_id, client_id=turn.client_id, position=position).wire()
+def turn_queued(turn: Turn, position: int, *, interrupts: list[str] | None = None) -> Event:
+    return TurnQueued(
+        type="turn.queued",
+        turn_id=turn.turn_id,
+        client_id=turn.client_id,
+        position=position,
+        interrupts=interrupts or None,
+    ).wire()
 
 
 def turn_start(turn: Turn) -> Event:

@@ -61,6 +61,9 @@ class AnswerEvent(EventBase):
 class TurnQueued(TurnEvent):
     type: Literal["turn.queued"]
     position: int
+    # An interrupting send's turn: it starts once these (the sender's turns it
+    # interrupted) have ended, not when the queue's turn comes.
+    interrupts: list[str] | None = None
 
 
 class TurnStart(TurnEvent):

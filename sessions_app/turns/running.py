@@ -5,13 +5,15 @@ stopped heartbeating. Each runs its transitions (transitions.py) under the sessi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from functools import partial
 
 from django.db import transaction
+from django.utils import timezone
 
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
-from sessions_app.models import Turn, TurnStatus
+from sessions_app.models import MessageNode, Policy, Turn, TurnStatus
 from sessions_app.tree import context_path
 from sessions_app.turns import announce, transitions
 from sessions_app.turns._queries import ancestry, in_flight_turns
@@ -48,8 +50,8 @@ def turns_claim(*, turn_pks: Sequence[int], worker_id: str) -> list[ClaimedTurn 
 
 
 def turn_finish(outcome: TurnOutcome) -> bool:
-    """End an active turn with its outcome, then start the next queued turn if the session
-    has no active turn left. False if the turn had already ended.
+    """End an active turn with its outcome, then start the queued turns that may start
+    (_promote). False if the turn had already ended.
 
     This is on the path of every cancel and every answer's end, so it reads the session's
     in-flight turns once, for both the turn itself and the queue."""
@@ -62,19 +64,17 @@ def turn_finish(outcome: TurnOutcome) -> bool:
         if turn is None or not transitions.finish(turn, outcome):
             return False
         emitted = [build.turn_end(turn)]
-        promoted = _promote_queue([t for t in in_flight if t.pk != turn.pk])
-        if promoted is not None:
-            emitted.append(build.turn_start(promoted))
+        started = _promote([t for t in in_flight if t.pk != turn.pk])
+        emitted.extend(build.turn_start(t) for t in started)
         emit.on_commit(outcome.session_id, emitted)
-        transaction.on_commit(partial(_after_finish, turn, promoted, outcome))
+        transaction.on_commit(partial(_after_finish, turn, started, outcome))
     return True
 
 
-def _after_finish(turn: Turn, promoted: Turn | None, outcome: TurnOutcome) -> None:
+def _after_finish(turn: Turn, started: list[Turn], outcome: TurnOutcome) -> None:
     """After the commit (and the events' publishing, registered before this)."""
-    if promoted is not None:
-        announce.run([promoted.pk])
-        announce.started([promoted])
+    announce.run([t.pk for t in started])
+    announce.started(started)
     announce.ended([turn])
     live_state.expire_live_content_sync(outcome.session_id, outcome.message_id)
 
@@ -88,16 +88,81 @@ def turns_finish(outcomes: Sequence[TurnOutcome]) -> list[bool | Exception]:
     )
 
 
-def _promote_queue(in_flight: Sequence[Turn]) -> Turn | None:
-    """Start the oldest queued turn when nothing is active (first in, first out); returns
-    it. `in_flight`: the session's other in-flight turns in creation order, read under its
-    lock."""
-    if any(t.status == TurnStatus.ACTIVE for t in in_flight):
-        return None
-    for turn in in_flight:
-        if turn.status == TurnStatus.QUEUED and transitions.activate(turn):
-            return turn
-    return None
+def _promote(in_flight: Sequence[Turn]) -> list[Turn]:
+    """The queued turns that start now that a turn has ended; `in_flight`: the session's
+    other in-flight turns in creation order, read under its lock.
+
+    - An interrupting turn starts once none of the turns it interrupted is still active:
+      the sender's older active turns with a cancel asked.
+    - Then the oldest turn of the queue (first in, first out), when nothing is active."""
+    started = [
+        turn
+        for turn in in_flight
+        if turn.status == TurnStatus.QUEUED
+        and turn.policy == Policy.INTERRUPT
+        and not _interrupted_by(turn, in_flight)
+        and transitions.activate(turn)
+    ]
+    if not any(t.status == TurnStatus.ACTIVE for t in in_flight):
+        for turn in in_flight:
+            if turn.status == TurnStatus.QUEUED and turn.policy != Policy.INTERRUPT and transitions.activate(turn):
+                started.append(turn)
+                break
+    return started
+
+
+def _interrupted_by(turn: Turn, in_flight: Sequence[Turn]) -> list[Turn]:
+    """The turns an interrupting `turn` still waits for."""
+    return [
+        other
+        for other in in_flight
+        if other.pk < turn.pk
+        and other.status == TurnStatus.ACTIVE
+        and other.client_id == turn.client_id
+        and other.cancel_requested_by
+    ]
+
+
+def overdue_interrupts(*, older_than_seconds: float) -> list[str]:
+    """Bound an interrupt's wait: end the turns that interrupting sends have waited for
+    longer than `older_than_seconds` (their workers did not stop them: stuck or slow),
+    `cancelled` with what they streamed, which starts the interrupting turns. Returns the
+    ended turn ids."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    waiting = Turn.objects.filter(status=TurnStatus.QUEUED, policy=Policy.INTERRUPT, created_at__lt=cutoff)
+    ended: list[str] = []
+    for session_id in {turn.session_id for turn in waiting}:
+        in_flight = in_flight_turns([session_id])
+        stuck = {
+            other.pk: other
+            for turn in in_flight
+            if turn.status == TurnStatus.QUEUED and turn.policy == Policy.INTERRUPT and turn.created_at < cutoff
+            for other in _interrupted_by(turn, in_flight)
+        }
+        for other in stuck.values():
+            if _end_keeping_content(other, TurnStatus.CANCELLED):
+                ended.append(other.turn_id)
+    return ended
+
+
+def _end_keeping_content(turn: Turn, status: str, error_code: str = "", error_message: str = "") -> bool:
+    """End an active turn without its worker, with what it streamed (the live text)."""
+    message_id = (
+        MessageNode.objects.filter(pk=turn.assistant_message_id or 0).values_list("node_id", flat=True).first() or ""
+    )
+    content = live_state.live_content_sync(str(turn.session_id), message_id)
+    return turn_finish(
+        TurnOutcome(
+            turn_pk=turn.pk,
+            session_id=str(turn.session_id),
+            message_id=message_id,
+            status=status,
+            parts=content.parts,
+            content_seq=content.content_seq,
+            error_code=error_code,
+            error_message=error_message,
+        )
+    )
 
 
 def turns_fail_lost(*, live_workers: set[str], scope: str = "") -> list[str]:
@@ -108,22 +173,9 @@ def turns_fail_lost(*, live_workers: set[str], scope: str = "") -> list[str]:
         Turn.objects.filter(status=TurnStatus.ACTIVE, worker_id__startswith=scope)
         .exclude(worker_id="")
         .exclude(worker_id__in=live_workers)
-        .select_related("assistant_message")
     )
     ended = []
     for turn in lost:
-        message_id = turn.assistant_message.node_id if turn.assistant_message else ""
-        content = live_state.live_content_sync(str(turn.session_id), message_id)
-        outcome = TurnOutcome(
-            turn_pk=turn.pk,
-            session_id=str(turn.session_id),
-            message_id=message_id,
-            status=TurnStatus.ERROR,
-            parts=content.parts,
-            content_seq=content.content_seq,
-            error_code="worker_lost",
-            error_message="the worker running this turn stopped",
-        )
-        if turn_finish(outcome):
+        if _end_keeping_content(turn, TurnStatus.ERROR, "worker_lost", "the worker running this turn stopped"):
             ended.append(turn.turn_id)
     return ended

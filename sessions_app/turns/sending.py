@@ -188,6 +188,7 @@ class _Plan:
     edited: MessageNode | None = None  # forkOf
     regenerated: MessageNode | None = None
     queued_before: int = 0
+    interrupts: list[str] = field(default_factory=list)  # turnIds an interrupting turn waits for
     emitted: list[Event] = field(default_factory=list)
     new_nodes: list[MessageNode] = field(default_factory=list)
 
@@ -275,6 +276,13 @@ def _plan(
         outcome = cancel_locked(session=session, requester=user, flt=CancelFilter(own=True), only_active=True)
         plan.emitted.extend(outcome.events)
         interrupted = [t for t in in_flight if t.turn_id in outcome.cancelled]
+        ended_here = {t.turn_id for t in outcome.ended}  # never claimed: ended by the cancel
+        stopping = [turn_id for turn_id in outcome.cancelled if turn_id not in ended_here]
+        if stopping:
+            # Cancel-then-send: the new turn waits until the workers have ended the turns it
+            # interrupts, whose `turn.end` every device then sees before its `turn.start`
+            # (running.turn_finish starts it; overdue_interrupts bounds the wait).
+            plan.turn.status, plan.turn.started_at, plan.interrupts = TurnStatus.QUEUED, None, stopping
     if not (body.regenerate or body.fork_of or body.parent):
         plan.parent = default_parent(policy=policy, in_flight=in_flight, interrupted=interrupted, newest=newest)
     return plan
@@ -366,6 +374,8 @@ def _emit_on_commit(plans: list[_Plan]) -> None:
         plan.emitted.extend(build.message(node, turn.turn_id) for node in plan.new_nodes)
         if turn.is_ended:
             plan.emitted.append(build.turn_end(turn))
+        elif plan.interrupts:
+            plan.emitted.append(build.turn_queued(turn, 1, interrupts=plan.interrupts))
         elif turn.status == TurnStatus.QUEUED:
             plan.emitted.append(build.turn_queued(turn, plan.queued_before + 1))
         else:

@@ -32,7 +32,7 @@ from sessions_app.events.archive import archiver
 from sessions_app.infra import live_state
 from sessions_app.infra.batching import GroupedCall
 from sessions_app.infra.db_threads import db
-from sessions_app.turns.running import turns_claim, turns_fail_lost, turns_finish
+from sessions_app.turns.running import overdue_interrupts, turns_claim, turns_fail_lost, turns_finish
 from sessions_app.turns.types import ClaimedTurn, TurnOutcome
 from sessions_app.worker.turn_stream import TurnRunner
 
@@ -143,6 +143,9 @@ class Engine:
             ended = await db(turns_fail_lost)(live_workers=alive, scope=f"{key_prefix()}/")
             if ended:
                 logger.warning("ended turns of lost workers: %s", ", ".join(ended))
+            overdue = await db(overdue_interrupts)(older_than_seconds=app_settings.INTERRUPT_WAIT_SECONDS)
+            if overdue:
+                logger.warning("ended turns whose workers did not stop them for an interrupt: %s", ", ".join(overdue))
 
 
 _engine: Engine | None = None

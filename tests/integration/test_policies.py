@@ -94,8 +94,14 @@ async def test_interrupt_cancels_the_senders_turns_then_starts_the_new_one(make_
 
     new = await device.send("actually, just the summary", policy="interrupt")
 
-    assert new.status == "active"
+    assert new.status == "queued"  # until the worker has stopped the turn it interrupts
     assert (await old.end())["reason"] == "cancelled"
+    for watcher in (device, other):  # every device: the old turn's end, then the new turn's start
+        await watcher.wait_event(lambda e: e["type"] == "turn.start" and e["turnId"] == new.turn_id)
+        order = [(e["type"], e.get("turnId")) for e in watcher.events]
+        assert order.index(("turn.end", old.turn_id)) < order.index(("turn.start", new.turn_id))
+        queued = next(e for e in watcher.events if e["type"] == "turn.queued" and e["turnId"] == new.turn_id)
+        assert queued["interrupts"] == [old.turn_id]
     cancel_event = await device.wait_event(lambda e: e["type"] == "cancel")
     assert cancel_event["cancelled"] == [old.turn_id]
     assert bob.client_id in device.active_turns  # another member's turn is left alone

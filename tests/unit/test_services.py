@@ -18,7 +18,7 @@ from sessions_app.models import MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody
 from sessions_app.sessions.services import member_add, session_create
 from sessions_app.turns import announce
-from sessions_app.turns.running import turn_finish, turns_claim, turns_fail_lost, turns_finish
+from sessions_app.turns.running import overdue_interrupts, turn_finish, turns_claim, turns_fail_lost, turns_finish
 from sessions_app.turns.sending import SendRequest, turn_send, turns_send
 from sessions_app.turns.types import TurnOutcome
 
@@ -116,11 +116,56 @@ def test_reject_refuses_while_busy(session, alice, bob):
 
 def test_interrupt_cancels_only_the_senders_active_turns_and_follows_the_partial_answer(session, alice, bob):
     mine, theirs = send(session, alice), send(session, bob)
+    for result in (mine, theirs):
+        turn_claim(turn_pk=result.turn.pk, worker_id="w")
     new = send(session, alice, policy="interrupt")
     assert Turn.objects.get(pk=mine.turn.pk).cancel_requested_by == alice.username
     assert Turn.objects.get(pk=theirs.turn.pk).cancel_requested_by == ""
-    assert new.turn.status == TurnStatus.ACTIVE
+    assert new.turn.status == TurnStatus.QUEUED  # until the worker has stopped `mine`
     assert new.turn.user_message.parent == mine.turn.assistant_message
+
+
+def test_an_interrupting_turn_starts_when_the_turn_it_interrupts_ends_and_after_its_end(
+    session, alice, bob, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Every device sees the interrupted turn's `turn.end` before the new `turn.start`;
+    another member's turn still streaming does not hold the new turn back."""
+    mine, theirs = send(session, alice), send(session, bob)
+    for result in (mine, theirs):
+        turn_claim(turn_pk=result.turn.pk, worker_id="w")
+    new = send(session, alice, policy="interrupt")
+    published: list[list[tuple[str, str]]] = []
+    monkeypatch.setattr(emit, "now", lambda _sid, batch: published.append([(e["type"], e["turnId"]) for e in batch]))
+    dispatched: list[list[int]] = []
+    monkeypatch.setattr(announce, "run", lambda pks: dispatched.append(list(pks)))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert turn_finish(ended(mine, TurnStatus.CANCELLED))
+
+    assert published == [[("turn.end", mine.turn.turn_id), ("turn.start", new.turn.turn_id)]]
+    assert dispatched == [[new.turn.pk]]
+    assert Turn.objects.get(pk=new.turn.pk).status == TurnStatus.ACTIVE
+    assert Turn.objects.get(pk=theirs.turn.pk).status == TurnStatus.ACTIVE
+
+
+def test_interrupting_a_turn_no_worker_has_claimed_ends_it_and_starts_at_once(session, alice):
+    mine = send(session, alice)
+    new = send(session, alice, policy="interrupt")
+    assert Turn.objects.get(pk=mine.turn.pk).status == TurnStatus.CANCELLED
+    assert new.turn.status == TurnStatus.ACTIVE
+
+
+def test_an_interrupt_waits_no_longer_than_its_bound_for_a_worker_that_does_not_stop(session, alice):
+    mine = send(session, alice)
+    turn_claim(turn_pk=mine.turn.pk, worker_id="stuck")
+    new = send(session, alice, policy="interrupt")
+    assert overdue_interrupts(older_than_seconds=60) == []  # not overdue yet
+    assert Turn.objects.get(pk=new.turn.pk).status == TurnStatus.QUEUED
+
+    assert overdue_interrupts(older_than_seconds=0) == [mine.turn.turn_id]
+
+    assert Turn.objects.get(pk=mine.turn.pk).status == TurnStatus.CANCELLED
+    assert Turn.objects.get(pk=new.turn.pk).status == TurnStatus.ACTIVE
 
 
 def test_a_repeated_send_returns_the_existing_turn_and_a_reused_id_conflicts(session, alice):
@@ -142,6 +187,7 @@ def test_a_held_cancel_ends_the_turn_at_creation(session, alice):
 
 def test_cancelling_a_queued_turn_ends_it_and_an_active_one_asks_its_worker(session, alice):
     active, queued = send(session, alice), send(session, alice, policy="queue")
+    turn_claim(turn_pk=active.turn.pk, worker_id="w")
     outcome = turns_cancel(session_id=session.pk, user=alice, flt=CancelFilter(all=True))
     assert sorted(outcome.cancelled) == sorted([active.turn.turn_id, queued.turn.turn_id])
     assert Turn.objects.get(pk=queued.turn.pk).status == TurnStatus.CANCELLED
