@@ -1,0 +1,44 @@
+"""The Ably endpoints of the HTTP API (thin): a member's token request, and the mirror's
+figures for operators. Registered on the API application by web/api/urls.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.http import HttpRequest, HttpResponse
+
+from sessions_app.ably.stats import read_stats
+from sessions_app.ably.tokens import ably_token_request
+from sessions_app.errors import Forbidden
+from sessions_app.infra.db_threads import db
+from sessions_app.infra.live_state import sync_redis
+from sessions_app.web.api.app import api, json_response
+from sessions_app.web.api.schemas import ERRORS
+
+
+def _user(request: HttpRequest) -> AbstractBaseUser:
+    user = request.auth  # type: ignore[attr-defined]
+    assert isinstance(user, AbstractBaseUser)
+    return user
+
+
+@api.post("/sessions/{session_id}/ably-token", response={200: dict[str, Any], **ERRORS}, tags=["ably"])
+async def ably_token(request: HttpRequest, session_id: str) -> HttpResponse:
+    """An Ably token request for the caller (a member): clientId = the caller's, and
+    subscribe, history and publish on the session's channel only (docs/ably.md). 404 when
+    Ably is not configured."""
+    return json_response(await db(ably_token_request)(session_id=session_id, user=_user(request)))
+
+
+@api.get("/ably/stats", response={200: dict[str, Any], **ERRORS}, tags=["ably"])
+async def ably_stats(request: HttpRequest) -> HttpResponse:
+    """The mirror's counters: published, retried, rate limited, gaps, answers rewritten,
+    cancels (staff only)."""
+    if not getattr(_user(request), "is_staff", False):
+        raise Forbidden("the mirror's figures are for staff")
+    return json_response(await db(_stats)())
+
+
+def _stats() -> dict[str, Any]:
+    return read_stats(sync_redis())
