@@ -5,10 +5,10 @@ Django is set up before the consumers are imported, as Channels requires.
 
 import os
 
-from django.core.asgi import get_asgi_application
+from sessions_app.web.http_entry import http_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-django_asgi_app = get_asgi_application()
+django_asgi_app = http_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -34,14 +34,16 @@ INSTALLED_APPS = [
     "sessions_app",
 ]
 
+# Django's standard middleware, with hooks that run on the event loop instead of hopping
+# to the process's one sync thread twice per middleware per request (decision 024).
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "sessions_app.web.middleware.SecurityMiddleware",
+    "sessions_app.web.middleware.SessionMiddleware",
+    "sessions_app.web.middleware.CommonMiddleware",
+    "sessions_app.web.middleware.CsrfViewMiddleware",
+    "sessions_app.web.middleware.AuthenticationMiddleware",
+    "sessions_app.web.middleware.MessageMiddleware",
+    "sessions_app.web.middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
