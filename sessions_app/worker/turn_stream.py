@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -74,7 +75,7 @@ class DeltaCoalescer:
         self._pending: list[tuple[TextKind, str]] = []
         self._publishing = asyncio.Lock()  # keeps seq order between the flusher and tool parts
         self._has_data = asyncio.Event()
-        self._last_flush = 0.0
+        self._last_flush = -math.inf  # the first delta never waits, whatever the loop clock reads
         self._closed = False
         self._task = asyncio.create_task(self._flush_loop())
 
