@@ -57,8 +57,10 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def start_embedded_redis(port: int | None = None) -> EmbeddedRedis:
-    """Start redis-server on 127.0.0.1 and wait until it answers PING."""
+def start_embedded_redis(port: int | None = None, *, own_group: bool = False) -> EmbeddedRedis:
+    """Start redis-server on 127.0.0.1 and wait until it answers PING. `own_group`: in a
+    process group of its own, out of reach of the terminal's Ctrl-C (`make run` stops it
+    last, after the processes that use it)."""
     port = port or free_port()
     directory = Path(tempfile.mkdtemp(prefix="chat-redis-"))
     process = subprocess.Popen(  # noqa: S603 - a fixed binary with fixed arguments
@@ -80,6 +82,7 @@ def start_embedded_redis(port: int | None = None) -> EmbeddedRedis:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         preexec_fn=_die_with_parent,  # only prctl() runs before exec
+        process_group=0 if own_group else None,
     )
     server = EmbeddedRedis(process=process, port=port, directory=directory)
     atexit.register(server.stop)

@@ -1,11 +1,23 @@
-"""The conversation tree: where a new user message attaches, and a turn's context."""
+# ruff: noqa: S608 - table and column names come quoted from the models' metadata; values are parameters.
+"""The conversation tree: where a new user message attaches, and a turn's context.
+
+A turn's context is the conversation as one shared timeline shows it above the turn's
+message (docs/protocol.md, "The conversation tree"; decision 021): the branch from the
+root to the message, and at every fork of that branch where other people's messages ran
+*concurrently* (siblings not made by an edit or a regenerate), those exchanges too, in the
+order they were sent. Exchanges still answering when the turn starts, and the turn's own
+concurrent siblings, are left out: turns that run alongside each other are independent.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
+from typing import Any, NamedTuple
 
-from sessions_app.models import MessageNode, Policy, Turn
-from sessions_app.turns._queries import BranchNode
+from sessions_app.infra.sql import column, columns, database, fetch, marks, table, values
+from sessions_app.models import MessageNode, Policy, Role, Turn
+from sessions_app.turns._queries import newest_settled_nodes
 
 
 def default_parent(
@@ -19,9 +31,13 @@ def default_parent(
 
     - `interrupt`: after the sender's cancelled (partial, kept) answer;
     - `queue` behind in-flight turns: after the answer of the turn it waits for;
-    - while turns are in flight otherwise: a sibling of the newest in-flight user message;
-    - else: `newest`, the session's newest settled node (the end of the current branch),
-      which the caller reads for many sessions at once (hotsql.newest_settled_nodes).
+    - while other messages are answered otherwise: a sibling of the newest of them (the
+      first message of its send), so that the exchanges that ran together share a parent;
+    - else: `newest`, the session's newest settled node (the end of the timeline), which
+      the caller reads for many sessions at once (hotsql.newest_settled_nodes).
+
+    A regeneration in flight has no message of its own to be a sibling of: it does not
+    make the new message a sibling of the old question it answers again.
     """
     # Only what a new node's parent needs (its pk, and its id for the `message` event).
     nodes = MessageNode.objects.only("id", "node_id")
@@ -31,20 +47,204 @@ def default_parent(
         newest_turn = in_flight[-1]
         if policy == Policy.QUEUE:
             return nodes.filter(pk=newest_turn.assistant_message_id or 0).first()
-        return nodes.filter(children__pk=newest_turn.user_message_id or 0).first()  # its user message's parent
+        first_messages = _first_messages(in_flight)
+        if first_messages:
+            _, parent_pk = max(first_messages)
+            return nodes.filter(pk=parent_pk).first() if parent_pk else None
+        if newest is None:  # only regenerations in flight: the caller read no settled node
+            newest = newest_settled_nodes([newest_turn.session_id]).get(newest_turn.session_id)
     return newest
 
 
-def context_path(node_pk: int, nodes: Mapping[int, BranchNode]) -> list[BranchNode]:
-    """Nodes from the root down to the node `node_pk` (inclusive), skipping answers left
-    empty. `nodes`: nodes by pk holding at least its ancestors (hotsql.ancestry)."""
-    path: list[BranchNode] = []
+def _first_messages(turns: Sequence[Turn]) -> list[tuple[int, int | None]]:
+    """(pk, parent pk) of the first user message of each of these turns that sent one."""
+    firsts: dict[int, tuple[int, int | None]] = {}
+    rows = MessageNode.objects.filter(turn__in=[t.pk for t in turns], role=Role.USER).order_by("pk")
+    for pk, turn_pk, parent_pk in rows.values_list("pk", "turn_id", "parent_id"):
+        firsts.setdefault(turn_pk, (pk, parent_pk))
+    return list(firsts.values())
+
+
+class ContextNode(NamedTuple):
+    """A node as a turn's context needs it."""
+
+    pk: int
+    node_id: str
+    parent_id: int | None
+    role: str
+    parts: list[dict[str, Any]]
+    fork_of_id: int | None
+    turn_pk: int | None
+    session_id: Any
+
+
+class ContextNodes(dict[int, ContextNode]):
+    """Nodes by pk, with their children indexed once for every context built from them."""
+
+    @cached_property
+    def children(self) -> dict[Any, list[ContextNode]]:
+        """Children by parent pk, in creation order; a session's roots under ("root", its id)."""
+        index: dict[Any, list[ContextNode]] = {}
+        for node in sorted(self.values(), key=lambda n: n.pk):
+            index.setdefault(node.parent_id or ("root", node.session_id), []).append(node)
+        return index
+
+    def siblings(self, node: ContextNode) -> list[ContextNode]:
+        return self.children.get(node.parent_id or ("root", node.session_id), [])
+
+
+def context_nodes(user_message_pks: Iterable[int], session_ids: Iterable[Any]) -> ContextNodes:
+    """What the contexts of turns asking these user messages are made of, by pk, in one
+    read: each message's ancestors, every child of those (the siblings along the branch,
+    the answers) and the sessions' roots, and below each such sibling user message its
+    exchange (the rest of its send and its answers). Not the rest of the session: a long
+    conversation with many edits holds many nodes no context needs."""
+    seeds = sorted(set(user_message_pks))
+    sessions = values(MessageNode, "session", set(session_ids))
+    if not seeds or not sessions:
+        return ContextNodes()
+    node, parent, role, session = (
+        column(MessageNode, "id"),
+        column(MessageNode, "parent"),
+        column(MessageNode, "role"),
+        column(MessageNode, "session"),
+    )
+    nodes = table(MessageNode)
+    sql = (
+        f"WITH RECURSIVE up(id) AS ("
+        f"SELECT {node} FROM {nodes} WHERE {node} IN ({marks(seeds)}) "
+        f"UNION SELECT n.{parent} FROM {nodes} n JOIN up ON n.{node} = up.id WHERE n.{parent} IS NOT NULL), "
+        f"near(id, role) AS ("
+        f"SELECT {node}, {role} FROM {nodes} WHERE {parent} IN (SELECT id FROM up) "
+        f"OR ({parent} IS NULL AND {session} IN ({marks(sessions)})) "
+        f"UNION SELECT n.{node}, n.{role} FROM {nodes} n JOIN near x ON n.{parent} = x.id "
+        f"WHERE x.role = %s AND x.id NOT IN (SELECT id FROM up)) "
+        f"SELECT {columns(MessageNode, _CONTEXT_FIELDS)} FROM {nodes} WHERE {node} IN (SELECT id FROM near)"
+    )
+    db = database()
+    parts = MessageNode._meta.get_field("parts")
+    found = ContextNodes()
+    for row in fetch(sql, [*seeds, *sessions, Role.USER]):
+        pk, node_id, parent_id, node_role, raw_parts, fork_of_id, turn_pk, session_id = row
+        found[pk] = ContextNode(
+            pk,
+            node_id,
+            parent_id,
+            node_role,
+            parts.from_db_value(raw_parts, None, db),  # type: ignore[union-attr,arg-type]
+            fork_of_id,
+            turn_pk,
+            session_id,
+        )
+    return found
+
+
+# The columns of a ContextNode, in its order.
+_CONTEXT_FIELDS = ("id", "node_id", "parent", "role", "parts", "fork_of", "turn", "session")
+
+
+def context_path(node_pk: int, nodes: ContextNodes) -> list[ContextNode]:
+    """The context of a turn asking the user message `node_pk`: the nodes from the root
+    down to it, with the concurrent exchanges of the forks above it, in the order they were
+    sent; answers left empty are skipped (a queued turn cancelled before it ran, an answer
+    still streaming). `nodes`: at least what `context_nodes` reads for it."""
+    path = _ancestors(node_pk, nodes)
+    if not path:
+        return []
+    own_send = _send_start(path[-1], nodes)
+    chosen: list[ContextNode] = list(path)
+    for step in path:
+        if step.pk == own_send.pk or step.role != Role.USER or _send_start(step, nodes).pk != step.pk:
+            continue  # the turn's own concurrent siblings, answers' versions, a send's later messages
+        slot = _slot_of(step, nodes)
+        for root, versions in _slots(nodes.siblings(step)).items():
+            if root != slot and root < own_send.pk:  # sent before this turn's message
+                chosen.extend(_exchange(_newest_version(versions, nodes), nodes))
+    keys = {n.pk: _key(n, nodes) for n in chosen}
+    depth = {n.pk: i for i, n in enumerate(chosen)}
+    ordered = sorted(chosen, key=lambda n: (keys[n.pk], depth[n.pk]))
+    return [n for n in ordered if n.parts or n.role != Role.ASSISTANT]
+
+
+def _ancestors(node_pk: int, nodes: Mapping[int, ContextNode]) -> list[ContextNode]:
+    path: list[ContextNode] = []
     current = nodes.get(node_pk)
     seen: set[int] = set()
     while current is not None and current.pk not in seen:
         seen.add(current.pk)
-        if current.parts or current.role != "assistant":
-            path.append(current)
+        path.append(current)
         current = nodes.get(current.parent_id) if current.parent_id else None
     path.reverse()
     return path
+
+
+def _send_start(node: ContextNode, nodes: Mapping[int, ContextNode]) -> ContextNode:
+    """The first message of the send `node` belongs to (a send of several messages is a
+    chain of user messages of one turn); an answer's is its question's."""
+    current = node
+    while True:
+        parent = nodes.get(current.parent_id) if current.parent_id else None
+        if parent is None:
+            return current
+        if current.role == Role.ASSISTANT or (parent.role == Role.USER and parent.turn_pk == current.turn_pk):
+            current = parent
+        else:
+            return current
+
+
+def _slot_of(node: ContextNode, nodes: Mapping[int, ContextNode]) -> int:
+    """The pk of the message an edit (or a regenerate) is a version of, followed back to
+    the original: versions of one message share it; concurrent messages do not."""
+    current, seen = node, {node.pk}
+    while current.fork_of_id and current.fork_of_id not in seen:
+        original = nodes.get(current.fork_of_id)
+        if original is None or original.parent_id != node.parent_id:
+            break
+        seen.add(original.pk)
+        current = original
+    return current.pk
+
+
+def _slots(siblings: Sequence[ContextNode]) -> dict[int, list[ContextNode]]:
+    """Sibling user messages grouped by the original they are versions of."""
+    by_pk = {n.pk: n for n in siblings}
+    slots: dict[int, list[ContextNode]] = {}
+    for sibling in sorted(siblings, key=lambda n: n.pk):
+        if sibling.role != Role.USER:
+            continue
+        root = _slot_of(sibling, by_pk)
+        slots.setdefault(root, []).append(sibling)
+    return slots
+
+
+def _newest_version(versions: Sequence[ContextNode], nodes: ContextNodes) -> ContextNode:
+    """The version the timeline shows: the one with the newest activity in its exchange."""
+    return max(versions, key=lambda version: max(n.pk for n in _exchange_nodes(version, nodes)))
+
+
+def _exchange_nodes(start: ContextNode, nodes: ContextNodes) -> list[ContextNode]:
+    """A send's messages and every answer to its last one."""
+    chain = [start]
+    while True:
+        below = nodes.children.get(chain[-1].pk, [])
+        follow = [c for c in below if c.role == Role.USER and c.turn_pk == start.turn_pk]
+        if not follow:
+            return chain + [c for c in below if c.role == Role.ASSISTANT]
+        chain.append(follow[0])
+
+
+def _exchange(start: ContextNode, nodes: ContextNodes) -> list[ContextNode]:
+    """A concurrent exchange as the context takes it: the send's messages and its newest
+    answer, or nothing when that answer holds nothing (yet: it is still streaming)."""
+    found = _exchange_nodes(start, nodes)
+    answers = [n for n in found if n.role == Role.ASSISTANT]
+    if not answers or not max(answers, key=lambda n: n.pk).parts:
+        return []
+    return [n for n in found if n.role == Role.USER] + [max(answers, key=lambda n: n.pk)]
+
+
+def _key(node: ContextNode, nodes: Mapping[int, ContextNode]) -> int:
+    """When the exchange of `node` was sent: the pk of its send's first message, or of the
+    original that message is a version of (an edit stays where the original was)."""
+    start = _send_start(node, nodes)
+    return _slot_of(start, nodes)

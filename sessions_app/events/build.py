@@ -9,9 +9,12 @@ from sessions_app.events.types import (
     CancelEvent,
     Delta,
     EndReason,
+    MemberJoined,
+    MemberLeft,
     MessageEvent,
     Node,
     Presence,
+    SessionUpdated,
     ToolCallEvent,
     ToolCallPart,
     ToolResultEvent,
@@ -22,7 +25,7 @@ from sessions_app.events.types import (
     TurnStart,
 )
 from sessions_app.infra.live_state import Event
-from sessions_app.models import MessageNode, Turn, node_payload
+from sessions_app.models import ChatSession, MessageNode, Turn, TurnStatus, node_payload
 
 
 def turn_queued(turn: Turn, position: int, *, interrupts: list[str] | None = None) -> Event:
@@ -36,7 +39,7 @@ def turn_queued(turn: Turn, position: int, *, interrupts: list[str] | None = Non
 
 
 def turn_start(turn: Turn) -> Event:
-    return TurnStart(type="turn.start", turn_id=turn.turn_id, client_id=turn.client_id).wire()
+    return TurnStart(type="turn.start", turn_id=turn.turn_id, client_id=turn.client_id, model=turn.model).wire()
 
 
 def message(node: MessageNode, turn_id: str | None) -> Event:
@@ -61,6 +64,7 @@ def turn_end(turn: Turn) -> Event:
         client_id=turn.client_id,
         reason=cast(EndReason, turn.status),
         error=error,
+        cancelled_by=(turn.cancel_requested_by or None) if turn.status == TurnStatus.CANCELLED else None,
     ).wire()
 
 
@@ -68,6 +72,27 @@ def cancel(filter_: dict[str, Any], client_id: str, cancelled: list[str], reject
     return CancelEvent(
         type="cancel", filter=filter_, client_id=client_id, cancelled=cancelled, rejected=rejected
     ).wire()
+
+
+def session_updated(session: ChatSession, by: str) -> Event:
+    return SessionUpdated(
+        type="session.updated",
+        client_id=by,
+        title=session.title,
+        policy=session.policy,
+        model=session.model,
+        model_options=session.model_options,
+    ).wire()
+
+
+def member_joined(client_id: str, role: str, by: str) -> Event:
+    return MemberJoined(
+        type="member.joined", client_id=client_id, role=cast(Literal["owner", "member"], role), by=by
+    ).wire()
+
+
+def member_left(client_id: str) -> Event:
+    return MemberLeft(type="member.left", client_id=client_id).wire()
 
 
 def presence(online: list[str]) -> Event:

@@ -68,6 +68,7 @@ class TurnQueued(TurnEvent):
 
 class TurnStart(TurnEvent):
     type: Literal["turn.start"]
+    model: str | None = None  # the model answering (a turn keeps the one it was sent with)
 
 
 class MessageEvent(EventBase):
@@ -90,6 +91,7 @@ class TurnEnd(TurnEvent):
     type: Literal["turn.end"]
     reason: EndReason
     error: TurnError | None = None
+    cancelled_by: str | None = Field(default=None, alias="cancelledBy")  # whose cancel ended it
 
 
 class CancelEvent(EventBase):
@@ -105,6 +107,29 @@ class Presence(EventBase):
     online: list[str]
 
 
+class SessionUpdated(EventBase):
+    """The session's settings changed (every field holds its value after the change)."""
+
+    type: Literal["session.updated"]
+    client_id: str = Field(alias="clientId")  # who changed them
+    title: str
+    policy: str
+    model: str
+    model_options: dict[str, Any] = Field(alias="modelOptions")
+
+
+class MemberJoined(EventBase):
+    type: Literal["member.joined"]
+    client_id: str = Field(alias="clientId")  # the new member
+    role: Literal["owner", "member"]
+    by: str  # who invited them
+
+
+class MemberLeft(EventBase):
+    type: Literal["member.left"]
+    client_id: str = Field(alias="clientId")  # the member who left
+
+
 EVENT_MODELS: dict[str, type[EventBase]] = {
     "presence": Presence,
     "turn.queued": TurnQueued,
@@ -113,6 +138,9 @@ EVENT_MODELS: dict[str, type[EventBase]] = {
     "delta": Delta,
     "turn.end": TurnEnd,
     "cancel": CancelEvent,
+    "session.updated": SessionUpdated,
+    "member.joined": MemberJoined,
+    "member.left": MemberLeft,
 }
 
 

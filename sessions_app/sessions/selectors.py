@@ -53,6 +53,7 @@ def turn_payload(turn: Turn, *, content: str | None = None) -> dict[str, Any]:
         "content": content if content is not None else (turn.assistant_message.text if turn.assistant_message else ""),
         "usage": turn.usage or None,
         "finishReason": turn.finish_reason or None,
+        "cancelledBy": (turn.cancel_requested_by or None) if turn.status == TurnStatus.CANCELLED else None,
         "createdAt": int(turn.created_at.timestamp() * 1000),
         "endedAt": int(turn.ended_at.timestamp() * 1000) if turn.ended_at else None,
     }

@@ -12,6 +12,7 @@ from django.db import transaction
 
 from sessions_app.conf import app_settings
 from sessions_app.errors import ChatError, Forbidden, Invalid, NotFound
+from sessions_app.events import build, emit
 from sessions_app.models import ChatSession, Membership, Policy
 from sessions_app.sessions._queries import sessions_of_members
 from sessions_app.worker.providers.registry import is_configured
@@ -89,11 +90,11 @@ def session_update(
     model_options: dict[str, Any] | None = None,
     policy: str | None = None,
 ) -> ChatSession:
-    """Any member may rename the session or change its default policy; the model is the
-    owner's to change."""
-    if model is not None or model_options is not None:
-        if session.owner_id != user.pk:  # type: ignore[attr-defined]
-            raise Forbidden("only the owner changes the model")
+    """Any member may rename the session; its default policy, model and model options are
+    the owner's to change (they decide what every member's messages do). Every device of
+    the session learns the new settings (`session.updated`)."""
+    if (model, model_options, policy) != (None, None, None) and session.owner_id != user.pk:  # type: ignore[attr-defined]
+        raise Forbidden("only the owner changes the default policy, the model and its options")
     if model is not None:
         _check_model(model)
         session.model = model
@@ -103,7 +104,9 @@ def session_update(
         session.title = title
     if policy is not None:
         session.policy = Policy(policy)
-    session.save()
+    with transaction.atomic():
+        session.save()
+        emit.on_commit(str(session.pk), [build.session_updated(session, by=str(user.get_username()))])
     return session
 
 
@@ -115,11 +118,18 @@ def member_add(*, session: ChatSession, by: AbstractBaseUser, username: str) -> 
         user = user_model.objects.get(username=username)
     except user_model.DoesNotExist as exc:
         raise NotFound(f"no user named {username!r}") from exc
-    membership, _created = Membership.objects.get_or_create(session=session, user=user)
+    with transaction.atomic():
+        membership, created = Membership.objects.get_or_create(session=session, user=user)
+        if created:
+            event = build.member_joined(username, role=membership.role, by=str(by.get_username()))
+            emit.on_commit(str(session.pk), [event])
     return membership
 
 
 def member_leave(*, session: ChatSession, user: AbstractBaseUser) -> None:
     if session.owner_id == user.pk:  # type: ignore[attr-defined]
         raise Invalid("the owner cannot leave their own session")
-    Membership.objects.filter(session=session, user_id=user.pk).delete()
+    with transaction.atomic():
+        left, _ = Membership.objects.filter(session=session, user_id=user.pk).delete()
+        if left:
+            emit.on_commit(str(session.pk), [build.member_left(str(user.get_username()))])

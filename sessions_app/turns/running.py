@@ -14,9 +14,9 @@ from django.utils import timezone
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
 from sessions_app.models import MessageNode, Policy, Turn, TurnStatus
-from sessions_app.tree import context_path
+from sessions_app.tree import context_nodes, context_path
 from sessions_app.turns import announce, transitions
-from sessions_app.turns._queries import ancestry, in_flight_turns
+from sessions_app.turns._queries import in_flight_turns
 from sessions_app.turns.locking import in_one_transaction, lock_sessions
 from sessions_app.turns.types import ClaimedTurn, TurnOutcome
 
@@ -30,9 +30,9 @@ def turns_claim(*, turn_pks: Sequence[int], worker_id: str) -> list[ClaimedTurn 
         rows = transitions.claim(turn_pks, worker_id)
     claimed: dict[int, ClaimedTurn] = {}
     if rows:
-        # The turns' answers and the branches above them (their user messages included):
-        # their contexts, in one read.
-        nodes = ancestry(row.assistant_message_id for row in rows if row.assistant_message_id)
+        # The branches above the turns' messages, with the exchanges that ran beside them
+        # and the turns' answers: their contexts (tree.py), in one read.
+        nodes = context_nodes((row.user_message_id or 0 for row in rows), {row.session_id for row in rows})
         for row in rows:
             branch = context_path(row.user_message_id or 0, nodes)
             claimed[row.pk] = ClaimedTurn(
@@ -163,6 +163,20 @@ def _end_keeping_content(turn: Turn, status: str, error_code: str = "", error_me
             error_message=error_message,
         )
     )
+
+
+def turn_end_stuck(*, turn_pk: int, by: str) -> bool:
+    """An operator ends an active turn that no longer moves (its worker hangs, or its task
+    was lost before a worker claimed it): `error` with code `ended_by_operator`, keeping
+    what it streamed; a worker still running it is told to stop. False if the turn is not
+    active (a queued turn is cancelled instead: it never called the model)."""
+    turn = Turn.objects.filter(pk=turn_pk, status=TurnStatus.ACTIVE).first()
+    if turn is None or not _end_keeping_content(
+        turn, TurnStatus.ERROR, "ended_by_operator", f"ended by an operator ({by})"
+    ):
+        return False
+    live_state.signal_cancel_sync(str(turn.session_id), [turn.pk])
+    return True
 
 
 def turns_fail_lost(*, live_workers: set[str], scope: str = "") -> list[str]:

@@ -230,7 +230,11 @@ class TurnRunner:
         for round_ in range(max(int(tuning("TOOL_ROUNDS")), 1)):
             answer = [{"role": "assistant", "parts": self.coalescer.parts()}] if round_ else []
             request = ModelRequest(
-                model=model_name, messages=context + answer, options=self.turn.model_options, tools=specs
+                model=model_name,
+                messages=context + answer,
+                options=self.turn.model_options,
+                tools=specs,
+                turn_id=self.turn.turn_id,
             )
             calls = await self._call_model(provider, request)
             if not calls or self.abort.is_set():

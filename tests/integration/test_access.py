@@ -143,6 +143,6 @@ async def test_a_token_login_then_a_session_visible_to_its_members(stack, create
         listed = (await client.request("GET", "/api/sessions"))["results"]
         assert [s["id"] for s in listed] == [session["id"]]
         renamed = await client.request("PATCH", f"/api/sessions/{session['id']}", json={"title": "Renamed"})
-        assert renamed["title"] == "Renamed" and renamed["lastSeq"] == 0
+        assert renamed["title"] == "Renamed" and renamed["lastSeq"] == 1  # its session.updated event
     finally:
         await client.aclose()

@@ -33,6 +33,7 @@ class ModelRequest:
     messages: list[dict[str, Any]]  # [{"role", "parts"}], root first
     options: dict[str, Any] = field(default_factory=dict)
     tools: tuple[ToolSpec, ...] = ()
+    turn_id: str = ""  # the turn it answers (the demo model words each turn differently)
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,69 @@
-"""The built-in `demo` model: deterministic and offline.
+"""The built-in `demo` model: offline, and plainly a demo.
 
-modelOptions: `tokens` (how many, default 24), `rate` (tokens per second, default 30),
-`pauseAfter` and `pauseSeconds` (go silent mid-answer), `failAfter` (raise a provider error
-after that many tokens), `stamp` (prefix each token with its emit time, for benchmarks).
-The answer is a function of the prompt and the options only: see `demo_tokens`.
+It answers in readable Markdown made from the prompt's own words, says that it is the demo
+model, and streams at a pace a person can follow (about 30 words a second: a few seconds an
+answer, long enough to press Stop). Each turn words its answer differently, so Regenerate
+shows a new version; the same turn always gets the same answer.
+
+modelOptions: `tokens` (exactly that many words, the same for the same prompt whatever the
+turn: tests and benchmarks compare answers with `demo_tokens`), `rate` (words per second,
+default 30), `pauseAfter` and `pauseSeconds` (go silent mid-answer), `failAfter` (raise a
+provider error after that many words), `stamp` (prefix each word with its emit time, for
+benchmarks).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from itertools import count as counting
+from itertools import islice
 from typing import Any
 
 from sessions_app.worker.providers.base import Finish, ModelRequest, ProviderError, StreamItem, TextDelta, Usage
 
-WORDS = (
-    "the quick brown fox jumps over a lazy dog while streams of tokens flow to every "
-    "device in the session and nothing is lost or shown twice"
-).split()
+STOPWORDS = frozenset(
+    """a about after all also am an and any are as at be because been but by can could did do
+    does for from had has have how i if in into is it its just me more my no not of on or our
+    out please so some than that the their them then there these they this to too up us was
+    we were what when where which while who why will with would you your""".split()
+)
+
+OPENINGS = (
+    "**{topic}**: a demo answer to “{quote}”. This is the built-in demo model: no AI read your "
+    "message, it only reuses your words, so that you can watch an answer stream, stop it, or ask for another version.",
+    "**{topic}**, as the demo model sees it. You asked “{quote}”; no language model is connected, so this "
+    "answer is stitched together from your own words to show how answers stream to every device.",
+    "**{topic}**: the demo model answering “{quote}”. Nothing here comes from a real AI; the words are "
+    "yours, rearranged, so that the chat has something to stream while you try it out.",
+)
+INTROS = (
+    "Here is how a real assistant might organise it:",
+    "Three things worth a thought:",
+    "A quick outline, in demo form:",
+    "If this were a real answer, it would cover:",
+)
+POINTS = (
+    "Start with what *{word}* means for you, and write it down in one sentence.",
+    "Split *{word}* into small steps and check each one before the next.",
+    "Compare two options for *{word}* side by side before you decide.",
+    "Give *{word}* a little more time than you think it needs.",
+    "Ask someone who has done *{word}* before what surprised them.",
+    "Keep *{word}* simple at first; details can come later.",
+    "Note one open question about *{word}* and come back to it tomorrow.",
+    "A real model would now say something clever about *{word}*.",
+)
+CLOSINGS = (
+    "Press **Regenerate** for a differently worded version, or pick a real model in the session settings.",
+    "Try **Stop** while an answer streams, or send another message alongside this one.",
+    "Everyone in this session sees this answer as it streams, on every device.",
+    "Set up OpenAI or Anthropic (docs/providers.md) and choose it in the session settings for real answers.",
+)
+MORE = "More demo text, part {n}, about *{word}*:"
 
 
 def _prompt_of(messages: list[dict[str, Any]]) -> str:
@@ -29,22 +73,70 @@ def _prompt_of(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def demo_tokens(prompt: str, count: int) -> list[str]:
-    """The tokens the demo model answers `prompt` with (each a word and a space)."""
-    digest = _digest(prompt)
-    return [_token(digest, index) for index in range(count)]
+def _keywords(prompt: str) -> list[str]:
+    """Up to five words of the prompt that carry its meaning, in their order."""
+    found: list[str] = []
+    for word in re.findall(r"[^\W_][\w'’-]*", prompt):
+        if word.lower() in STOPWORDS or (len(word) < 3 and not any(c.isdigit() for c in word)):
+            continue
+        if word.lower() not in (w.lower() for w in found):
+            found.append(word)
+        if len(found) == 5:
+            break
+    return found or re.findall(r"\S+", prompt)[:1] or ["your message"]
 
 
-def _digest(prompt: str) -> hashlib.blake2b:
-    return hashlib.blake2b(prompt.encode(), digest_size=16)
+def _quote(prompt: str, limit: int = 80) -> str:
+    text = " ".join(prompt.split()) or "(an empty message)"
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _token(digest: hashlib.blake2b, index: int) -> str:
-    # Each word depends on the prompt and its position, so different prompts give
-    # different answers (tests tell concurrent turns apart by their text).
-    token = digest.copy()
-    token.update(index.to_bytes(4, "big"))
-    return f"{WORDS[int.from_bytes(token.digest()[:4], 'big') % len(WORDS)]} "
+def _topic(words: list[str]) -> str:
+    first = words[0][:1].upper() + words[0][1:]
+    if len(words) == 1:
+        return first
+    return f"{', '.join([first, *words[1:-1]])} and {words[-1]}"
+
+
+def _paragraphs(prompt: str, seed: str) -> Iterator[tuple[str, bool]]:
+    """The answer's paragraphs, each made when it is needed, and whether it is past the
+    answer's natural end (the text that only an explicit `tokens` asks for)."""
+    digest = hashlib.blake2b(f"{prompt}\0{seed}".encode(), digest_size=8).digest()
+    rng = random.Random(int.from_bytes(digest, "big"))  # varied wording, not security
+    topic = _keywords(prompt)
+    words = [w for w in topic if not w.isdigit()] or topic  # "what *3* means" reads badly
+    yield rng.choice(OPENINGS).format(topic=_topic(topic), quote=_quote(prompt)), False
+    points = rng.sample(POINTS, 3)
+    bullets = [f"- {point.format(word=words[i % len(words)])}" for i, point in enumerate(points)]
+    yield "\n".join([rng.choice(INTROS), *bullets]), False
+    yield rng.choice(CLOSINGS), False
+    for n in counting(2):
+        point = rng.choice(POINTS).format(word=rng.choice(words))
+        yield f"{MORE.format(n=n, word=words[n % len(words)])} {point}", True
+
+
+def _token_stream(prompt: str, seed: str, *, natural: bool) -> Iterator[str]:
+    """Words, each with the space after it; a new line or paragraph comes with the word
+    that starts it. `natural`: stop at the answer's natural end."""
+    for index, (paragraph, extra) in enumerate(_paragraphs(prompt, seed)):
+        if extra and natural:
+            return
+        for line_index, line in enumerate(paragraph.split("\n")):
+            lead = ("\n\n" if index else "") if line_index == 0 else "\n"
+            for word_index, word in enumerate(line.split(" ")):
+                yield f"{lead if word_index == 0 else ''}{word} "
+
+
+def demo_tokens(prompt: str, count: int, seed: str = "") -> list[str]:
+    """The words the demo model answers `prompt` with when asked for `count` of them (each
+    a word and a space); `seed` varies the wording (the model uses the turn's id unless
+    `tokens` is set)."""
+    return list(islice(_token_stream(prompt, seed, natural=False), count))
+
+
+def demo_answer(prompt: str, seed: str = "") -> list[str]:
+    """The whole answer the demo model gives when no `tokens` option is set."""
+    return list(_token_stream(prompt, seed, natural=True))
 
 
 def _number(options: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
@@ -60,31 +152,37 @@ class DemoProvider:
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
         options = request.options
-        count = int(_number(options, "tokens", 24, 0, 100_000))
+        explicit = "tokens" in options
+        count = int(_number(options, "tokens", 0, 0, 100_000))
         rate = _number(options, "rate", 30, 0.01, 100_000)
         pause_after = options.get("pauseAfter")
         pause_seconds = _number(options, "pauseSeconds", 0, 0, 3600)
         fail_after = options.get("failAfter")
         stamp = bool(options.get("stamp"))
-        # Each token is made when it is due, not all before the first: a burst of 100 turns
-        # spent ~6 ms of the worker's loop making answers before any first token went out.
         prompt = _prompt_of(request.messages)
-        digest = _digest(prompt)
+        # Each word is made when it is due, not all before the first: a burst of 100 turns
+        # spent ~6 ms of the worker's loop making answers before any first token went out.
+        words = (
+            islice(_token_stream(prompt, "", natural=False), count)
+            if explicit
+            else _token_stream(prompt, request.turn_id, natural=True)
+        )
         loop = asyncio.get_running_loop()
         due = loop.time()
-        for index in range(count):
-            if fail_after is not None and index >= int(fail_after):
-                raise ProviderError("provider_unavailable", f"demo model failed after {index} tokens (failAfter)")
-            if pause_after is not None and index == int(pause_after) and pause_seconds:
+        sent = 0
+        for token in words:
+            if fail_after is not None and sent >= int(fail_after):
+                raise ProviderError("provider_unavailable", f"demo model failed after {sent} tokens (failAfter)")
+            if pause_after is not None and sent == int(pause_after) and pause_seconds:
                 await asyncio.sleep(pause_seconds)
                 due = loop.time()
             due += 1 / rate
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            token = _token(digest, index)
-            yield TextDelta(f"<{index}@{time.time():.6f}>{token}" if stamp else token)
-        if fail_after is not None and int(fail_after) == count:
-            raise ProviderError("provider_unavailable", f"demo model failed after {count} tokens (failAfter)")
-        yield Usage(input_tokens=len(prompt.split()), output_tokens=count)
+            yield TextDelta(f"<{sent}@{time.time():.6f}>{token}" if stamp else token)
+            sent += 1
+        if fail_after is not None and int(fail_after) == sent:
+            raise ProviderError("provider_unavailable", f"demo model failed after {sent} tokens (failAfter)")
+        yield Usage(input_tokens=len(prompt.split()), output_tokens=sent)
         yield Finish("stop")
