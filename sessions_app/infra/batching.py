@@ -11,6 +11,7 @@ Decision 012.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -73,13 +74,16 @@ class GroupedCall(Generic[Q, R]):
                     done.set_result(outcome)
 
 
-_grouped: dict[tuple[int, str], GroupedCall[Any, Any]] = {}
+# Per event loop, forgotten with it (a test or a closed loop leaves nothing behind).
+_grouped: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, GroupedCall[Any, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def grouped(name: str, make: Callable[[], GroupedCall[Q, R]]) -> GroupedCall[Q, R]:
     """The running event loop's GroupedCall for `name` (made by `make` the first time)."""
-    key = (id(asyncio.get_running_loop()), name)
-    instance = _grouped.get(key)
+    calls = _grouped.setdefault(asyncio.get_running_loop(), {})
+    instance = calls.get(name)
     if instance is None:
-        instance = _grouped[key] = make()
+        instance = calls[name] = make()
     return instance

@@ -11,6 +11,7 @@ import contextlib
 import uuid
 from typing import Any
 
+import orjson
 from django.contrib.auth.models import AbstractBaseUser
 
 from sessions_app.cancellation.filters import matches
@@ -46,11 +47,10 @@ class _EndWatcher:
         self.done = asyncio.Event()
 
     def offer(self, seq: int, frame: str) -> None:
-        if '"type":"turn.end"' not in frame:
+        event = orjson.loads(frame)
+        if event.get("type") != "turn.end":
             return
-        for turn_id in list(self.waiting):
-            if f'"turnId":"{turn_id}"' in frame:
-                self.waiting.discard(turn_id)
+        self.waiting.discard(event.get("turnId"))
         if not self.waiting:
             self.done.set()
 
