@@ -78,6 +78,16 @@ DEFAULTS: dict[str, Any] = {
     # sessions_app.worker.providers.tools.Tool objects; and the most model calls one turn makes.
     "TOOLS": [],
     "TOOL_ROUNDS": 8,
+    # Agents (docs/agents.md): a list of {"name", "model", "system", "options", "tools",
+    # "sub_agents", "description"}, a JSON text of one, or "example" for the shipped example
+    # (sessions_app/agents/example.py). An agent acts in the sessions it was added to, with
+    # the clientId agent:<name>.
+    "AGENTS": [],
+    # Turns active at once in one session (0: no cap). A send beyond it follows
+    # ACTIVE_TURNS_OVERFLOW: "queue" (it waits, like the queue policy, and starts when a
+    # turn ends) or "reject" (429 rate_limited).
+    "MAX_ACTIVE_TURNS": 16,
+    "ACTIVE_TURNS_OVERFLOW": "queue",
 }
 
 

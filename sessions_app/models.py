@@ -65,6 +65,12 @@ class ChatSession(models.Model):
         default=Policy.CONCURRENT,
         help_text="Default double-texting policy; a send may name its own.",
     )
+    agents = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Names of configured agents (SESSIONS_APP["AGENTS"]) added to this session, e.g. ["panel"]; '
+        "each acts with the clientId agent:<name>. Read with the session's row, so a send pays no query for it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -135,16 +141,29 @@ class Turn(models.Model):
 
     session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="turns")
     turn_id = models.CharField(max_length=100, help_text="Public id, client-chosen or a server UUID.")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_turns")
-    client_id = models.CharField(max_length=150, help_text="The owner's clientId (username).")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="chat_turns",
+        help_text="The user who sent it; for an agent's turn, the user it works for.",
+    )
+    client_id = models.CharField(max_length=150, help_text="The owner's clientId (username, or agent:<name>).")
     status = models.CharField(max_length=16, choices=TurnStatus.choices, default=TurnStatus.ACTIVE)
     policy = models.CharField(max_length=16, choices=Policy.choices, default=Policy.CONCURRENT)
     user_message = models.ForeignKey(MessageNode, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     assistant_message = models.ForeignKey(
         MessageNode, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    model = models.CharField(max_length=100, default="demo")
+    model = models.CharField(max_length=100, default="demo", help_text="A model, or agent:<name> for an agent's turn.")
     model_options = models.JSONField(default=dict, blank=True)
+    parent_turn = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="child_turns",
+        help_text="The orchestrating turn this sub-agent turn works for: cancelling it cancels this one.",
+    )
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
     worker_id = models.CharField(max_length=200, blank=True, help_text="The worker process that claimed the turn.")

@@ -155,6 +155,12 @@ SESSIONS_APP: dict[str, Any] = {
     ),
     "ON_ABORT": env("CHAT_ON_ABORT", default="") or None,
     "QUEUE_LIMIT": env.int("CHAT_QUEUE_LIMIT", default=10),
+    # Agents (docs/agents.md): JSON of a list of agents, or "example" (the researcher, critic
+    # and panel of sessions_app/agents/example.py); none by default (local.py: the example).
+    "AGENTS": env("CHAT_AGENTS", default=""),
+    # Turns active at once in one session; beyond it a send queues (or "reject": rate_limited).
+    "MAX_ACTIVE_TURNS": env.int("CHAT_MAX_ACTIVE_TURNS", default=16),
+    "ACTIVE_TURNS_OVERFLOW": env("CHAT_ACTIVE_TURNS_OVERFLOW", default="queue"),
 }
 
 LOGGING = {

@@ -15,13 +15,14 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from sessions_app.agents.config import AGENT_PREFIX
 from sessions_app.cancellation.authorisers import CancelRequest
 from sessions_app.conf import app_settings
-from sessions_app.errors import NotFound
+from sessions_app.errors import Forbidden, NotFound
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
 from sessions_app.infra.live_state import Event
-from sessions_app.models import ChatSession, HeldCancel, Turn
+from sessions_app.models import IN_FLIGHT, ChatSession, HeldCancel, Turn
 from sessions_app.schemas import CancelFilter
 from sessions_app.sessions.services import require_member
 from sessions_app.turns import announce, transitions
@@ -42,8 +43,13 @@ class CancelOutcome:
 
 
 def client_id_of(user: AbstractBaseUser) -> str:
-    """A user's clientId: their username, taken from authentication."""
-    return str(user.get_username())
+    """A user's clientId: their username, taken from authentication. The prefix `agent:`
+    is the agents' (a username cannot hold ":"; one made without Django's validator is
+    refused here, wherever a user acts, so no one passes for an agent)."""
+    client_id = str(user.get_username())
+    if client_id.startswith(AGENT_PREFIX):
+        raise Forbidden(f"the clientId prefix {AGENT_PREFIX!r} is reserved for agents")
+    return client_id
 
 
 def authorise(
@@ -147,17 +153,36 @@ def cancel_locked(
         if turn.turn_id not in allowed:
             outcome.rejected.append(turn.turn_id)
             continue
-        outcome.cancelled.append(turn.turn_id)
-        if not turn.worker_id and transitions.end_unstarted(turn, by=by):
-            outcome.ended.append(turn)
-        elif transitions.request_cancel(turn, by=by):
-            to_signal.append(turn.pk)
+        _stop(turn, by, outcome, to_signal)
+    # A sub-agent's turn goes with the turn it works for (docs/agents.md), whoever owns it:
+    # the parent's cancel was allowed. One read per level (none below: one empty read).
+    parents = [t.pk for t in matched if t.turn_id in allowed]
+    while parents:
+        children = list(
+            Turn.objects.filter(
+                session=session, parent_turn_id__in=parents, status__in=IN_FLIGHT, cancel_requested_by=""
+            ).order_by("id")
+        )
+        for child in children:
+            _stop(child, by, outcome, to_signal)
+        parents = [child.pk for child in children]
     outcome.events.append(build.cancel(flt.as_dict(), by, outcome.cancelled, outcome.rejected))
     outcome.events.extend(build.turn_end(t) for t in outcome.ended)
     if to_signal:
         session_id = str(session.pk)
         transaction.on_commit(lambda: live_state.signal_cancel_sync(session_id, to_signal))
     return outcome
+
+
+def _stop(turn: Turn, by: str, outcome: CancelOutcome, to_signal: list[int]) -> None:
+    """Cancel one allowed turn."""
+    outcome.cancelled.append(turn.turn_id)
+    # A turn no worker has claimed yet (queued, or active and not picked up) ends here;
+    # a claimed one is flagged and its worker stops it.
+    if not turn.worker_id and transitions.end_unstarted(turn, by=by):
+        outcome.ended.append(turn)
+    elif transitions.request_cancel(turn, by=by):
+        to_signal.append(turn.pk)
 
 
 def take_held_cancels(turns: Sequence[tuple[ChatSession, str, str]]) -> set[tuple[Any, str]]:

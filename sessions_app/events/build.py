@@ -33,13 +33,25 @@ def turn_queued(turn: Turn, position: int, *, interrupts: list[str] | None = Non
         type="turn.queued",
         turn_id=turn.turn_id,
         client_id=turn.client_id,
+        parent_turn_id=_parent_turn_id(turn),
         position=position,
         interrupts=interrupts or None,
     ).wire()
 
 
 def turn_start(turn: Turn) -> Event:
-    return TurnStart(type="turn.start", turn_id=turn.turn_id, client_id=turn.client_id, model=turn.model).wire()
+    return TurnStart(
+        type="turn.start",
+        turn_id=turn.turn_id,
+        client_id=turn.client_id,
+        parent_turn_id=_parent_turn_id(turn),
+        model=turn.model,
+    ).wire()
+
+
+def _parent_turn_id(turn: Turn) -> str | None:
+    """The public id of the turn a sub-agent's turn works for (read only for such turns)."""
+    return turn.parent_turn.turn_id if turn.parent_turn_id and turn.parent_turn else None
 
 
 def message(node: MessageNode, turn_id: str | None) -> Event:
@@ -62,6 +74,7 @@ def turn_end(turn: Turn) -> Event:
         type="turn.end",
         turn_id=turn.turn_id,
         client_id=turn.client_id,
+        parent_turn_id=_parent_turn_id(turn),
         reason=cast(EndReason, turn.status),
         error=error,
         cancelled_by=(turn.cancel_requested_by or None) if turn.status == TurnStatus.CANCELLED else None,

@@ -45,10 +45,12 @@ class EventBase(Strict):
 
 
 class TurnEvent(EventBase):
-    """An event of a turn's life, naming the turn and its owner."""
+    """An event of a turn's life, naming the turn and its owner (a user, or an agent:
+    `agent:<name>`), and for a sub-agent's turn the turn it works for."""
 
     turn_id: str = Field(alias="turnId")
     client_id: str = Field(alias="clientId")
+    parent_turn_id: str | None = Field(default=None, alias="parentTurnId")
 
 
 class AnswerEvent(EventBase):

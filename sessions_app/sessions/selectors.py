@@ -56,11 +56,12 @@ def turn_payload(turn: Turn, *, content: str | None = None) -> dict[str, Any]:
         "cancelledBy": (turn.cancel_requested_by or None) if turn.status == TurnStatus.CANCELLED else None,
         "createdAt": int(turn.created_at.timestamp() * 1000),
         "endedAt": int(turn.ended_at.timestamp() * 1000) if turn.ended_at else None,
+        "parentTurnId": turn.parent_turn.turn_id if turn.parent_turn_id and turn.parent_turn else None,
     }
 
 
 def _turns(session: ChatSession) -> QuerySet[Turn]:
-    return Turn.objects.filter(session=session).select_related("user_message", "assistant_message")
+    return Turn.objects.filter(session=session).select_related("user_message", "assistant_message", "parent_turn")
 
 
 def session_payload(session: ChatSession, *, detail: bool = False) -> dict[str, Any]:
@@ -73,6 +74,7 @@ def session_payload(session: ChatSession, *, detail: bool = False) -> dict[str, 
         "policy": session.policy,
         "createdAt": int(session.created_at.timestamp() * 1000),
         "updatedAt": int(session.updated_at.timestamp() * 1000),
+        "agents": list(session.agents or []),
     }
     if detail:
         in_flight = list(_turns(session).filter(status__in=IN_FLIGHT).order_by("id"))

@@ -11,6 +11,7 @@ from functools import partial
 from django.db import transaction
 from django.utils import timezone
 
+from sessions_app.conf import app_settings
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
 from sessions_app.models import MessageNode, Policy, Turn, TurnStatus
@@ -94,21 +95,43 @@ def _promote(in_flight: Sequence[Turn]) -> list[Turn]:
 
     - An interrupting turn starts once none of the turns it interrupted is still active:
       the sender's older active turns with a cancel asked.
-    - Then the oldest turn of the queue (first in, first out), when nothing is active."""
+    - Then the queue, first in, first out, while its oldest turn may start: a turn queued
+      by the `queue` policy when nothing is active; a turn queued by the session's cap
+      (MAX_ACTIVE_TURNS, docs/agents.md) while the active turns stay within it.
+    - Sub-agent turns queued with their parent turn start with it (docs/agents.md)."""
+    queued = {t.pk for t in in_flight if t.status == TurnStatus.QUEUED}
     started = [
         turn
         for turn in in_flight
         if turn.status == TurnStatus.QUEUED
         and turn.policy == Policy.INTERRUPT
+        and turn.parent_turn_id not in queued
         and not _interrupted_by(turn, in_flight)
         and transitions.activate(turn)
     ]
-    if not any(t.status == TurnStatus.ACTIVE for t in in_flight):
-        for turn in in_flight:
-            if turn.status == TurnStatus.QUEUED and turn.policy != Policy.INTERRUPT and transitions.activate(turn):
-                started.append(turn)
-                break
+    started.extend(_sub_agents_of(started, in_flight))
+    active = sum(t.status == TurnStatus.ACTIVE for t in in_flight)
+    cap = int(app_settings.MAX_ACTIVE_TURNS)
+    for turn in in_flight:
+        if turn.status != TurnStatus.QUEUED or turn.policy == Policy.INTERRUPT or turn.parent_turn_id in queued:
+            continue
+        group = [turn, *(t for t in in_flight if t.parent_turn_id == turn.pk and t.status == TurnStatus.QUEUED)]
+        fits = active == 0 if turn.policy == Policy.QUEUE else cap <= 0 or active + len(group) <= cap
+        if not fits:
+            break
+        if transitions.activate(turn):
+            with_sub_agents = [turn, *_sub_agents_of([turn], in_flight)]
+            started.extend(with_sub_agents)
+            active += len(with_sub_agents)
     return started
+
+
+def _sub_agents_of(parents: Sequence[Turn], in_flight: Sequence[Turn]) -> list[Turn]:
+    """Start the queued sub-agent turns of turns that just started."""
+    pks = {parent.pk for parent in parents}
+    return [
+        t for t in in_flight if t.parent_turn_id in pks and t.status == TurnStatus.QUEUED and transitions.activate(t)
+    ]
 
 
 def _interrupted_by(turn: Turn, in_flight: Sequence[Turn]) -> list[Turn]:

@@ -25,6 +25,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from sessions_app.agents.config import Agent, agent, agent_name, client_id_for, orchestrator_of
 from sessions_app.cancellation.services import cancel_locked, client_id_of, take_held_cancels
 from sessions_app.conf import app_settings
 from sessions_app.errors import Busy, ChatError, Conflict, Invalid, NotFound, QueueFull, RateLimited, TooLarge
@@ -58,18 +59,32 @@ class SendResult:
 
 
 @dataclass(frozen=True)
+class Acting:
+    """A send the server makes for an agent (sessions_app/agents/services.py): the turn is
+    the agent's (its clientId, its model `agent:<name>`), may work for a parent turn, and may
+    answer an existing user message (`reply_to`, a node id) instead of adding messages."""
+
+    client_id: str
+    model: str
+    parent_turn: Turn | None = None
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True)
 class SendRequest:
     session_id: Any
-    user: AbstractBaseUser
+    user: AbstractBaseUser  # the sender; for an agent's send, the user it works for
     body: SendBody
+    acting: Acting | None = None
 
 
 Outcome = SendResult | Exception
 
 
-def turn_send(*, session_id: Any, user: AbstractBaseUser, body: SendBody) -> SendResult:
-    """Start (or queue) a turn for the user's message(s); raises the send's error."""
-    [outcome] = turns_send([SendRequest(session_id, user, body)])
+def turn_send(*, session_id: Any, user: AbstractBaseUser, body: SendBody, acting: Acting | None = None) -> SendResult:
+    """Start (or queue) a turn for the user's message(s), or for an agent (`acting`); raises
+    the send's error."""
+    [outcome] = turns_send([SendRequest(session_id, user, body, acting)])
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
@@ -191,6 +206,12 @@ class _Plan:
     interrupts: list[str] = field(default_factory=list)  # turnIds an interrupting turn waits for
     emitted: list[Event] = field(default_factory=list)
     new_nodes: list[MessageNode] = field(default_factory=list)
+    # An orchestrated send's sub-agent turns (their answers are siblings under its user
+    # message, before its own answer), an agent's answer to an existing message, and the
+    # clientId its answer is written by (an orchestrator's answer is labelled with it).
+    children: list[Turn] = field(default_factory=list)
+    answer_parent: MessageNode | None = None
+    author: str = ""
 
 
 def _send_wave(items: Sequence[tuple[int, SendRequest, ChatSession]], *, check_repeat: bool) -> dict[int, Outcome]:
@@ -200,6 +221,9 @@ def _send_wave(items: Sequence[tuple[int, SendRequest, ChatSession]], *, check_r
     if check_repeat:
         for index, request, session in items:
             existing = _existing(session, request.body)
+            if existing is not None and request.acting is not None:
+                # Sub-agents sharing a turnId would collide on every device: never a repeat.
+                raise Conflict(f"turnId {existing.turn.turn_id!r} is already used in this session")
             if existing is not None:
                 outcomes[index] = existing
     todo = [item for item in items if item[0] not in outcomes]
@@ -233,13 +257,26 @@ def _plan(
 ) -> _Plan:
     """Decide one send: refuse it (raise), or what it creates and where it attaches. Every
     check that can refuse comes before the interrupt's cancel, the one write made here."""
-    body, user = request.body, request.user
-    policy = body.policy or session.policy
+    body, user, acting = request.body, request.user, request.acting
+    regenerated = _regenerated(session, body.regenerate) if body.regenerate else None
+    if acting is None and regenerated is not None:
+        acting = _sub_agent_again(regenerated)  # an agent's answer regenerated: that agent answers again
+    # An agent's turn runs alongside the others unless its starter names a policy.
+    policy = body.policy or (Policy.CONCURRENT if acting else session.policy)
     streaming = any(t.status == TurnStatus.ACTIVE for t in in_flight)
     if policy == Policy.REJECT and streaming:
         raise Busy("a turn is still streaming in this session")
-    queued = sum(t.status == TurnStatus.QUEUED for t in in_flight)
+    # A user's message to a session with an orchestrating agent also starts its sub-agents.
+    orchestrator = None if acting else orchestrator_of(session.agents)
+    sub_agents = orchestrator.sub_agents if orchestrator else ()
+    client_id = acting.client_id if acting else client_id_of(user)
+    queued = sum(t.status == TurnStatus.QUEUED and t.parent_turn_id is None for t in in_flight)
     status = TurnStatus.QUEUED if policy == Policy.QUEUE and in_flight else TurnStatus.ACTIVE
+    interrupting = client_id if policy == Policy.INTERRUPT else None
+    if status == TurnStatus.ACTIVE and _over_cap(in_flight, 1 + len(sub_agents), interrupting):
+        if app_settings.ACTIVE_TURNS_OVERFLOW == "reject":
+            raise RateLimited(f"this session already runs {app_settings.MAX_ACTIVE_TURNS} turns at once")
+        status = TurnStatus.QUEUED
     if status == TurnStatus.QUEUED and queued >= app_settings.QUEUE_LIMIT:
         raise QueueFull(f"this session already queues {app_settings.QUEUE_LIMIT} messages")
     plan = _Plan(
@@ -247,23 +284,27 @@ def _plan(
         session=session,
         body=body,
         queued_before=queued,
+        regenerated=regenerated,
+        author=orchestrator.client_id if orchestrator else client_id,
         turn=Turn(
             session=session,
             turn_id=body.turn_id or str(uuid.uuid4()),
             user_id=user.pk,
-            client_id=client_id_of(user),
+            client_id=client_id,
             status=status,
             policy=policy,
-            model=session.model,
-            model_options=session.model_options,
+            model=acting.model if acting else orchestrator.turn_model if orchestrator else session.model,
+            # An agent's options are its configuration's, read when the turn runs.
+            model_options={} if acting or orchestrator else session.model_options,
+            parent_turn=acting.parent_turn if acting else None,
             started_at=timezone.now() if status == TurnStatus.ACTIVE else None,
         ),
     )
-    if body.regenerate:
-        plan.regenerated = _node(session, body.regenerate, "regenerate")
-        if plan.regenerated.role != Role.ASSISTANT or plan.regenerated.parent is None:
-            raise Invalid("regenerate names an assistant message")
-    elif body.fork_of:
+    if acting is not None and acting.reply_to:
+        plan.answer_parent = _node(session, acting.reply_to, "replyTo")
+        if plan.answer_parent.role != Role.USER:
+            raise Invalid("an agent answers a user message")
+    elif body.fork_of:  # (a regenerate names neither forkOf nor parent: SendBody)
         plan.edited = _node(session, body.fork_of, "forkOf")
         if plan.edited.role != Role.USER:
             raise Invalid("forkOf names a user message (use regenerate for answers)")
@@ -273,9 +314,14 @@ def _plan(
     interrupted: list[Turn] = []
     if policy == Policy.INTERRUPT and streaming:
         # Only an active turn is interrupted: with none in flight there is nothing to read.
-        outcome = cancel_locked(session=session, requester=user, flt=CancelFilter(own=True), only_active=True)
+        # An agent interrupts its own turns: the server acts for it, no authoriser is asked.
+        flt = CancelFilter(client_id=client_id) if acting else CancelFilter(own=True)
+        outcome = cancel_locked(
+            session=session, requester=user, flt=flt, only_active=True, bypass_authoriser=acting is not None
+        )
         plan.emitted.extend(outcome.events)
-        interrupted = [t for t in in_flight if t.turn_id in outcome.cancelled]
+        # Sub-agent turns were cancelled with the turns they work for; those are what it follows.
+        interrupted = [t for t in in_flight if t.turn_id in outcome.cancelled and t.parent_turn_id is None]
         ended_here = {t.turn_id for t in outcome.ended}  # never claimed: ended by the cancel
         stopping = [turn_id for turn_id in outcome.cancelled if turn_id not in ended_here]
         if stopping:
@@ -283,9 +329,64 @@ def _plan(
             # interrupts, whose `turn.end` every device then sees before its `turn.start`
             # (running.turn_finish starts it; overdue_interrupts bounds the wait).
             plan.turn.status, plan.turn.started_at, plan.interrupts = TurnStatus.QUEUED, None, stopping
-    if not (body.regenerate or body.fork_of or body.parent):
-        plan.parent = default_parent(policy=policy, in_flight=in_flight, interrupted=interrupted, newest=newest)
+    # Decided last: they start (or wait) with their parent, whatever the interrupt made it.
+    plan.children = [_sub_agent_turn(plan.turn, name) for name in sub_agents]
+    if not (body.regenerate or body.fork_of or body.parent or plan.answer_parent):
+        # A message attaches by the turns users and agents started, not by sub-agent turns.
+        top_level = [t for t in in_flight if t.parent_turn_id is None]
+        plan.parent = default_parent(policy=policy, in_flight=top_level, interrupted=interrupted, newest=newest)
     return plan
+
+
+def _over_cap(in_flight: Sequence[Turn], starting: int, interrupting: str | None) -> bool:
+    """Would `starting` more active turns take the session over MAX_ACTIVE_TURNS? A turn
+    whose cancel was asked is ending and does not count, nor, for an interrupt, the
+    sender's own turns (and their sub-agents) it is about to cancel."""
+    cap = int(app_settings.MAX_ACTIVE_TURNS)
+    if cap <= 0:
+        return False
+    leaving = {t.pk for t in in_flight if interrupting is not None and t.client_id == interrupting}
+    running = sum(
+        t.status == TurnStatus.ACTIVE
+        and not t.cancel_requested_by
+        and t.pk not in leaving
+        and t.parent_turn_id not in leaving
+        for t in in_flight
+    )
+    return running + starting > cap
+
+
+def _sub_agent_turn(parent: Turn, name: str) -> Turn:
+    """A sub-agent's turn of an orchestrated send: its own turnId and clientId, started (or
+    queued) with its parent."""
+    return Turn(
+        session=parent.session,
+        turn_id=str(uuid.uuid4()),
+        user_id=parent.user_id,
+        client_id=client_id_for(name),
+        status=parent.status,
+        policy=Policy.CONCURRENT,
+        model=client_id_for(name),
+        model_options={},
+        parent_turn=parent,
+        started_at=parent.started_at,
+    )
+
+
+def _regenerated(session: ChatSession, node_id: str) -> MessageNode:
+    node = _node(session, node_id, "regenerate")
+    if node.role != Role.ASSISTANT or node.parent is None:
+        raise Invalid("regenerate names an assistant message")
+    return node
+
+
+def _sub_agent_again(answer: MessageNode) -> Acting | None:
+    """Regenerating an answer a (non-orchestrating) agent wrote asks that agent again."""
+    name = agent_name(answer.client_id)
+    configured: Agent | None = agent(name) if name else None
+    if configured is None or configured.orchestrates:
+        return None
+    return Acting(client_id=configured.client_id, model=configured.turn_model)
 
 
 def _node(session: ChatSession, node_id: str, what: str) -> MessageNode:
@@ -299,12 +400,15 @@ def _write(plans: list[_Plan]) -> None:
     """Insert the wave's turns, user messages and answers, a statement each, then link
     the turns to their messages in one more."""
     Turn.objects.bulk_create([plan.turn for plan in plans])
+    children = [child for plan in plans for child in plan.children]
+    if children:
+        Turn.objects.bulk_create(children)  # after their parents: they point at them
     # The messages of one send form a chain: insert them layer by layer (the k-th message
     # of every send together), each layer's parents being the layer before.
     user_nodes: dict[int, MessageNode | None] = {
-        plan.index: plan.regenerated.parent if plan.regenerated else None for plan in plans
+        plan.index: plan.regenerated.parent if plan.regenerated else plan.answer_parent for plan in plans
     }
-    depth = max(len(plan.body.messages) for plan in plans)
+    depth = max((len(plan.body.messages) for plan in plans), default=0)
     for k in range(depth):
         layer = [
             _user_node(plan, plan.body.messages[k], user_nodes[plan.index] or plan.parent, first=k == 0)
@@ -315,13 +419,16 @@ def _write(plans: list[_Plan]) -> None:
         for node, plan in zip(layer, [p for p in plans if k < len(p.body.messages)], strict=True):
             user_nodes[plan.index] = node
             plan.new_nodes.append(node)
-    answers = [_answer_node(plan, user_nodes[plan.index]) for plan in plans]
+    # A send's answers: its sub-agents' first, then its own, which so follows them (the
+    # newest sibling is what devices show and where the next message attaches).
+    owners = [(plan, turn) for plan in plans for turn in [*plan.children, plan.turn]]
+    answers = [_answer_node(plan, user_nodes[plan.index], turn) for plan, turn in owners]
     MessageNode.objects.bulk_create(answers)
-    for plan, answer in zip(plans, answers, strict=True):
+    for (plan, turn), answer in zip(owners, answers, strict=True):
         plan.new_nodes.append(answer)
-        plan.turn.user_message, plan.turn.assistant_message = user_nodes[plan.index], answer
+        turn.user_message, turn.assistant_message = user_nodes[plan.index], answer
     # Each turn's answer, and the answer's parent as its user message: one statement.
-    link_turns_to_messages([plan.turn.pk for plan in plans])
+    link_turns_to_messages([turn.pk for _, turn in owners])
     _apply_held_cancels(plans)
 
 
@@ -338,17 +445,18 @@ def _user_node(plan: _Plan, message: UserMessage, parent: MessageNode | None, *,
     )
 
 
-def _answer_node(plan: _Plan, user_node: MessageNode | None) -> MessageNode:
+def _answer_node(plan: _Plan, user_node: MessageNode | None, turn: Turn) -> MessageNode:
+    own = turn is plan.turn
     return MessageNode(
         session=plan.session,
         node_id=f"a-{uuid.uuid4()}",
         parent=user_node,
         role=Role.ASSISTANT,
         parts=[],
-        turn=plan.turn,
-        client_id=plan.turn.client_id,
-        fork_of=plan.regenerated,
-        status=NodeStatus.STREAMING if plan.turn.status == TurnStatus.ACTIVE else NodeStatus.QUEUED,
+        turn=turn,
+        client_id=plan.author if own else turn.client_id,
+        fork_of=plan.regenerated if own else None,
+        status=NodeStatus.STREAMING if turn.status == TurnStatus.ACTIVE else NodeStatus.QUEUED,
     )
 
 
@@ -363,6 +471,9 @@ def _apply_held_cancels(plans: list[_Plan]) -> None:
         held_cancel = (plan.session.pk, plan.turn.turn_id) in held
         if held_cancel and transitions.end_unstarted(plan.turn, by=plan.turn.client_id):
             plan.new_nodes[-1].status = NodeStatus.CANCELLED
+            for child in plan.children:  # a parent's cancel is its sub-agents' too
+                if transitions.end_unstarted(child, by=plan.turn.client_id) and child.assistant_message:
+                    child.assistant_message.status = NodeStatus.CANCELLED
 
 
 def _emit_on_commit(plans: list[_Plan]) -> None:
@@ -370,28 +481,27 @@ def _emit_on_commit(plans: list[_Plan]) -> None:
     to the workers (after their `turn.start`: no delta may come before it), then signals."""
     batches: list[tuple[str, list[Event]]] = []
     for plan in plans:
-        turn = plan.turn
-        plan.emitted.extend(build.message(node, turn.turn_id) for node in plan.new_nodes)
-        if turn.is_ended:
-            plan.emitted.append(build.turn_end(turn))
-        elif plan.interrupts:
-            plan.emitted.append(build.turn_queued(turn, 1, interrupts=plan.interrupts))
-        elif turn.status == TurnStatus.QUEUED:
-            plan.emitted.append(build.turn_queued(turn, plan.queued_before + 1))
-        else:
-            plan.emitted.append(build.turn_start(turn))
+        plan.emitted.extend(build.message(node, node.turn.turn_id if node.turn else None) for node in plan.new_nodes)
+        for turn in [plan.turn, *plan.children]:  # a parent's sub-agent turns start (or wait) with it
+            if turn.is_ended:
+                plan.emitted.append(build.turn_end(turn))
+            elif plan.interrupts:
+                plan.emitted.append(build.turn_queued(turn, 1, interrupts=plan.interrupts))
+            elif turn.status == TurnStatus.QUEUED:
+                plan.emitted.append(build.turn_queued(turn, plan.queued_before + 1))
+            else:
+                plan.emitted.append(build.turn_start(turn))
         batches.append((str(plan.session.pk), plan.emitted))
-    starting = [plan.turn.pk for plan in plans if plan.turn.status == TurnStatus.ACTIVE]
+    turns = [turn for plan in plans for turn in [plan.turn, *plan.children]]
+    starting = [turn.pk for turn in turns if turn.status == TurnStatus.ACTIVE]
 
     def after_commit() -> None:
         emit.many_now(batches)
         announce.run(starting)
         for plan in plans:
             announce.created(plan.new_nodes)
-            if plan.turn.status == TurnStatus.ACTIVE:
-                announce.started([plan.turn])
-            elif plan.turn.is_ended:
-                announce.ended([plan.turn])
+        announce.started([turn for turn in turns if turn.status == TurnStatus.ACTIVE])
+        announce.ended([turn for turn in turns if turn.is_ended])
 
     # The sessions' updated_at moves when their `message` events are archived (events.py).
     transaction.on_commit(after_commit)

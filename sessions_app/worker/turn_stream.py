@@ -29,6 +29,7 @@ from sessions_app.infra import live_state
 from sessions_app.infra.live_state import Event
 from sessions_app.models import TurnStatus
 from sessions_app.turns.types import ClaimedTurn, TurnOutcome
+from sessions_app.worker.agent_turns import as_agent
 from sessions_app.worker.providers.base import (
     Finish,
     ModelRequest,
@@ -219,12 +220,15 @@ class TurnRunner:
 
     async def _consume(self) -> None:
         """Call the model, run the tools it calls, and call it again, until it answers."""
+        # An agent's turn runs its agent's model, prompt and tools; an orchestrator's waits
+        # here (abortable) for its sub-agents and sees their answers (agent_turns.py).
+        turn, agent_tools = await as_agent(self.turn)
         try:
-            provider, model_name = resolve(self.turn.model)
+            provider, model_name = resolve(turn.model)
         except KeyError:
-            raise ProviderError("model_not_configured", f"model {self.turn.model!r} is not configured") from None
-        tools = configured_tools() if provider.supports_tools else {}
-        context = trim(self.turn.context, int(tuning("CONTEXT_BUDGET_CHARS")))
+            raise ProviderError("model_not_configured", f"model {turn.model!r} is not configured") from None
+        tools = (configured_tools() if agent_tools is None else agent_tools) if provider.supports_tools else {}
+        context = trim(turn.context, int(tuning("CONTEXT_BUDGET_CHARS")))
         specs = tuple(tool.spec() for tool in tools.values())
         tool_context = ToolContext(session_id=self.turn.session_id, turn_id=self.turn.turn_id, abort=self.abort)
         for round_ in range(max(int(tuning("TOOL_ROUNDS")), 1)):
@@ -232,7 +236,7 @@ class TurnRunner:
             request = ModelRequest(
                 model=model_name,
                 messages=context + answer,
-                options=self.turn.model_options,
+                options=turn.model_options,
                 tools=specs,
                 turn_id=self.turn.turn_id,
             )

@@ -144,7 +144,12 @@ export class MessagesView {
     const turn = node.turnId ? this.chat.turns.get(node.turnId) : undefined;
     const owner = node.clientId || turn?.clientId || "";
     const mine = owner === this.me;
-    if (node.role === "user") view.who.textContent = mine ? `${owner} (you)` : owner;
+    // An agent's node (clientId agent:<name>: a sub-agent's answer, an orchestrator's summary)
+    // is labelled with the agent that wrote it (docs/agents.md).
+    const agent = owner.startsWith("agent:") ? owner.slice("agent:".length) : "";
+    view.root.dataset.agent = agent;
+    if (agent) view.who.textContent = `${agent} · agent`;
+    else if (node.role === "user") view.who.textContent = mine ? `${owner} (you)` : owner;
     else view.who.textContent = owner && !mine ? `Assistant · for ${owner}` : "Assistant";
 
     const status = node.role === "assistant" ? node.status : null;
