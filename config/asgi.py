@@ -1,13 +1,15 @@
 """ASGI entry point: HTTP through Django, websockets through Channels.
 
-Django is set up before the consumers are imported, as Channels requires.
+Django is set up before the consumers are imported, as Channels requires. Without
+DJANGO_SETTINGS_MODULE it loads the production settings (safe by default: they refuse to
+start without a real SECRET_KEY and ALLOWED_HOSTS); `make run` and the tests name theirs.
 """
 
 import os
 
 from sessions_app.web.http_entry import http_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 django_asgi_app = http_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

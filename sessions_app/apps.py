@@ -27,3 +27,11 @@ class SessionsAppConfig(AppConfig):
         tune_interpreter()
         # Connects the receiver that hands ready turns to the Celery workers.
         import sessions_app.worker.tasks  # noqa: F401
+
+        # Security hooks: an ended membership closes its websockets; logout and a password
+        # change revoke the user's API tokens (docs/security.md).
+        from sessions_app.sessions import services
+        from sessions_app.web import security_checks, tokens  # noqa: F401  (deploy checks)
+
+        services.connect_signals()
+        tokens.connect_signals()

@@ -54,6 +54,19 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_CHARS": 32_000,
     "MAX_FRAME_BYTES": 256 * 1024,
     "MAX_MESSAGES_PER_SEND": 20,
+    # Websocket limits (docs/security.md "Limits"; 0 switches one off). Connections one user
+    # holds in one server process (beyond: error rate_limited, close 4429); frames one
+    # connection may send a minute (beyond: error rate_limited for each, and close 4429
+    # once as many again were refused); bytes waiting for a connection that does not read
+    # (beyond: close 4408, and the client resumes with ?after=).
+    "MAX_CONNECTIONS_PER_USER": 64,
+    "FRAMES_PER_MINUTE": 1200,
+    "MAX_OUTBOX_BYTES": 8 * 1024 * 1024,
+    # Credentials on the websocket URL: `?token=<API token>` (kept for clients that cannot
+    # set headers; URLs end up in access logs, so production turns it off) and the one-use
+    # `?ticket=` of POST /api/auth/ws-ticket, valid this many seconds.
+    "ALLOW_QUERY_TOKEN": True,
+    "WS_TICKET_SECONDS": 30,
     # Sends per user per minute (429 rate_limited beyond it); 0 switches the limit off.
     "SENDS_PER_MINUTE": 600,
     # The models sessions may use; "demo" is always there.

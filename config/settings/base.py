@@ -3,6 +3,7 @@
 See `.env.example` for every variable and docs/deployment.md for what they do.
 """
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
-    "rest_framework.authtoken",
     "ninja",  # the API docs page's templates and static files (/api/docs)
+    "knox",  # API tokens: stored hashed, one per login, with a lifetime (docs/security.md)
+    "axes",  # login throttling: failed logins per username and per address
     "sessions_app",
 ]
 
@@ -44,6 +46,15 @@ MIDDLEWARE = [
     "sessions_app.web.middleware.AuthenticationMiddleware",
     "sessions_app.web.middleware.MessageMiddleware",
     "sessions_app.web.middleware.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into a 429 answer.
+    "axes.middleware.AxesMiddleware",
+]
+
+# django-axes checks every authenticate() call (the login page, POST /api/auth/token, the
+# admin) before the model backend runs.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -143,8 +154,28 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # `worker_lost` by the reaper, never run a second time.
 CELERY_TASK_ACKS_LATE = False
 
-# DRF is kept for its token model (rest_framework.authtoken); the API itself is Django
-# Ninja (sessions_app/web/api/, decision 024).
+# DRF is kept for django-rest-knox, whose token model the API uses; the API itself is
+# Django Ninja (sessions_app/web/api/, decision 024).
+
+# API tokens (POST /api/auth/token): each login gets its own token, stored as a hash, valid
+# for API_TOKEN_TTL_HOURS; logout, a password change and POST /api/auth/token/revoke end them.
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=env.float("API_TOKEN_TTL_HOURS", default=7 * 24)),
+    "AUTH_HEADER_PREFIX": "Token",
+    "AUTO_REFRESH": False,
+}
+
+# Login throttling (django-axes): LOGIN_FAILURE_LIMIT failed logins lock that username out,
+# and separately that address, for LOGIN_COOLOFF_MINUTES (429 rate_limited). A success
+# clears the counts of its username and address. Behind a proxy, run Daphne with
+# --proxy-headers so that the client's address, not the proxy's, is counted.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "sessions_app.web.throttling.lockout_response"
+AXES_DISABLE_ACCESS_LOG = True  # failures are recorded; successes need no table of their own
+AXES_VERBOSE = False
 
 # The app's own settings, one namespace; see sessions_app/conf.py for every key and default.
 SESSIONS_APP: dict[str, Any] = {
@@ -161,6 +192,13 @@ SESSIONS_APP: dict[str, Any] = {
     # Turns active at once in one session; beyond it a send queues (or "reject": rate_limited).
     "MAX_ACTIVE_TURNS": env.int("CHAT_MAX_ACTIVE_TURNS", default=16),
     "ACTIVE_TURNS_OVERFLOW": env("CHAT_ACTIVE_TURNS_OVERFLOW", default="queue"),
+    # Websocket limits (docs/security.md); 0 switches one off.
+    "MAX_CONNECTIONS_PER_USER": env.int("CHAT_MAX_CONNECTIONS_PER_USER", default=64),
+    "FRAMES_PER_MINUTE": env.int("CHAT_FRAMES_PER_MINUTE", default=1200),
+    "MAX_OUTBOX_BYTES": env.int("CHAT_MAX_OUTBOX_BYTES", default=8 * 1024 * 1024),
+    # `?token=` on the websocket URL (credentials in URLs end up in access logs): on here
+    # for compatibility, off in the production settings unless CHAT_ALLOW_QUERY_TOKEN.
+    "ALLOW_QUERY_TOKEN": env.bool("CHAT_ALLOW_QUERY_TOKEN", default=True),
 }
 
 LOGGING = {
@@ -169,5 +207,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

@@ -21,6 +21,7 @@ from sessions_app.models import (
     TurnStatus,
     node_payload,
 )
+from sessions_app.schemas import json_safe
 
 
 def sessions_for_user(*, user: AbstractBaseUser) -> QuerySet[ChatSession]:
@@ -70,7 +71,7 @@ def session_payload(session: ChatSession, *, detail: bool = False) -> dict[str, 
         "title": session.title,
         "owner": session.owner.get_username(),
         "model": session.model,
-        "modelOptions": session.model_options,
+        "modelOptions": json_safe(session.model_options),  # stored before the checks existed
         "policy": session.policy,
         "createdAt": int(session.created_at.timestamp() * 1000),
         "updatedAt": int(session.updated_at.timestamp() * 1000),

@@ -6,13 +6,16 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models.signals import post_delete
 
-from sessions_app.conf import app_settings
+from sessions_app.conf import app_settings, key_prefix
 from sessions_app.errors import ChatError, Forbidden, Invalid, NotFound
 from sessions_app.events import build, emit
+from sessions_app.infra import live_state
 from sessions_app.models import ChatSession, Membership, Policy
 from sessions_app.sessions._queries import sessions_of_members
 from sessions_app.worker.providers.registry import is_configured
@@ -133,3 +136,30 @@ def member_leave(*, session: ChatSession, user: AbstractBaseUser) -> None:
         left, _ = Membership.objects.filter(session=session, user_id=user.pk).delete()
         if left:
             emit.on_commit(str(session.pk), [build.member_left(str(user.get_username()))])
+
+
+# --- a membership ends: its user's open websockets of the session close ------------------
+
+
+def membership_ended_channel() -> str:
+    """Redis pub/sub channel on which an ended membership is announced to every web process
+    (their hubs close that user's websockets of that session: web/hub.py)."""
+    return f"{key_prefix()}:membership-ended"
+
+
+def announce_membership_ended(*, session_id: Any, user_id: Any) -> None:
+    """After the commit that removed it: tell every web process. Membership is checked when
+    a websocket connects, so without this a member who left (or was removed in the admin, or
+    whose user or session was deleted) would go on receiving the session live."""
+    payload = orjson.dumps({"session": str(session_id), "user": str(user_id)})
+    transaction.on_commit(lambda: live_state.sync_redis().publish(membership_ended_channel(), payload))
+
+
+def _membership_deleted(sender: Any, instance: Membership, **kwargs: Any) -> None:
+    announce_membership_ended(session_id=instance.session_id, user_id=instance.user_id)  # type: ignore[attr-defined]
+
+
+def connect_signals() -> None:
+    """Called once from the app's ready(): any deletion of a membership (leave, the admin, a
+    cascade) is announced, whichever process makes it."""
+    post_delete.connect(_membership_deleted, sender=Membership, dispatch_uid="sessions_app.membership_ended")

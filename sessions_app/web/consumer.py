@@ -12,26 +12,76 @@ import contextlib
 import logging
 import uuid
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from sessions_app.conf import app_settings
-from sessions_app.errors import Forbidden, Invalid, NotFound, TooLarge
+from sessions_app.errors import Forbidden, Invalid, NotFound, RateLimited, TooLarge
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
 from sessions_app.infra.db_threads import db
-from sessions_app.schemas import WsCancel, WsClose, WsPing, WsSend
+from sessions_app.schemas import WsCancel, WsClose, WsPing, WsSend, echoable_ref
 from sessions_app.sessions import selectors
 from sessions_app.sessions.services import require_member
-from sessions_app.web import commands
-from sessions_app.web.errors import INTERNAL, describe
+from sessions_app.web import backpressure, commands
+from sessions_app.web.errors import INTERNAL, WireError, describe
 from sessions_app.web.hub import hub
 
 logger = logging.getLogger(__name__)
 
 COMMANDS: dict[str, type[Any]] = {"send": WsSend, "cancel": WsCancel, "close": WsClose, "ping": WsPing}
+
+# Close codes beyond the handshake's 4401/4403/4404 (docs/protocol.md, "Websocket"). An
+# application may close only with 1000 or 3000-4999 (Daphne's autobahn refuses others), so
+# these follow the HTTP statuses they mirror.
+CLOSE_INVALID = 4400  # the URL's `after` is not a sequence number
+CLOSE_BEHIND = 4408  # the client stopped reading: reconnect with ?after= when it reads again
+CLOSE_RATE_LIMITED = 4429  # too many connections of this user, or frames far beyond the rate
+MAX_SEQ = 2**62
+# Frames small enough that a refused one is still parsed for its `ref`.
+REF_PARSE_BYTES = 4096
+
+
+def canonical_session_id(raw: str) -> str:
+    """A session id as the server keys everything by it: a UUID's canonical text (so that
+    an upper-case or braced spelling reaches the same feed); anything else unchanged, to be
+    answered 4404."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        return raw
+
+
+def parse_after(raw: str | None) -> int | None:
+    """The URL's `after`: absent or empty for a snapshot, else a seq from 0 to 2^62."""
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_SEQ:
+        raise Invalid(f"after is a whole number from 0 to {MAX_SEQ}")
+    return int(raw)
+
+
+class FrameBudget:
+    """FRAMES_PER_MINUTE frames a connection may send in each minute (a fixed window)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.limit = per_minute
+        self.window = 0.0
+        self.used = 0
+
+    def take(self, now: float) -> int:
+        """Count one frame; how far over the limit this minute is (0: within it)."""
+        if now - self.window >= 60:
+            self.window, self.used = now, 0
+        self.used += 1
+        return max(0, self.used - self.limit) if self.limit else 0
+
+
+# The connections of each user in this process (MAX_CONNECTIONS_PER_USER).
+_connections: dict[Any, set[Any]] = {}
 
 
 class SessionConsumer(AsyncWebsocketConsumer):
@@ -42,41 +92,82 @@ class SessionConsumer(AsyncWebsocketConsumer):
     connection_id: str
 
     async def connect(self) -> None:
-        # Accept first, then close with a code the client can read (4401/4403/4404).
+        # Accept first, then close with a code the client can read (4401/4403/4404, 4400,
+        # 4429). Every side effect (the user's connection count, the hub, presence) is
+        # undone by _release(), which runs on every way out: a refusal, a failure, a close.
         await self.accept()
         self.connection_id = uuid.uuid4().hex
-        self.session_id = str(self.scope["url_route"]["kwargs"]["session_id"])
+        self.session_id = canonical_session_id(str(self.scope["url_route"]["kwargs"]["session_id"]))
         self.user = self.scope.get("user")
         self.delivered = 0
         self.catching_up = True
         self.buffer: list[tuple[int, str]] = []
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue()
-        self.subscribed = False
+        self.outbox_bytes = 0
+        self.overflowed = False
+        self.closing = False
+        self.budget = FrameBudget(int(app_settings.FRAMES_PER_MINUTE))
+        self.flow: backpressure.TransportFlow | None = None
+        self.counted = self.subscribed = self.present = False
+        self.writer: asyncio.Task[None] | None = None
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=4401)
             return
         try:
-            await db(require_member)(session_id=self.session_id, user=self.user)
-        except NotFound:
-            await self.close(code=4404)
+            after = parse_after(parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("after", [None])[0])
+        except Invalid as exc:
+            await self._refuse(describe(exc) or INTERNAL, CLOSE_INVALID)
             return
-        except Forbidden:
-            await self.close(code=4403)
+        if not self._count_connection():
+            limit = app_settings.MAX_CONNECTIONS_PER_USER
+            error = RateLimited(f"at most {limit} connections per user; close one and try again")
+            await self._refuse(describe(error) or INTERNAL, CLOSE_RATE_LIMITED)
             return
-        self.writer = asyncio.create_task(self._write_loop())
-        await hub().subscribe(self.session_id, self)
-        self.subscribed = True
-        await self._presence(+1)  # before the hello, which lists this user as online
-        await self._start(after=self._after())
-
-    def _after(self) -> int | None:
-        from urllib.parse import parse_qs
-
-        value = parse_qs(self.scope.get("query_string", b"").decode()).get("after", [None])[0]
         try:
-            return int(value) if value not in (None, "") else None
-        except ValueError:
-            return None
+            # Listen before checking membership: a membership that ends after the check
+            # then reaches this listener (web/hub.py), and closes it.
+            await hub().subscribe(self.session_id, self)
+            self.subscribed = True
+            try:
+                await db(require_member)(session_id=self.session_id, user=self.user)
+            except NotFound:
+                await self._refuse(None, 4404)
+                return
+            except Forbidden:
+                await self._refuse(None, 4403)
+                return
+            self.flow = backpressure.attach(self.base_send)
+            self.writer = asyncio.create_task(self._write_loop())
+            self.present = True
+            await self._presence(+1)  # before the hello, which lists this user as online
+            await self._start(after=after)
+        except Exception as exc:
+            unavailable = describe(exc)
+            if unavailable is not None and unavailable.code == "unavailable":
+                # The database or Redis is away for a moment: the client tries again.
+                logger.warning("websocket connect: %s", exc)
+                await self._refuse(unavailable, 1013)  # "try again later"
+                return
+            # Undo what connect did, then let Daphne close with 1011 and log the failure.
+            await self._release()
+            raise
+
+    def _count_connection(self) -> bool:
+        limit = int(app_settings.MAX_CONNECTIONS_PER_USER)
+        mine = _connections.setdefault(self.user.pk, set())
+        if limit and len(mine) >= limit:
+            return False
+        mine.add(self)
+        self.counted = True
+        return True
+
+    async def _refuse(self, error: WireError | None, code: int) -> None:
+        """Answer `error` (if any) and close with `code`, undoing what connect did."""
+        await self._release()
+        with contextlib.suppress(Exception):
+            if error is not None:
+                await self.send(text_data=orjson.dumps({"type": "error", **error.as_dict(), "ref": None}).decode())
+            await self.close(code=code)
 
     async def _start(self, *, after: int | None, hello: bool = True) -> None:
         """Bring this device to the present (events live meanwhile wait in `buffer`)."""
@@ -97,7 +188,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             active = await db(selectors.active_turns_map)(session=session)
             frames = missed
         if hello:
-            self.outbox.put_nowait(
+            self._enqueue(
                 orjson.dumps(
                     {
                         "type": "hello",
@@ -111,7 +202,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 ).decode()
             )
         for frame in frames:
-            self.outbox.put_nowait(frame)
+            self._enqueue(frame, catching_up=True)
         self.delivered = last_seq
         self.catching_up = False
         buffered, self.buffer = self.buffer, []
@@ -136,37 +227,86 @@ class SessionConsumer(AsyncWebsocketConsumer):
             self.buffer.append((seq, frame))
         elif seq > self.delivered:
             self.delivered = seq
-            self.outbox.put_nowait(frame)
+            self._enqueue(frame)
 
     def resync(self) -> None:
         self.catching_up = True
         asyncio.get_running_loop().create_task(self._start(after=None, hello=False))
+
+    def membership_ended(self, user_id: str) -> None:
+        """The hub heard that a membership of this session ended: if it is this user's,
+        close (4403, as for a non-member's handshake); no further event or command."""
+        if str(self.user.pk) == user_id and not self.closing:
+            self._close_soon(4403)
+
+    def _enqueue(self, frame: str, *, catching_up: bool = False) -> None:
+        """Queue a frame for the writer. Live frames beyond MAX_OUTBOX_BYTES waiting for a
+        client that does not read close the connection (4408): it resumes with ?after=
+        once it reads again, rather than the server buffering for it without bound. The
+        catch-up frames of a (re)connect are let in whole: they are bounded by the log."""
+        if self.overflowed or self.closing:
+            return
+        self.outbox.put_nowait(frame)
+        self.outbox_bytes += len(frame)
+        limit = int(app_settings.MAX_OUTBOX_BYTES)
+        if limit and not catching_up and self.outbox_bytes > limit:
+            self.overflowed = True
+            logger.warning(
+                "websocket %s of session %s: %d bytes wait for a client that does not read; closing",
+                self.connection_id,
+                self.session_id,
+                self.outbox_bytes,
+            )
+            self._close_soon(CLOSE_BEHIND)
+
+    def _close_soon(self, code: int) -> None:
+        self.closing = True
+        asyncio.get_running_loop().create_task(self._close_now(code))
+
+    async def _close_now(self, code: int) -> None:
+        await self._release()
+        with contextlib.suppress(Exception):
+            await self.close(code=code)
 
     async def _write_loop(self) -> None:
         while True:
             frame = await self.outbox.get()
             if frame is None:
                 return
-            await self.send(text_data=frame)
+            self.outbox_bytes -= len(frame)
+            if self.flow is not None:
+                await self.flow.writable()  # the socket's buffer is full: wait here
+            try:
+                await self.send(text_data=frame)
+            except Exception:  # the client is gone (Daphne refuses a send on a closed socket)
+                return
 
     # --- commands ---
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return  # closing (membership ended, or too far behind): no more commands
         raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
+        over = self.budget.take(asyncio.get_running_loop().time())
+        if over:
+            await self._over_budget(raw, over)
+            return
         ref = None
         try:
-            if len(raw.encode()) > app_settings.MAX_FRAME_BYTES:
+            if len(raw) > app_settings.MAX_FRAME_BYTES or len(raw.encode()) > app_settings.MAX_FRAME_BYTES:
                 raise TooLarge(f"a frame holds at most {app_settings.MAX_FRAME_BYTES} bytes")
             try:
-                frame = orjson.loads(raw)
+                frame = orjson.loads(raw)  # refuses nesting deeper than 1024
             except orjson.JSONDecodeError as exc:
                 raise Invalid("frames are JSON objects") from exc
             if not isinstance(frame, dict):
                 raise Invalid("frames are JSON objects")
-            ref = frame.get("ref")
-            schema = COMMANDS.get(frame.get("type"))  # type: ignore[arg-type]
+            ref = echoable_ref(frame.get("ref"))
+            kind = frame.get("type")
+            schema = COMMANDS.get(kind) if isinstance(kind, str) else None
             if schema is None:
-                raise Invalid(f"unknown frame type {frame.get('type')!r}")
+                shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
+                raise Invalid(f"unknown frame type {shown!r}; one of {', '.join(COMMANDS)}")
             command = schema.model_validate(frame)  # a ValidationError answers `invalid`
             await self._handle(command)
         except Exception as exc:
@@ -175,6 +315,21 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 logger.exception("websocket command failed")
                 error = INTERNAL
             await self._reply({"type": "error", **error.as_dict(), "ref": ref})
+
+    async def _over_budget(self, raw: str, over: int) -> None:
+        """A frame beyond FRAMES_PER_MINUTE: answered `rate_limited` (with its ref, if it
+        is small enough to read cheaply); once as many again were refused, the client is
+        not listening: close with 4429."""
+        if over > self.budget.limit:
+            self._close_soon(CLOSE_RATE_LIMITED)
+            return
+        ref = None
+        if len(raw) <= REF_PARSE_BYTES:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                frame = orjson.loads(raw)
+                ref = echoable_ref(frame.get("ref")) if isinstance(frame, dict) else None
+        error = RateLimited(f"at most {self.budget.limit} frames a minute")
+        await self._reply({"type": "error", **error.as_dict(), "ref": ref})
 
     async def _handle(self, command: Any) -> None:
         if isinstance(command, WsPing):
@@ -194,12 +349,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._drain_and_close()
 
     async def _reply(self, payload: dict[str, Any]) -> None:
-        self.outbox.put_nowait(orjson.dumps(payload).decode())
+        self._enqueue(orjson.dumps(payload).decode())
 
     async def _drain_and_close(self) -> None:
         self.outbox.put_nowait(None)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.writer, timeout=5)
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.writer, timeout=5)
+        await self._release()
         await self.close(code=1000)
 
     async def _presence(self, delta: int) -> None:
@@ -209,11 +366,29 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await emit.now_async(self.session_id, [build.presence(online)])
 
     async def disconnect(self, code: int) -> None:
+        await self._release()
+
+    async def _release(self) -> None:
+        """Undo what connect did, once, whichever way the connection ends."""
+        self.closing = True
+        if getattr(self, "counted", False):
+            self.counted = False
+            mine = _connections.get(self.user.pk)
+            if mine is not None:
+                mine.discard(self)
+                if not mine:
+                    del _connections[self.user.pk]
         if getattr(self, "subscribed", False):
             self.subscribed = False
-            await hub().unsubscribe(self.session_id, self)
+            with contextlib.suppress(Exception):
+                await hub().unsubscribe(self.session_id, self)
+        if getattr(self, "present", False):
+            self.present = False
             with contextlib.suppress(Exception):
                 await self._presence(-1)
         writer = getattr(self, "writer", None)
-        if writer is not None and not writer.done():
+        if writer is not None and not writer.done() and writer is not asyncio.current_task():
             writer.cancel()
+        if getattr(self, "flow", None) is not None:
+            backpressure.detach(self.base_send, self.flow)
+            self.flow = None

@@ -16,11 +16,13 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
+import orjson
 import redis.asyncio as aioredis
 from django.conf import settings
 
 from sessions_app.conf import app_settings
 from sessions_app.infra import live_state
+from sessions_app.sessions.services import membership_ended_channel
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,9 @@ class Listener(Protocol):
 
     def resync(self) -> None:
         """Events were lost beyond recovery (the log was trimmed): start from a snapshot."""
+
+    def membership_ended(self, user_id: str) -> None:
+        """The membership of `user_id` in this session ended: a listener of theirs closes."""
 
 
 class SessionFeed:
@@ -82,11 +87,16 @@ class Hub:
         self._pubsub: Any = None
         self._subscribed = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._membership_channel = b""
 
     async def _start(self) -> None:
         # A connection of its own: in subscribe mode it can carry nothing else.
         client = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=False)
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        # Ended memberships (sessions/services.py), for every session this process serves.
+        self._membership_channel = membership_ended_channel().encode()
+        await self._pubsub.subscribe(self._membership_channel)
+        self._subscribed.set()
         self._tasks = [asyncio.create_task(self._receive_loop()), asyncio.create_task(self._tail_loop())]
 
     async def subscribe(self, session_id: str, listener: Listener) -> None:
@@ -127,6 +137,9 @@ class Hub:
                 message = await self._pubsub.get_message(timeout=1.0)
                 if message is None or message.get("type") != "message":
                     continue
+                if message["channel"] == self._membership_channel:
+                    self._membership_ended(message["data"])
+                    continue
                 feed = self.by_channel.get(message["channel"])
                 if feed is not None:
                     await feed.receive(*live_state.parse_published(message["data"]))
@@ -137,6 +150,12 @@ class Hub:
                 # read; anything published meanwhile is recovered from the log.
                 logger.exception("hub receive failed")
                 await asyncio.sleep(0.1)
+
+    def _membership_ended(self, data: bytes) -> None:
+        ended = orjson.loads(data)
+        feed = self.feeds.get(ended["session"])
+        for listener in list(feed.listeners if feed is not None else ()):
+            listener.membership_ended(ended["user"])
 
     async def _tail_loop(self) -> None:
         while True:

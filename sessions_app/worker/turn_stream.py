@@ -177,9 +177,11 @@ class TurnRunner:
                 await self._stream_until_abort()
             except ProviderError as exc:
                 status, error_code, error_message = TurnStatus.ERROR, exc.code, exc.message
-            except Exception as exc:
+            except Exception:
+                # The cause goes to the log only: its text (a provider's internals, a path, a
+                # key) would reach every member of the session in the turn's error.
                 logger.exception("turn %s failed", self.turn.turn_id)
-                status, error_code, error_message = TurnStatus.ERROR, "internal", str(exc) or type(exc).__name__
+                status, error_code, error_message = TurnStatus.ERROR, "internal", "the turn failed on the server"
         if self.abort.is_set():
             status, error_code, error_message = TurnStatus.CANCELLED, "", ""
             await self._on_abort()

@@ -9,7 +9,6 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest, HttpResponse
 from ninja import Query, Schema
-from rest_framework.authtoken.models import Token
 
 from sessions_app.conf import app_settings
 from sessions_app.errors import Unauthenticated
@@ -17,7 +16,7 @@ from sessions_app.infra.db_threads import db
 from sessions_app.schemas import CancelFilter, MemberBody, SendBody, SessionCreateBody, SessionUpdateBody, WaitBody
 from sessions_app.sessions import selectors
 from sessions_app.sessions.services import member_add, member_leave, require_member, session_create, session_update
-from sessions_app.web import commands
+from sessions_app.web import commands, tokens
 from sessions_app.web.api.app import api, json_response
 from sessions_app.web.api.schemas import (
     ERRORS,
@@ -53,8 +52,7 @@ def _token(request: HttpRequest, username: str, password: str) -> dict[str, str]
     user = authenticate(request, username=username, password=password)
     if user is None:
         raise Unauthenticated("wrong username or password")
-    key, _ = Token.objects.get_or_create(user=user)
-    return {"token": key.key, "clientId": user.get_username()}
+    return {"token": tokens.issue(user), "clientId": user.get_username()}
 
 
 # --- models and sessions -----------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, URLResolver, include, path
 
-from sessions_app.web.api import agents, endpoints  # noqa: F401  register their endpoints on the API
+from sessions_app.web.api import agents, endpoints, tokens  # noqa: F401  register their endpoints on the API
 from sessions_app.web.api.app import api
 
 # Not `app_name`: Django would read a module-level app_name as this urlconf's namespace.

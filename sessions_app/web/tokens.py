@@ -1,0 +1,126 @@
+"""API tokens and websocket tickets (docs/security.md, "Credentials").
+
+- API tokens are django-rest-knox's: each login (`POST /api/auth/token`) gets a token of its
+  own, stored only as a SHA-512 digest, valid for REST_KNOX["TOKEN_TTL"]
+  (API_TOKEN_TTL_HOURS). Logging out, changing one's password and
+  `POST /api/auth/token/revoke` delete them.
+- A websocket ticket is a one-use credential for one handshake, valid for
+  SESSIONS_APP["WS_TICKET_SECONDS"]: a browser or a client that cannot set headers puts it in
+  the URL (`?ticket=`) instead of a long-lived token.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.signals import user_logged_out
+from django.db.models.signals import post_save, pre_save
+from django.utils import timezone
+from knox.crypto import hash_token
+from knox.models import AuthToken
+from knox.settings import knox_settings
+
+from sessions_app.conf import app_settings, key_prefix
+from sessions_app.infra import live_state
+
+logger = logging.getLogger(__name__)
+
+MAX_KEY_CHARS = 200
+
+
+def issue(user: AbstractBaseUser) -> str:
+    """A new API token for `user` (the key is shown once; only its digest is kept). The
+    user's expired tokens are deleted on the way."""
+    AuthToken.objects.filter(user_id=user.pk, expiry__lte=timezone.now()).delete()
+    _row, key = AuthToken.objects.create(user=user, expiry=knox_settings.TOKEN_TTL)
+    return str(key)
+
+
+def lookup(key: str) -> tuple[AbstractBaseUser, AuthToken] | None:
+    """The active user and token row of an API token key; None if it is unknown, expired
+    (then deleted) or its user is inactive. One query by primary key."""
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_CHARS or not key.isascii():
+        return None
+    row = AuthToken.objects.select_related("user").filter(digest=hash_token(key)).first()
+    if row is None:
+        return None
+    if row.expiry is not None and row.expiry <= timezone.now():
+        row.delete()
+        return None
+    if not row.user.is_active:
+        return None
+    return row.user, row
+
+
+def user_for_key(key: str) -> AbstractBaseUser | None:
+    found = lookup(key)
+    return None if found is None else found[0]
+
+
+def revoke(*, user: AbstractBaseUser, key: str | None = None) -> int:
+    """Delete one token of `user` (the one with `key`), or all of them; how many went."""
+    tokens = AuthToken.objects.filter(user_id=user.pk)
+    if key is not None:
+        tokens = tokens.filter(digest=hash_token(key.strip()))
+    deleted, _ = tokens.delete()
+    return int(deleted)
+
+
+# --- revocation on logout and password change --------------------------------------------
+
+
+def _on_logout(sender: Any, request: Any, user: AbstractBaseUser | None, **kwargs: Any) -> None:
+    if user is not None:
+        revoke(user=user)
+
+
+def _note_password_change(sender: Any, instance: AbstractBaseUser, update_fields: Any = None, **kwargs: Any) -> None:
+    """Before a user row is saved: remember whether its password hash changes (one read,
+    only for saves that may write the password; a login's last_login update does not)."""
+    if instance.pk is None or (update_fields is not None and "password" not in update_fields):
+        return
+    stored = type(instance)._default_manager.filter(pk=instance.pk).values_list("password", flat=True).first()
+    instance._chat_password_changed = stored is not None and stored != instance.password  # type: ignore[attr-defined]
+
+
+def _on_password_change(sender: Any, instance: AbstractBaseUser, created: bool = False, **kwargs: Any) -> None:
+    if getattr(instance, "_chat_password_changed", False):
+        instance._chat_password_changed = False  # type: ignore[attr-defined]
+        count = revoke(user=instance)
+        logger.info("password of user %s changed: %d API tokens revoked", instance.pk, count)
+
+
+def connect_signals() -> None:
+    """Called once from the app's ready(): every process that changes users revokes."""
+    user_model = get_user_model()
+    user_logged_out.connect(_on_logout, dispatch_uid="sessions_app.tokens.logout")
+    pre_save.connect(_note_password_change, sender=user_model, dispatch_uid="sessions_app.tokens.pw_before")
+    post_save.connect(_on_password_change, sender=user_model, dispatch_uid="sessions_app.tokens.pw_after")
+
+
+# --- websocket tickets -------------------------------------------------------------------
+
+
+def _ticket_key(ticket: str) -> str:
+    return f"{key_prefix()}:ws-ticket:{ticket}"
+
+
+def ticket_issue(user: AbstractBaseUser) -> tuple[str, int]:
+    """A one-use websocket ticket for `user` and its lifetime in seconds."""
+    ticket = secrets.token_urlsafe(32)
+    seconds = int(app_settings.WS_TICKET_SECONDS)
+    live_state.sync_redis().set(_ticket_key(ticket), str(user.pk), ex=seconds)
+    return ticket, seconds
+
+
+async def ticket_redeem(ticket: str) -> Any:
+    """The user pk a ticket was issued to, once: the ticket is gone after this."""
+    if not ticket or len(ticket) > MAX_KEY_CHARS or not ticket.isascii():
+        return None
+    value = await live_state.async_redis().getdel(_ticket_key(ticket))
+    return None if value is None else (value.decode() if isinstance(value, bytes) else value)
