@@ -83,7 +83,7 @@ async def test_resume_from_further_back_than_the_live_log_gets_a_snapshot_with_t
     turn = await device.send("long ago")
     await turn.end()
     await device.close()
-    stack.redis.xtrim(f"{stack.key_prefix}:{{{session['id']}}}:log", maxlen=3)  # forget all but the newest
+    stack.redis.xtrim(f"{stack.key_prefix}:{{{session['id']}}}:log", maxlen=3, approximate=False)  # forget all but the newest
 
     late = await alice.connect(session["id"], after=2)
 
@@ -102,7 +102,7 @@ async def test_the_archive_serves_a_resume_whose_gap_holds_no_deltas(make_client
     turn = await device.send("too late", turn_id="never-ran")
     end = await turn.end()
     await wait_archived(orm, session["id"], end["seq"])
-    stack.redis.xtrim(f"{stack.key_prefix}:{{{session['id']}}}:log", maxlen=1)
+    stack.redis.xtrim(f"{stack.key_prefix}:{{{session['id']}}}:log", maxlen=1, approximate=False)
 
     from_archive = await alice.connect(session["id"], after=1)
 
