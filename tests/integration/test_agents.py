@@ -28,9 +28,9 @@ from tests.stack import ROOT, Stack
 
 ANALYST_SYSTEM = "You are the analyst."
 AGENTS = [
-    # A panel whose sub-agents answer in about a second, at different paces.
-    {"name": "researcher", "model": "demo", "options": {"tokens": 30, "rate": 30}},
-    {"name": "critic", "model": "demo", "options": {"tokens": 24, "rate": 20}},
+    # A panel whose sub-agents answer in about two seconds, at different paces.
+    {"name": "researcher", "model": "demo", "options": {"tokens": 60, "rate": 30}},
+    {"name": "critic", "model": "demo", "options": {"tokens": 40, "rate": 20}},
     {"name": "panel", "model": "demo", "options": {"tokens": 20, "rate": 60}, "sub_agents": ["researcher", "critic"]},
     # A board whose sub-agents take long enough for a cancel to land mid-answer.
     {"name": "scout", "model": "demo", "options": {"tokens": 400, "rate": 40}},
@@ -44,6 +44,11 @@ AGENTS = [
         "tools": ["sessions_app.worker.providers.tools_example.word_count"],
     },
     {"name": "desk", "model": "demo", "options": {"tokens": 8, "rate": 60}, "sub_agents": ["analyst", "skeptic"]},
+    # A watch whose sub-agents both answer for ten seconds: they hold their places under the cap.
+    {"name": "sentinel", "model": "demo", "options": {"tokens": 400, "rate": 40}},
+    {"name": "watch", "model": "demo", "options": {"tokens": 8, "rate": 60}, "sub_agents": ["scout", "sentinel"]},
+    # An agent a script asks: it answers for a few seconds, while the device watches it.
+    {"name": "reporter", "model": "demo", "options": {"tokens": 80, "rate": 20}},
 ]
 CAP = 6
 SLOW = {"tokens": 400, "rate": 40}
@@ -158,7 +163,7 @@ async def test_sub_agents_stream_interleaved_to_every_device_then_the_orchestrat
         assert switches(device, set(subs.values())) >= 2, "the two sub-agents' deltas interleave"
         for client_id, turn_id in subs.items():
             answer = answer_of(device, turn_id)
-            tokens = {"agent:researcher": 30, "agent:critic": 24}[client_id]
+            tokens = {"agent:researcher": 60, "agent:critic": 40}[client_id]
             assert (answer["clientId"], answer["parent"], answer["status"]) == (
                 client_id,
                 parent.ack["userMessageId"],
@@ -217,7 +222,7 @@ async def test_cancel_by_an_agents_client_id_stops_that_agents_turns_only(login)
 
 async def test_cancelling_the_parent_turn_cancels_its_sub_agents(login):
     alice, bob = await login("alice"), await login("bob")
-    session = await session_with_agent(alice, "board", bob)
+    session = await session_with_agent(alice, "watch", bob)
     phone, laptop = await alice.connect(session["id"]), await bob.connect(session["id"])
     parent = await phone.send("Stop it all")
     subs = await sub_agents_started(laptop, parent.turn_id)
@@ -267,27 +272,29 @@ def agent_turn_command(stack: Stack, *args: str) -> subprocess.CompletedProcess[
 
 async def test_a_script_starts_an_agents_turn_every_device_sees_and_a_reused_turn_id_conflicts(login, agent_stack):
     alice, bob = await login("alice"), await login("bob")
-    session = await session_with_agent(alice, "panel", bob)
+    session = await session_with_agent(alice, "reporter", bob)
     laptop = await bob.connect(session["id"])
+    # Watching from before the script runs: its turn may start while the script exits.
+    watching = asyncio.create_task(
+        laptop.wait_for(lambda: "agent:reporter" in laptop.active_turns and snapshot(laptop.active_turns), 60)
+    )
 
     started = await asyncio.to_thread(
-        agent_turn_command, agent_stack, session["id"], "researcher", "--prompt", "Any news?", "--turn-id", "news-1"
+        agent_turn_command, agent_stack, session["id"], "reporter", "--prompt", "Any news?", "--turn-id", "news-1"
     )
     assert started.returncode == 0, started.stderr
     ack = json.loads(started.stdout)
-    assert (ack["turnId"], ack["clientId"], ack["status"]) == ("news-1", "agent:researcher", "active")
-    generating = await laptop.wait_for(
-        lambda: "agent:researcher" in laptop.active_turns and snapshot(laptop.active_turns)
-    )
+    assert (ack["turnId"], ack["clientId"], ack["status"]) == ("news-1", "agent:reporter", "active")
+    generating = await watching
     end = await laptop.wait_turn_end("news-1")
     repeated = await asyncio.to_thread(
-        agent_turn_command, agent_stack, session["id"], "critic", "--prompt", "Me too", "--turn-id", "news-1"
+        agent_turn_command, agent_stack, session["id"], "reporter", "--prompt", "Me too", "--turn-id", "news-1"
     )
 
-    assert generating["agent:researcher"] == {"news-1"}
-    assert end["reason"] == "complete" and end["clientId"] == "agent:researcher"
-    assert laptop.messages[ack["userMessageId"]]["clientId"] == "agent:researcher"
-    assert laptop.text_of(ack["assistantMessageId"]) == expected_answer("Any news?", 30)
+    assert generating["agent:reporter"] == {"news-1"}
+    assert end["reason"] == "complete" and end["clientId"] == "agent:reporter"
+    assert laptop.messages[ack["userMessageId"]]["clientId"] == "agent:reporter"
+    assert laptop.text_of(ack["assistantMessageId"]) == expected_answer("Any news?", 80)
     assert repeated.returncode != 0 and "conflict" in repeated.stderr
     assert [t["turnId"] for t in await alice.turns(session["id"])] == ["news-1"]
     assert_clean(laptop)
@@ -295,7 +302,7 @@ async def test_a_script_starts_an_agents_turn_every_device_sees_and_a_reused_tur
 
 async def test_the_cap_on_active_turns_holds_and_a_turn_over_it_waits_its_turn(login):
     alice, bob = await login("alice"), await login("bob")
-    session = await session_with_agent(alice, "board", bob, **SLOW)
+    session = await session_with_agent(alice, "watch", bob, **SLOW)
     phone, laptop = await alice.connect(session["id"]), await bob.connect(session["id"])
     orchestrated = await phone.send("three turns at once")  # a parent and two sub-agents
     await sub_agents_started(laptop, orchestrated.turn_id)
