@@ -19,12 +19,14 @@ tool part), so an answer whose deltas were lost can be rewritten whole from its 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 INPUT, OUTPUT, RUN_START, RUN_END, CANCEL = "ai-input", "ai-output", "ai-run-start", "ai-run-end", "ai-cancel"
 # Our extension headers (documented in docs/ably.md).
 ERROR_NAME_HEADER = "chat-error-code"  # our error code, next to Ably's numeric error-code
+PARENT_TURN_HEADER = "chat-parent-turn-id"  # a sub-agent's turn: the turn it works for
 CANCEL_FILTER_HEADER = "cancel-filter"  # on ai-cancel: one of our filters, as JSON
 
 # Ably error codes encode an HTTP status in their first three digits; ours are names.
@@ -40,6 +42,8 @@ ERROR_CODES = {
     "worker_lost": 50302,
     "internal": 50000,
 }
+
+USER_MESSAGES_KEPT = 200  # per session, for the runs that answer them
 
 StreamKind = Literal["text", "reasoning"]
 Status = Literal["streaming", "complete", "cancelled"]
@@ -102,6 +106,7 @@ class Turn:
     user_fork_of: str | None = None
     assistant_id: str | None = None
     regenerates: str | None = None
+    parent_turn_id: str | None = None
     run_started: bool = False
     output_started: bool = False
     part: int = -1  # index of the answer's current part
@@ -158,7 +163,9 @@ class SessionTranslator:
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         self.turns: dict[str, Turn] = {}
-        self.user_nodes: dict[str, tuple[str, str | None]] = {}  # node id -> (clientId, forkOf), in-flight sends
+        # The newest user messages: id -> (author's clientId, forkOf), for the runs that answer
+        # them (an agent may answer an older one).
+        self.user_nodes: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self.in_gap = False  # replaying archived events: the deltas between them are gone
 
     def apply(self, event: dict[str, Any]) -> list[Op]:
@@ -207,11 +214,14 @@ class SessionTranslator:
         turn = self.turns.get(event["turnId"])
         if turn is None:
             turn = self.turns[event["turnId"]] = Turn(turn_id=event["turnId"], client_id=event["clientId"])
+        turn.parent_turn_id = event.get("parentTurnId") or turn.parent_turn_id
         return turn
 
     def _message(self, seq: int, node: dict[str, Any]) -> list[Op]:
         if node["role"] == "user":
             self.user_nodes[node["id"]] = (node["clientId"], node.get("forkOf"))
+            while len(self.user_nodes) > USER_MESSAGES_KEPT:
+                self.user_nodes.popitem(last=False)
             return [Publish(self._inputs(node))]
         if node["role"] == "assistant" and node.get("turnId"):
             turn = self._turn({"turnId": node["turnId"], "clientId": node["clientId"]})
@@ -254,6 +264,8 @@ class SessionTranslator:
             if turn.regenerates:
                 headers["msg-regenerate"] = turn.regenerates
         headers["invocation-id"] = turn.turn_id
+        if turn.parent_turn_id:
+            headers[PARENT_TURN_HEADER] = turn.parent_turn_id
         if turn.user_client_id:
             headers["input-client-id"] = turn.user_client_id
         if turn.user_message_id:
@@ -365,8 +377,6 @@ class SessionTranslator:
         turn.error_code, turn.error_message = error.get("code"), error.get("message")
         ops: list[Op] = self._run_start(seq, turn)
         self.turns.pop(turn.turn_id, None)
-        if turn.user_message_id:
-            self.user_nodes.pop(turn.user_message_id, None)
         if turn.dirty:
             return [*ops, Republish(turn, str(seq))]
         stream = turn.open_stream()
@@ -457,7 +467,7 @@ class SessionTranslator:
             turn = Turn(**data)
             turn.streams = {s.index: s for s in streams}
             self.turns[turn_id] = turn
-        self.user_nodes = {k: (v[0], v[1]) for k, v in (state.get("users") or {}).items()}
+        self.user_nodes = OrderedDict((k, (v[0], v[1])) for k, v in (state.get("users") or {}).items())
 
 
 _NOT_SAVED = ("pending", "pending_seq", "sent", "needs_replace")  # a stream's text: read again from the log

@@ -106,16 +106,18 @@ class ChannelMirror:
         """Apply the next page of the log; False when there was nothing new."""
         if self.writer.pending_chars() > MAX_PENDING_CHARS:
             return False  # let the appends catch up first: memory stays bounded
+        # The seq first: the numbering script sets it and appends to the log in one atomic
+        # step, so every seq up to it is in the log unless the log lost it.
+        last = int(await async_redis().get(Keys.seq(self.session_id)) or 0)
+        if last <= self.cursor:
+            return False
         log = Keys.log(self.session_id)
-        events = _events(await async_redis().xrange(log, min=f"{self.cursor + 1}-0", max="+", count=PAGE))
-        if events and events[0]["seq"] > self.cursor + 1:
-            await self._repair(self.cursor, events[0]["seq"] - 1)
-        elif not events:
-            last = int(await async_redis().get(Keys.seq(self.session_id)) or 0)
-            if last <= self.cursor:
-                return False
+        events = _events(await async_redis().xrange(log, min=f"{self.cursor + 1}-0", max=f"{last}-0", count=PAGE))
+        if not events:
             await self._repair(self.cursor, last)  # the log holds none of it any more
             return True
+        if events[0]["seq"] > self.cursor + 1:
+            await self._repair(self.cursor, events[0]["seq"] - 1)
         for event in events:
             await self._apply(event)
         return True
@@ -134,22 +136,28 @@ class ChannelMirror:
         self._dirty_state = True
 
     async def _repair(self, after: int, until: int) -> None:
-        """The log no longer holds after < seq <= until: replay them from the archive; the
-        answers in flight across the gap are rewritten whole when they end."""
+        """The log no longer holds after < seq <= until: it was trimmed or expired before
+        the mirror got there, or Redis lost the session's numbering, which then jumps ahead
+        (infra/live_state.py). Replay what the archive holds of the range; the answers in
+        flight across it are rewritten whole when they end."""
+        events = await db(archived_events)(self.session_id, after, until, PAGE)
+        if not events and not self.translator.turns:
+            self.cursor = until  # nothing was there: a jump in the numbering
+            return
         logger.warning(
             "ably: %s: events %d..%d left the log before they were mirrored", self.session_id, after + 1, until
         )
         self.mirror.stats.add("gaps")
-        self.mirror.stats.add("events_missed", until - after)
         self.translator.mark_gap()
         self.translator.in_gap = True
         try:
-            while True:
-                events = await db(archived_events)(self.session_id, self.cursor, until, PAGE)
+            while events:
+                self.mirror.stats.add("events_from_archive", len(events))
                 for event in events:
                     await self._apply(event)
                 if len(events) < PAGE:
                     break
+                events = await db(archived_events)(self.session_id, self.cursor, until, PAGE)
         finally:
             self.translator.in_gap = False
         self.cursor = until

@@ -23,8 +23,8 @@ COUNTERS = (
     "rate_limited",  # 429 answers (Ably's 42913: over the channel's message rate)
     "unavailable",  # requests that failed for want of an answer (5xx, timeout, refused)
     "rejected",  # requests Ably refused for good (4xx): logged, skipped
-    "gaps",  # times the event log no longer held what the mirror had not published
-    "events_missed",  # events those gaps spanned (read again from the archive, deltas excepted)
+    "gaps",  # times the event log no longer held what the mirror had not published yet
+    "events_from_archive",  # events of those gaps read from the archive instead (it keeps no deltas)
     "answers_rewritten",  # answers republished whole because their deltas were lost
     "cancels_applied",  # ai-cancel messages turned into a cancel
     "cancels_ignored",  # ai-cancel messages from a non-member or malformed

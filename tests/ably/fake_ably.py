@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import msgpack
-from websockets.frames import Opcode
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
@@ -194,16 +194,21 @@ class Fault:
 
     `unavailable`: 503 (50300) before anything is applied; `rate_limited`: 429 (42913);
     `drop_after_apply`: the operation is applied, then the connection closes without an
-    answer (the client cannot tell whether it happened). `remaining` counts requests (None:
-    until cleared)."""
+    answer (the client cannot tell whether it happened). `remaining` counts the requests it
+    fails (None: until cleared); `every`: it fails one request in that many."""
 
     kind: str
     remaining: int | None = None
     channel: str | None = None
+    every: int = 1
     hits: int = 0
+    seen: int = 0
 
     def takes(self, channel: str) -> bool:
         if self.channel is not None and channel != self.channel:
+            return False
+        self.seen += 1
+        if (self.seen - 1) % self.every:
             return False
         if self.remaining is not None:
             if self.remaining <= 0:
@@ -389,13 +394,20 @@ class FakeAbly:
             credentials.stamp_client_id(message)
         ids = [m.get("id") for m in messages]
         if ids and all(i and i in channel.by_id for i in ids):
-            serials = [channel.by_id[i][0] for i in ids if i]  # type: ignore[index]
+            first_serials = [channel.by_id[str(i)][0] for i in ids]
             self.operations.append(
                 Operation(
-                    "publish", name, time.monotonic(), 200, [str(i) for i in ids], serials[0], via=via, duplicate=True
+                    "publish",
+                    name,
+                    time.monotonic(),
+                    200,
+                    [str(i) for i in ids],
+                    first_serials[0],
+                    via=via,
+                    duplicate=True,
                 )
             )
-            return serials
+            return first_serials
         self._rate_check(channel, len(messages))
         base = f"fake{next(self._ids)}"
         serials: list[str] = []
@@ -566,7 +578,8 @@ class FakeAbly:
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
         binary = "msgpack" in headers.get("accept", "") or params.get("format") == "msgpack"
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
-        status, payload, extra = 200, None, {}
+        status, extra = 200, {}
+        payload: Any = None
         drop = False
         try:
             if method == "GET" and parts == ["time"]:
@@ -585,11 +598,11 @@ class FakeAbly:
                     status, payload = 201, {"channel": name, "messageId": messages[0].get("id"), "serials": serials}
                 elif method == "GET" and len(parts) == 3:
                     items, following = self.history(credentials, name, params)
-                    payload = items
+                    payload = [encode_outbound(m, binary) for m in items]
                     if following is not None:
                         extra["Link"] = f'<./messages?{urlencode(following)}>; rel="next"'
                 elif method == "GET" and len(parts) == 4:
-                    payload = self.get_message(credentials, name, parts[3])
+                    payload = encode_outbound(self.get_message(credentials, name, parts[3]), binary)
                 elif method == "PATCH" and len(parts) == 4:
                     fault = self._fault(name)
                     drop = self._raise_fault(fault)
@@ -700,7 +713,7 @@ class Connection:
                     break
                 self.protocol.receive_data(data)
                 for frame in self.protocol.events_received():
-                    if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+                    if isinstance(frame, Frame) and frame.opcode in (Opcode.TEXT, Opcode.BINARY):
                         raw = bytes(frame.data)
                         message = msgpack.unpackb(raw, raw=False) if self.binary else json.loads(raw)
                         self._on_message(message)
@@ -791,8 +804,7 @@ class Connection:
             self.send({"action": ERROR, "channel": name, "error": error.body()["error"]})
             return
         channel = self.fake.channel(name)
-        subscriber = Subscriber(self, name)
-        subscriber.seen.update(m.serial for m in channel.messages)  # already in history
+        subscriber = Subscriber(self, name)  # sees no message yet: a first append comes whole
         flags = 0
         flags |= FLAG_SUBSCRIBE if "subscribe" in allowed else 0
         flags |= FLAG_PUBLISH if "publish" in allowed else 0

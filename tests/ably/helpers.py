@@ -51,4 +51,38 @@ def streamed_text(messages: list[dict[str, Any]], run_id: str, kind: str = "text
 
 def data_of(message: dict[str, Any]) -> Any:
     data = message.get("data")
-    return json.loads(data) if message.get("encoding") == "json" else data
+    return json.loads(str(data)) if message.get("encoding") == "json" else data
+
+
+class MemberAbly:
+    """A member's Ably clients (the official Python SDK), authenticated the way an app does
+    it: token requests from our endpoint, exchanged with Ably by the SDK."""
+
+    def __init__(self, client: Any, session_id: str, port: int) -> None:
+        from ably import AblyRealtime, AblyRest
+
+        async def token_request(_params: Any) -> Any:
+            return await client.request("POST", f"/api/sessions/{session_id}/ably-token")
+
+        self.rest = AblyRest(auth_callback=token_request, endpoint="127.0.0.1", port=port, tls=False)
+
+        async def token(_params: Any) -> Any:
+            # The realtime client's own REST calls ignore the port: the REST client asks.
+            return await self.rest.auth.request_token()
+
+        self.realtime = AblyRealtime(auth_callback=token, endpoint=f"127.0.0.1:{port}", tls=False)
+
+    async def cancel(self, channel: str, **headers: str) -> None:
+        """Publish an `ai-cancel` as the stock client does (headers: run-id, ...)."""
+        import uuid
+
+        from ably.types.message import Message
+
+        transport = {"event-id": str(uuid.uuid4()), **{k.replace("_", "-"): v for k, v in headers.items()}}
+        await self.realtime.channels.get(channel).publish(
+            Message(name="ai-cancel", extras={"ai": {"transport": transport}})
+        )
+
+    async def close(self) -> None:
+        await self.realtime.close()
+        await self.rest.close()
