@@ -169,6 +169,7 @@ REST_KNOX = {
 # and separately that address, for LOGIN_COOLOFF_MINUTES (429 rate_limited). A success
 # clears the counts of its username and address. Behind a proxy, run Daphne with
 # --proxy-headers so that the client's address, not the proxy's, is counted.
+AXES_ENABLED = env.bool("LOGIN_THROTTLING", default=True)
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
