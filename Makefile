@@ -19,7 +19,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: $(STAMP)  ## Run the whole product (web, worker, embedded Redis, SQLite, demo users)
 	$(BIN)/python -m config.runstack
 
-test: $(STAMP)  ## Run the test suite (unit, integration, protocol, browser)
+# The stock Ably AI Transport client the Ably tests drive (tests/ably/node), when npm is here.
+NODE_DEPS := tests/ably/node/node_modules/.package-lock.json
+$(NODE_DEPS): tests/ably/node/package-lock.json
+	if command -v npm >/dev/null; then npm ci --prefix tests/ably/node --no-audit --no-fund; fi
+
+test: $(STAMP) $(NODE_DEPS)  ## Run the test suite (unit, integration, protocol, browser)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)  ## Unit tests only

@@ -63,6 +63,20 @@ def worker_command(concurrency: int, *, loglevel: str = "INFO", name: str | None
     return [*command, "-n", name] if name else command
 
 
+def mirror_command() -> list[str]:
+    """The Ably mirror (docs/ably.md), run beside the stack when ABLY_API_KEY is set."""
+    return [PYTHON, str(ROOT / "manage.py"), "ably_mirror"]
+
+
+def ably_configured(env: dict[str, str]) -> bool:
+    """ABLY_API_KEY in the environment, or in .env (which the settings read)."""
+    if env.get("ABLY_API_KEY"):
+        return True
+    dotenv = ROOT / ".env"
+    lines = dotenv.read_text().splitlines() if dotenv.exists() else []
+    return any(line.startswith("ABLY_API_KEY=") and line.partition("=")[2].strip() for line in lines)
+
+
 # An access-log line of a static file answered 200 or 304 (Daphne's NCSA-like format).
 STATIC_OK = re.compile(rb'"(?:GET|HEAD) /static/\S*" (?:200|304) ')
 
@@ -121,6 +135,8 @@ def main() -> int:
     concurrency = env.get("WORKER_CONCURRENCY", "200")
     web = _start(web_command(host, port), {**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE)
     processes = [web, _start(worker_command(int(concurrency)), env)]
+    if ably_configured(env):
+        processes.append(_start(mirror_command(), env))
     quiet_static = env.get("CHAT_LOG_STATIC", "").lower() not in ("1", "true", "yes")
     assert web.stdout is not None
     threading.Thread(target=_relay, args=(web.stdout,), kwargs={"quiet_static": quiet_static}, daemon=True).start()

@@ -202,6 +202,17 @@ SESSIONS_APP: dict[str, Any] = {
     "ALLOW_QUERY_TOKEN": env.bool("CHAT_ALLOW_QUERY_TOKEN", default=True),
 }
 
+# Ably (docs/ably.md): every session mirrored on an Ably channel by `manage.py ably_mirror`,
+# off unless ABLY_API_KEY is set. Host, port and TLS point the SDK at another server.
+ABLY_API_KEY = env("ABLY_API_KEY", default="")
+ABLY_REST_HOST = env("ABLY_REST_HOST", default="") or None
+ABLY_REALTIME_HOST = env("ABLY_REALTIME_HOST", default="") or None
+ABLY_PORT = env.int("ABLY_PORT", default=0)
+ABLY_TLS = env.bool("ABLY_TLS", default=True)
+ABLY_CHANNEL_PREFIX = env("ABLY_CHANNEL_PREFIX", default="chat:")
+ABLY_APPEND_INTERVAL_MS = env.float("ABLY_APPEND_INTERVAL_MS", default=100.0)
+ABLY_TIMEOUT = env.float("ABLY_TIMEOUT", default=10.0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,16 @@ NODE_DIR = Path(__file__).parent / "node"
 
 
 def node_or_skip() -> str:
+    """node 20 or newer (what @ably/ai-transport's code needs), with the packages installed."""
     node = shutil.which("node")
+    in_ci = os.environ.get("CI", "").lower() == "true"
     if node is None:
-        if os.environ.get("CI", "").lower() == "true":
+        if in_ci:
             pytest.fail("node is required in CI (installed by .ci/run)")
         pytest.skip("node is not installed")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    if int(version.lstrip("v").split(".")[0]) < 20:
+        (pytest.fail if in_ci else pytest.skip)(f"node {version}: the stock client needs node 20 or newer")
     if not (NODE_DIR / "node_modules" / "@ably" / "ai-transport").is_dir():
         pytest.fail("run `npm ci` in tests/ably/node (make test does)")
     return node

@@ -2,6 +2,7 @@
 
 from django.urls import URLPattern, URLResolver, include, path
 
+from sessions_app.ably import views as ably_views  # noqa: F401  registers the Ably endpoints
 from sessions_app.web.api import agents, endpoints, tokens  # noqa: F401  register their endpoints on the API
 from sessions_app.web.api.app import api
 
