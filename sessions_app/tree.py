@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from sessions_app.infra.sql import column, columns, database, fetch, marks, table, values
 from sessions_app.models import MessageNode, Policy, Role, Turn
@@ -248,3 +248,68 @@ def _key(node: ContextNode, nodes: Mapping[int, ContextNode]) -> int:
     original that message is a version of (an edit stays where the original was)."""
     start = _send_start(node, nodes)
     return _slot_of(start, nodes)
+
+
+# --- the timeline, as a page shows it ---------------------------------------------------------
+
+
+class TreeNode(Protocol):
+    """What the timeline needs of a node (a MessageNode, or a ContextNode-like row)."""
+
+    pk: Any
+    parent_id: Any
+    fork_of_id: Any
+    role: str
+    turn_id: Any
+
+
+N = TypeVar("N", bound=TreeNode)
+
+
+def timeline(nodes: Iterable[N]) -> list[N]:
+    """The conversation as the chat page shows it before a reader picks another version
+    anywhere (static/chat/tree.js): at every fork every concurrent exchange, each with its
+    version holding the newest message, ordered by when each exchange was sent; an answer
+    after its question, an edit or a regeneration where its original was."""
+    by_pk = {n.pk: n for n in nodes}
+    children: dict[Any, list[N]] = {}
+    for node in sorted(by_pk.values(), key=lambda n: n.pk):
+        children.setdefault(node.parent_id, []).append(node)
+
+    def slot(node: N) -> Any:
+        current, seen = node, {node.pk}
+        while current.fork_of_id and current.fork_of_id not in seen:
+            original = by_pk.get(current.fork_of_id)
+            if original is None or original.parent_id != node.parent_id:
+                break
+            seen.add(original.pk)
+            current = original
+        return current.pk
+
+    newest: dict[Any, Any] = {}
+    for node in sorted(by_pk.values(), key=lambda n: n.pk, reverse=True):  # children before parents
+        newest[node.pk] = max([node.pk, *(newest[c.pk] for c in children.get(node.pk, []))])
+    shown: list[N] = []
+    depth: dict[Any, int] = {}
+    walk: list[Any] = [None]
+    while walk:
+        parent = walk.pop()
+        slots: dict[Any, list[N]] = {}
+        for child in children.get(parent, []):
+            slots.setdefault(slot(child), []).append(child)
+        for versions in slots.values():
+            version = max(versions, key=lambda v: newest[v.pk])
+            depth[version.pk] = depth.get(parent, -1) + 1
+            shown.append(version)
+            walk.append(version.pk)
+
+    def start(node: N) -> Any:
+        current = node
+        while (parent := by_pk.get(current.parent_id)) is not None and (
+            current.role == Role.ASSISTANT
+            or (parent.role == Role.USER and current.turn_id and parent.turn_id == current.turn_id)
+        ):
+            current = parent
+        return slot(current)
+
+    return sorted(shown, key=lambda n: (start(n), depth[n.pk], n.pk))

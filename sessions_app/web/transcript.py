@@ -11,7 +11,6 @@ its own.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,6 +25,7 @@ from sessions_app.errors import Forbidden, NotFound
 from sessions_app.models import ChatSession, MessageNode, NodeStatus, Role
 from sessions_app.sessions import selectors
 from sessions_app.sessions.services import require_member
+from sessions_app.tree import timeline
 
 # The chat page's labels of an answer that did not (yet) complete (static/chat/messages-view.js).
 STATUS_LABELS: dict[str, str] = {
@@ -53,25 +53,6 @@ class Entry:
     status: str
     label: str  # "" for a complete message
     created_at: datetime
-
-
-def shown_branch(nodes: Iterable[MessageNode]) -> list[MessageNode]:
-    """The branch the chat page shows before the reader picks another version anywhere:
-    from the root, the newest child at every fork (static/chat/tree.js). Edited messages
-    and regenerated answers live beside it as older siblings and are left out, so that the
-    transcript reads as one conversation. `nodes` in creation order (the snapshot's)."""
-    children: dict[int | None, list[MessageNode]] = {}
-    for node in nodes:
-        children.setdefault(node.parent_id, []).append(node)
-    branch: list[MessageNode] = []
-    seen: set[int] = set()
-    below = children.get(None)
-    while below and below[-1].pk not in seen:
-        node = below[-1]
-        seen.add(node.pk)
-        branch.append(node)
-        below = children.get(node.pk)
-    return branch
 
 
 def entry(node: MessageNode) -> Entry:
@@ -111,7 +92,9 @@ def transcript(request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
     except (NotFound, Forbidden) as exc:
         raise Http404("no such session") from exc
     nodes, _turns, _active = selectors.snapshot_rows(session_id=str(session.pk))
-    entries = [entry(node) for node in shown_branch(nodes)]
+    # The conversation as the chat page shows it: every concurrent exchange, the newest
+    # versions, in the order sent (tree.timeline; decision 021).
+    entries = [entry(node) for node in timeline(nodes)]
     fmt = request.GET.get("format", "")
     if not fmt:
         return render(request, "sessions_app/transcript.html", {"session": session, "entries": entries})

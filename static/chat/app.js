@@ -1,28 +1,26 @@
-// The chat page: connects the transport to the message log, the composer, the people list
-// and the status line. State lives in the transport; this module only decides what to show
-// and turns clicks into protocol commands.
+// The chat page: connects the transport to the message log, the composer, the people list,
+// the session menu and the status line. State lives in the transport; this module only
+// decides what to show and turns clicks into protocol commands.
 
 import { api } from "./api.js";
-import { Composer } from "./composer.js";
+import { Composer, POLICY_LABELS } from "./composer.js";
 import { MessagesView } from "./messages-view.js";
 import { ChatTransport } from "./transport.js";
 
 const root = document.getElementById("chat");
 const sessionId = root.dataset.sessionId;
 const me = root.dataset.username;
+const sessionUrl = `/api/sessions/${encodeURIComponent(sessionId)}`;
 
 const chat = new ChatTransport({ sessionId });
 window.chat = chat; // for the console and the browser tests
 
 const $ = (id) => document.getElementById(id);
 const notice = $("notice");
-let members = [];
-const follow = new Set(); // ids of messages this device sent: show their branch when they arrive
 
 const ERRORS = {
-  busy: "The assistant is answering and this session refuses new messages until it finishes. Your message was not sent.",
-  queue_full: "The queue is full. Your message was not sent; try again when a queued message has been answered.",
-  rate_limited: "You are sending too fast. Your message was not sent; wait a moment and try again.",
+  queue_full: "Not sent: the queue is full. Try again when a queued message has been answered.",
+  rate_limited: "Not sent: you are sending too fast. Wait a moment and try again.",
   forbidden: "You are not allowed to do that in this session.",
   timeout: "The server did not answer in time. Check the connection and try again.",
   closed: "The connection is closed. Reload the page.",
@@ -35,7 +33,13 @@ function say(text, kind = "error") {
   notice.hidden = !text;
 }
 
-function explain(error) {
+function explain(error, policy) {
+  if (error.code === "busy") {
+    // The sender's own choice refused it (the page always sends one): say so, not "the session".
+    return policy === "reject"
+      ? "Not sent: you chose “Don't send” while answers are running, and one is. Your message is back in the box: send it when the answer ends, or pick another option."
+      : "Not sent: an answer is still running and this session refuses messages meanwhile.";
+  }
   return ERRORS[error.code] || `${error.detail || error.message} (${error.code || "error"})`;
 }
 
@@ -43,20 +47,26 @@ function explain(error) {
 
 async function send(text, policy, extra = {}) {
   say("");
-  // When nothing is in flight, attach to the end of the branch on screen; otherwise the
-  // server places the message by the policy (sibling, after the queue, after the interrupted answer).
+  // When nothing is in flight, attach to the end of the timeline on screen; otherwise the
+  // server places the message by the policy (beside the running ones, after the queue,
+  // after the interrupted answer).
   const options = { policy, ...extra };
+  const othersRunning = chat.inFlight().filter((t) => t.clientId !== me && t.status === "active").length;
   if (!extra.forkOf && !extra.regenerate && chat.inFlight().length === 0) {
     const leaf = chat.tree.leaf();
     if (leaf) options.parent = leaf.id;
   }
+  // Sending shows the timeline everyone sees, where this message is the newest.
+  chat.tree.showLatest();
+  schedule();
   try {
-    const turn = await chat.send(text, options);
-    for (const id of [...turn.messageIds, turn.ack.assistantMessageId]) if (id) follow.add(id);
-    followArrived();
+    await chat.send(text, options);
+    if (policy === "interrupt" && othersRunning) {
+      say("Your running answers were interrupted; answers of others keep going (Interrupt stops only your own).", "info");
+    }
     return true;
   } catch (error) {
-    say(explain(error));
+    if (error.code !== "withdrawn") say(explain(error, policy));
     return false;
   }
 }
@@ -77,15 +87,6 @@ async function cancel(filter) {
   }
 }
 
-function followArrived() {
-  for (const id of follow) {
-    if (chat.tree.get(id)) {
-      chat.tree.follow(id);
-      follow.delete(id);
-    }
-  }
-}
-
 // --- views ----------------------------------------------------------------------------------
 
 const messages = new MessagesView($("messages"), chat, me, {
@@ -96,21 +97,21 @@ const messages = new MessagesView($("messages"), chat, me, {
     chat.tree.select(id);
     render(); // now, so that focus can move to the new sibling's control
   },
-});
-
-const composer = new Composer($("composer"), {
-  hasOwnTurns: () => chat.inFlight({ own: true }).length > 0,
-  send: (text, policy) => send(text, policy),
-  stop: () => cancel({ own: true }),
-  setPolicy: async (policy) => {
-    try {
-      await api("PATCH", `/api/sessions/${encodeURIComponent(sessionId)}`, { policy });
-      say("");
-    } catch (error) {
-      say(`The choice was not saved: ${explain(error)}`);
+  withdraw: (ref) => {
+    const item = chat.outbox.get(ref);
+    if (item && chat.withdraw(ref) && item.text && !composer.input.value) {
+      composer.input.value = item.text; // back in the box, to send later or change
+      composer.refresh();
     }
   },
 });
+
+const composer = new Composer($("composer"), {
+  ownTurns: () => chat.inFlight({ own: true }).length,
+  send: (text, policy) => send(text, policy),
+  stop: () => cancel({ own: true }),
+});
+if (root.dataset.policy) composer.showDefaultPolicy(root.dataset.policy);
 
 const CONNECTION = {
   idle: "Not connected",
@@ -128,19 +129,25 @@ const CLOSE_REASONS = {
 function renderConnection() {
   const box = $("connection");
   box.dataset.state = chat.state;
-  box.querySelector(".label").textContent = CONNECTION[chat.state] || chat.state;
+  const offline = chat.state === "reconnecting" && navigator.onLine === false;
+  box.querySelector(".label").textContent = offline ? "Offline" : CONNECTION[chat.state] || chat.state;
   if (chat.state === "closed" && CLOSE_REASONS[chat.closeCode]) say(CLOSE_REASONS[chat.closeCode]);
 }
 
 function renderPeople() {
   const online = new Set(chat.online);
-  const names = [...new Set([...members, ...online])].sort();
-  $("members").replaceChildren(
+  const owner = chat.session?.owner;
+  const names = [...new Set([...(chat.members || []), ...online])].sort();
+  const key = JSON.stringify([names, [...online].sort(), owner]);
+  const list = $("members");
+  if (list.dataset.key === key) return;
+  list.dataset.key = key;
+  list.replaceChildren(
     ...names.map((name) => {
       const li = document.createElement("li");
       li.dataset.user = name;
       li.dataset.online = String(online.has(name));
-      li.textContent = name === me ? `${name} (you)` : name;
+      li.textContent = (name === me ? `${name} (you)` : name) + (name === owner ? " · owner" : "");
       const state = document.createElement("span");
       state.className = "visually-hidden";
       state.textContent = online.has(name) ? ", online" : ", offline";
@@ -158,18 +165,169 @@ function renderActivity() {
   }
   const queued = chat.inFlight().filter((t) => t.status === "queued").length;
   if (queued) parts.push(`${queued} queued`);
+  const waiting = [...chat.outbox.values()].filter((s) => !s.sent).length;
+  if (waiting) parts.push(`${waiting} waiting to be sent`);
   const text = parts.join(" · ");
   const line = $("activity");
   if (line.textContent !== text) line.textContent = text;
 }
 
+// --- the session menu: title, the owner's settings, members ------------------------------------
+
+let models = null; // GET /api/models, once the owner opens the menu
+let settingsKey = null;
+
+const OPTION_HINTS = {
+  demo: 'Demo: {"tokens": 40} answers exactly 40 words, {"rate": 10} streams 10 words a second. Empty: a full demo answer at 30 words a second.',
+  other: 'For example {"temperature": 0.3, "system": "Answer briefly."}; also maxTokens, topP, reasoningEffort, thinkingBudget, tools (docs/providers.md).',
+};
+
+function renderSession() {
+  const session = chat.session;
+  if (!session) return;
+  const title = session.title || "Untitled";
+  if ($("session-title").textContent !== title) {
+    $("session-title").textContent = title;
+    document.title = `${title} · Chat sessions`;
+  }
+  composer.showDefaultPolicy(session.policy);
+  const owner = session.owner === me;
+  $("settings-form").hidden = !owner;
+  $("invite-form").hidden = !owner;
+  $("leave").hidden = owner;
+  $("settings-readonly").hidden = owner;
+  const readonly =
+    `Model: ${session.model}. Default when answers are running: “${POLICY_LABELS[session.policy]}”. ` +
+    `Only ${session.owner} (the owner) changes these.`;
+  if ($("settings-readonly").textContent !== readonly) $("settings-readonly").textContent = readonly;
+  const key = JSON.stringify([session.policy, session.model, session.modelOptions, models]);
+  const form = $("settings-form");
+  if (owner && key !== settingsKey && !form.contains(document.activeElement)) {
+    settingsKey = key;
+    $("default-policy").value = session.policy;
+    const choices = [...new Set([...(models || []), session.model])];
+    $("model").replaceChildren(...choices.map((name) => new Option(name, name, false, name === session.model)));
+    $("model-options").value = Object.keys(session.modelOptions || {}).length ? JSON.stringify(session.modelOptions) : "";
+    showOptionsHint();
+  }
+  const titleInput = $("title-input");
+  if (document.activeElement !== titleInput) titleInput.value = session.title;
+}
+
+function showOptionsHint() {
+  $("options-hint").textContent = $("model").value === "demo" ? OPTION_HINTS.demo : OPTION_HINTS.other;
+}
+
+$("model").addEventListener("change", showOptionsHint);
+
+$("session-menu").addEventListener("toggle", async () => {
+  if ($("session-menu").open && models === null && chat.session?.owner === me) {
+    try {
+      models = (await api("GET", "/api/models")).results;
+      settingsKey = null;
+      renderSession();
+    } catch (error) {
+      say(explain(error));
+    }
+  }
+});
+
+$("title-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    await api("PATCH", sessionUrl, { title: $("title-input").value.trim() });
+    say("Renamed.", "info");
+  } catch (error) {
+    say(`Not renamed: ${explain(error)}`);
+  }
+});
+
+$("settings-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  let options = {};
+  const raw = $("model-options").value.trim();
+  if (raw) {
+    try {
+      options = JSON.parse(raw);
+    } catch {
+      options = null;
+    }
+    if (!options || typeof options !== "object" || Array.isArray(options)) {
+      say('Not saved: the model options are not a JSON object, for example {"temperature": 0.3}.');
+      return;
+    }
+  }
+  try {
+    await api("PATCH", sessionUrl, { policy: $("default-policy").value, model: $("model").value, modelOptions: options });
+    settingsKey = null;
+    say("Settings saved: new messages use them, on every device.", "info");
+  } catch (error) {
+    say(`Settings not saved: ${explain(error)}`);
+  }
+});
+
+$("invite-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const username = $("invite-input").value.trim();
+  if (!username) return;
+  try {
+    await api("POST", `${sessionUrl}/members`, { username });
+    $("invite-input").value = "";
+    say(`${username} is a member now and can open this session.`, "info");
+  } catch (error) {
+    say(error.code === "not_found" ? `No user named “${username}”.` : `Not invited: ${explain(error)}`);
+  }
+});
+
+$("leave").addEventListener("click", async () => {
+  if (!confirm("Leave this session? You will no longer see it.")) return;
+  try {
+    await api("DELETE", `${sessionUrl}/members`);
+    location.assign("/");
+  } catch (error) {
+    say(explain(error));
+  }
+});
+
+// --- the log's position: newer versions, jump to latest -----------------------------------------
+
+let unseen = 0; // messages that arrived while the reader was scrolled up
+let lastCount = 0;
+
+function renderPosition() {
+  $("newer").hidden = !chat.tree.hidesNewer();
+  const count = chat.tree.nodes.size + chat.outbox.size;
+  if (messages.atEnd()) unseen = 0;
+  else if (count > lastCount) unseen += count - lastCount;
+  lastCount = count;
+  const jump = $("jump");
+  jump.hidden = messages.atEnd();
+  const text = unseen ? `↓ ${unseen} new ${unseen === 1 ? "message" : "messages"}` : "↓ Jump to latest";
+  if (jump.textContent !== text) jump.textContent = text;
+}
+
+$("show-latest").addEventListener("click", () => {
+  chat.tree.showLatest();
+  render();
+  messages.scrollToEnd();
+});
+$("jump").addEventListener("click", () => {
+  messages.scrollToEnd();
+  renderPosition();
+  $("message-input").focus();
+});
+$("messages").addEventListener("scroll", () => renderPosition(), { passive: true });
+
+// --- rendering --------------------------------------------------------------------------------
+
 let scheduled = false;
 function render() {
   scheduled = false;
-  followArrived();
   messages.render();
   renderPeople();
   renderActivity();
+  renderSession();
+  renderPosition();
   composer.refresh();
 }
 
@@ -188,6 +346,13 @@ chat.addEventListener("status", () => {
   schedule();
 });
 chat.addEventListener("servererror", (event) => say(explain(event.detail)));
+chat.addEventListener("event", (event) => {
+  const { type, clientId } = event.detail;
+  if (type === "member.left" && clientId === me) say("You left this session on another device.", "info");
+});
+chat.addEventListener("snapshot", () => {
+  if (chat.stats.snapshots > 1) loadSession(); // a resync: the settings may have moved too
+});
 
 document.addEventListener("keydown", (event) => {
   // Esc anywhere stops this user's answers (the edit box handles its own Esc first).
@@ -197,13 +362,12 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
-api("GET", `/api/sessions/${encodeURIComponent(sessionId)}`)
-  .then((session) => {
-    members = session.members || [];
-    composer.showSavedPolicy(session.policy || "concurrent");
-    schedule();
-  })
-  .catch((error) => say(explain(error)));
+function loadSession() {
+  return api("GET", sessionUrl)
+    .then((session) => chat.applySession(session))
+    .catch((error) => say(explain(error)));
+}
 
+loadSession();
 renderConnection();
 chat.connect().catch(() => renderConnection());

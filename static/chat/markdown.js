@@ -111,8 +111,10 @@ function list(doc, lines, start, fragment) {
 }
 
 // Inline spans, first match wins: code, link, bare URL, strong, emphasis. Underscores
-// never open or close emphasis inside a word (snake_case, window.__x stay as they are).
-const INLINE = /(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)|\[([^\]\n]+)\]\(([^)\s]+)\)|(https?:\/\/[^\s<>()"'`]+[^\s<>()"'`.,;:!?])|\*\*(?=\S)([\s\S]*?\S)\*\*|(?<!\w)__(?=\S)([\s\S]*?\S)__(?!\w)|\*(?=[^\s*])([\s\S]*?[^\s*])\*|(?<!\w)_(?=[^\s_])([\s\S]*?[^\s_])_(?!\w)/;
+// never open or close emphasis inside a word (snake_case, window.__x stay as they are). A
+// URL may hold balanced parentheses (https://en.wikipedia.org/wiki/Bee_(disambiguation)),
+// while a parenthesis that closes around a URL stays outside it.
+const INLINE = /(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)|\[([^\]\n]+)\]\(((?:[^()\s]|\([^()\s]*\))+)\)|(https?:\/\/(?:[^\s<>()"'`]|\([^\s<>()"'`]*\))*(?:[^\s<>()"'`.,;:!?]|\([^\s<>()"'`]*\)))|\*\*(?=\S)([\s\S]*?\S)\*\*|(?<!\w)__(?=\S)([\s\S]*?\S)__(?!\w)|\*(?=[^\s*])([\s\S]*?[^\s*])\*|(?<!\w)_(?=[^\s_])([\s\S]*?[^\s_])_(?!\w)/;
 
 /** Append the inline Markdown of `text` to `parent`, as elements and text nodes. */
 export function appendInline(doc, parent, text) {

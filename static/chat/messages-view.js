@@ -1,4 +1,8 @@
-// Renders the selected branch of the conversation into the message log.
+// Renders the conversation's timeline (tree.js) into the message log: every exchange, those
+// that ran concurrently included, each with who sent it, its answer streaming in place, the
+// model answering, its status and its own Stop; versions (edits, regenerations) behind a
+// ‹ n/m › pager. Messages this device is still sending (the transport's outbox) follow, shown
+// as sending, or as waiting while the connection is down.
 //
 // Elements are kept per message id and updated in place, so a streaming answer only has its
 // body re-rendered and focus on a control (Stop, ‹ ›) survives every update. User text is
@@ -70,41 +74,62 @@ export class MessagesView {
   /**
    * @param {HTMLElement} container the log element
    * @param {import("./transport.js").ChatTransport} chat
-   * @param {object} actions {stop(turnId), regenerate(id), edit(id, text), showSibling(id)}
+   * @param {string} me this user's clientId
+   * @param {object} actions {stop(turnId), regenerate(id), edit(id, text), showSibling(id), withdraw(ref)}
    */
   constructor(container, chat, me, actions) {
     this.container = container;
     this.chat = chat;
     this.me = me;
     this.actions = actions;
-    this.elements = new Map(); // message id -> {root, ...parts, rendered}
+    this.elements = new Map(); // message id (or "pending:" + ref) -> {root, ...parts, rendered}
     this.editing = null; // id of the user message being edited
   }
 
+  /** Whether the log is scrolled to (near) its end: then it follows what arrives. */
+  atEnd() {
+    return this.container.scrollHeight - this.container.scrollTop - this.container.clientHeight < 80;
+  }
+
+  scrollToEnd() {
+    this.container.scrollTop = this.container.scrollHeight;
+  }
+
   render() {
-    const nearBottom = this.container.scrollHeight - this.container.scrollTop - this.container.clientHeight < 80;
-    const branch = this.chat.tree.branch();
-    const shown = new Set(branch.map((n) => n.id));
+    const following = this.atEnd();
+    const shown = this.chat.tree.timeline();
+    const sending = [...this.chat.outbox.values()].filter((s) => !s.messageId || !this.chat.tree.get(s.messageId));
+    const wanted = new Set([...shown.map((n) => n.id), ...sending.map((s) => `pending:${s.ref}`)]);
     for (const [id, view] of this.elements) {
-      if (!shown.has(id)) {
+      if (!wanted.has(id)) {
         view.root.remove();
         this.elements.delete(id);
       }
     }
     let previous = null;
-    for (const node of branch) {
-      const view = this.elements.get(node.id) || this._create(node);
-      this._update(view, node);
+    const place = (view) => {
       const expected = previous ? previous.nextSibling : this.container.firstChild;
       if (expected !== view.root) this.container.insertBefore(view.root, expected);
       previous = view.root;
+    };
+    for (const node of shown) {
+      const view = this.elements.get(node.id) || this._create(node);
+      this._update(view, node);
+      place(view);
     }
-    this.container.classList.toggle("empty", branch.length === 0);
-    if (nearBottom) this.container.scrollTop = this.container.scrollHeight;
+    for (const item of sending) {
+      const key = `pending:${item.ref}`;
+      const view = this.elements.get(key) || this._createPending(item, key);
+      this._updatePending(view, item);
+      place(view);
+    }
+    this.container.classList.toggle("empty", shown.length + sending.length === 0);
+    if (following) this.scrollToEnd();
   }
 
   _create(node) {
     const who = el("span", { className: "who" });
+    const model = el("span", { className: "model", hidden: true });
     const badge = el("span", { className: "badge", hidden: true });
     const prev = el("button", { type: "button", className: "sib-prev", textContent: "‹", "aria-label": "Previous version" });
     const next = el("button", { type: "button", className: "sib-next", textContent: "›", "aria-label": "Next version" });
@@ -116,13 +141,14 @@ export class MessagesView {
     const root = el(
       "article",
       { className: `msg msg-${node.role}`, dataset: { id: node.id, role: node.role } },
-      el("header", {}, who, badge, siblings),
+      el("header", {}, who, model, badge, siblings),
       reasoning,
       body,
       actions,
     );
     const view = {
-      root, who, badge, siblings, prev, next, count, body, reasoning, actions, text: null, segments: [], actionKey: null,
+      root, who, model, badge, siblings, prev, next, count, body, reasoning, actions, text: null, segments: [],
+      actionKey: null,
     };
     prev.addEventListener("click", () => this._goSibling(view, "prev"));
     next.addEventListener("click", () => this._goSibling(view, "next"));
@@ -140,10 +166,19 @@ export class MessagesView {
     button?.focus();
   }
 
+  /** A name as this page shows it: "you" for this user, a clientId as it is otherwise
+   * (a user's name, or an agent's `agent:<name>`). */
+  _name(clientId, { capital = false } = {}) {
+    if (clientId === this.me) return capital ? "You" : "you";
+    return clientId || "someone";
+  }
+
   _update(view, node) {
     const turn = node.turnId ? this.chat.turns.get(node.turnId) : undefined;
     const owner = node.clientId || turn?.clientId || "";
     const mine = owner === this.me;
+    view.root.dataset.client = owner;
+    view.root.classList.toggle("mine", mine);
     // An agent's node (clientId agent:<name>: a sub-agent's answer, an orchestrator's summary)
     // is labelled with the agent that wrote it (docs/agents.md).
     const agent = owner.startsWith("agent:") ? owner.slice("agent:".length) : "";
@@ -151,13 +186,17 @@ export class MessagesView {
     if (agent) view.who.textContent = `${agent} · agent`;
     else if (node.role === "user") view.who.textContent = mine ? `${owner} (you)` : owner;
     else view.who.textContent = owner && !mine ? `Assistant · for ${owner}` : "Assistant";
+    if (node.role === "assistant") {
+      const model = turn?.model || (node.status === "queued" ? this.chat.session?.model : "") || "";
+      view.model.hidden = !model || model === owner; // an agent's turn names its agent as its model
+      view.model.textContent = model;
+    }
 
     const status = node.role === "assistant" ? node.status : null;
     view.root.dataset.status = node.status || "";
     view.root.setAttribute("aria-busy", String(status === "streaming" || status === "queued"));
-    let label = STATUS_LABEL[status] || "";
-    if (status === "error" && turn?.error?.message) label = `Failed: ${turn.error.message}`;
-    if (status === "queued" && turn?.position) label = `Queued (#${turn.position})`;
+    const label = this._statusLabel(node, status, turn);
+    view.root.dataset.interrupted = String(label.startsWith("Interrupted"));
     view.badge.hidden = !label;
     view.badge.textContent = label;
 
@@ -168,7 +207,38 @@ export class MessagesView {
     view.next.disabled = !sib.next;
 
     if (this.editing !== node.id) this._updateBody(view, node);
-    this._updateActions(view, node, status);
+    this._updateActions(view, node, status, owner);
+  }
+
+  /** What became of an answer, said so that people can tell who stopped it and why. */
+  _statusLabel(node, status, turn) {
+    if (status === "queued") {
+      if (turn?.interrupts?.length) return "Starting once the interrupted answer stops";
+      return turn?.position ? `Queued (#${turn.position})` : STATUS_LABEL.queued;
+    }
+    if (status === "error") return turn?.error?.message ? `Failed: ${turn.error.message}` : STATUS_LABEL.error;
+    if (status !== "cancelled") return STATUS_LABEL[status] || "";
+    const by = turn?.cancelledBy;
+    const interrupter = this._interruptedBy(node, turn);
+    if (interrupter) return `Interrupted by ${interrupter === this.me ? "your" : `${interrupter}'s`} next message`;
+    const unstarted = !(node.parts || []).length;
+    if (by) return `${unstarted ? "Cancelled" : "Stopped"} by ${this._name(by)}${unstarted ? " before it started" : ""}`;
+    return unstarted ? "Cancelled before it started" : STATUS_LABEL.cancelled;
+  }
+
+  /** The clientId whose interrupting message ended this answer, if one did: a message of the
+   * answer's owner that follows it and was sent before the answer ended (an interrupt waits
+   * for the turns it interrupts to end), or the turn an interrupting send named. */
+  _interruptedBy(node, turn) {
+    for (const other of this.chat.turns.values()) {
+      if (other.interrupts?.includes(node.turnId)) return other.clientId;
+    }
+    if (!turn || (turn.cancelledBy && turn.cancelledBy !== turn.clientId)) return null;
+    const endedAt = turn.endedAt ?? Infinity;
+    const next = this.chat.tree
+      .childrenOf(node.id)
+      .find((child) => child.role === "user" && child.clientId === turn.clientId && (child.createdAt ?? 0) <= endedAt);
+    return next ? next.clientId : null;
   }
 
   _updateBody(view, node) {
@@ -200,7 +270,6 @@ export class MessagesView {
     }
     view.body.replaceChildren(...children);
   }
-
   /** The DOM nodes of one body segment: Markdown for text, a compact block for a tool part. */
   _renderSegment(segment) {
     if (segment.type === "text") return [...renderMarkdown(segment.text).childNodes];
@@ -235,24 +304,55 @@ export class MessagesView {
     return [block];
   }
 
-  _updateActions(view, node, status) {
-    const key = `${node.role}:${status}:${this.editing === node.id}`;
+  _updateActions(view, node, status, owner) {
+    const key = `${node.role}:${status}:${this.editing === node.id}:${owner}`;
     if (key === view.actionKey) return;
     view.actionKey = key;
     const buttons = [];
+    const whose = owner === this.me ? "your" : `${owner}'s`;
     if (node.role === "user") {
       // Only the author edits a message (an edit forks the conversation in their name).
       if (node.clientId === this.me && this.editing !== node.id) {
         buttons.push(this._button("Edit", "edit", () => this._startEdit(view, node)));
       }
     } else if (status === "streaming") {
-      buttons.push(this._button("Stop", "stop", () => this.actions.stop(node.turnId), "Stop this answer"));
+      const stop = this._button("Stop", "stop", () => this.actions.stop(node.turnId), "Stop this answer");
+      stop.title = `Stop ${whose} answer`;
+      buttons.push(stop);
     } else if (status === "queued") {
-      buttons.push(this._button("Cancel", "cancel-queued", () => this.actions.stop(node.turnId), "Cancel this queued message"));
+      const cancel = this._button("Cancel", "cancel-queued", () => this.actions.stop(node.turnId), "Cancel this queued message");
+      cancel.title = `Cancel ${whose} queued message`;
+      buttons.push(cancel);
     } else if (node.role === "assistant") {
       buttons.push(this._button("Regenerate", "regenerate", () => this.actions.regenerate(node.id)));
     }
     view.actions.replaceChildren(...buttons);
+  }
+
+  // --- messages this device is still sending ---------------------------------------------
+
+  _createPending(item, key) {
+    const badge = el("span", { className: "badge" });
+    const withdraw = this._button("Don't send", "withdraw", () => this.actions.withdraw(item.ref), "Do not send this message");
+    const actions = el("div", { className: "actions" }, withdraw);
+    const root = el(
+      "article",
+      { className: "msg msg-user msg-pending mine", dataset: { pending: item.ref, role: "user" } },
+      el("header", {}, el("span", { className: "who", textContent: `${this.me} (you)` }), badge),
+      el("div", { className: "body", textContent: item.text ?? "Regenerate" }),
+      actions,
+    );
+    const view = { root, badge, withdraw, actions, sent: null };
+    this.elements.set(key, view);
+    return view;
+  }
+
+  _updatePending(view, item) {
+    if (view.sent === item.sent) return;
+    view.sent = item.sent;
+    view.root.dataset.status = item.sent ? "sending" : "waiting";
+    view.badge.textContent = item.sent ? "Sending…" : "Not sent yet: waiting for the connection";
+    view.actions.hidden = item.sent; // once on its way it can no longer be taken back
   }
 
   _button(text, name, onClick, label) {

@@ -10,7 +10,8 @@
 // session's state by applying events strictly in `seq` order, resumes from the last seq it
 // applied after any drop (with backoff), and re-sends commands that were in flight when the
 // socket dropped: sends carry client-chosen ids and cancels are idempotent, so a resend
-// can never create or cancel twice.
+// can never create or cancel twice. A command given while disconnected waits for the
+// connection (a send shows in `outbox` meanwhile) and is sent once it is back.
 
 import { ConversationTree, textOf } from "./tree.js";
 
@@ -68,6 +69,10 @@ export class ChatTransport extends EventTarget {
     this.turns = new Map(); // turnId -> {turnId, clientId, status, reason, error}
     this.activeTurns = new Map(); // clientId -> Set(turnId), live
     this.online = [];
+    this.session = null; // {title, owner, model, modelOptions, policy}: applySession(), then events
+    this.members = null; // [clientId]: applySession(), then member events
+    this.outbox = new Map(); // ref -> a send not acknowledged yet: {ref, turnId, messageId, text, options, sent}
+    this._sessionEvents = []; // the session and member events applied, to replay over an older load
     this.stats = { snapshots: 0, resumes: 0, gaps: 0, duplicates: 0 }; // how this device caught up
     this._ws = null;
     this._pending = new Map(); // ref -> {frame, resolve, reject, timer}
@@ -140,6 +145,7 @@ export class ChatTransport extends EventTarget {
 
   _onClosed(code) {
     clearInterval(this._pingTimer);
+    this._unsent();
     this.closeCode = code;
     if (this._closing || FINAL_CLOSE_CODES.has(code)) {
       this._finish(code);
@@ -188,13 +194,13 @@ export class ChatTransport extends EventTarget {
     }
   }
 
-  /** Became current: start pinging, re-send the commands the last socket never answered. */
+  /** Became current: start pinging, (re-)send the commands the last socket never answered. */
   _caughtUp() {
     this._attempt = 0;
     this._setState("open");
     clearInterval(this._pingTimer);
     this._pingTimer = setInterval(() => this._ping(), this.heartbeat);
-    for (const pending of this._pending.values()) this._ws.send(JSON.stringify(pending.frame));
+    for (const pending of this._pending.values()) this._write(pending);
     if (this._ready) {
       this._ready.resolve();
       this._ready = null;
@@ -221,7 +227,7 @@ export class ChatTransport extends EventTarget {
     let reply = null;
     if (this.state === "open" && this._ws) {
       try {
-        reply = await this._command(frame, 5000);
+        reply = await this._command(frame, { timeout: 5000 });
       } catch {
         // closing anyway
       }
@@ -274,9 +280,9 @@ export class ChatTransport extends EventTarget {
   _applySnapshot(snapshot) {
     this.stats.snapshots += 1;
     this.lastSeq = snapshot.lastSeq;
-    const picked = this.tree.picked; // the reader's picks survive a resync
+    const picked = new Map(this.tree.picked); // the reader's picks survive a resync
     this.tree.clear();
-    this.tree.picked = picked;
+    for (const [slot, id] of picked) this.tree.picked.set(slot, id);
     for (const node of snapshot.messages) this.tree.upsert({ ...node });
     this.turns = new Map(snapshot.turns.map((t) => [t.turnId, { ...t }]));
     this.activeTurns = new Map();
@@ -322,16 +328,19 @@ export class ChatTransport extends EventTarget {
         this._applyPart(event);
         break;
       case "turn.queued":
-        this._turn(event.turnId, { clientId: event.clientId, status: "queued", position: event.position });
+        this._turn(event.turnId, {
+          clientId: event.clientId, status: "queued", position: event.position, interrupts: event.interrupts || null,
+        });
         break;
       case "turn.start":
-        this._turn(event.turnId, { clientId: event.clientId, status: "active" });
+        this._turn(event.turnId, { clientId: event.clientId, status: "active", ...(event.model && { model: event.model }) });
         this._activeAdd(event.clientId, event.turnId);
         this._setNodeStatus(event.turnId, "queued", "streaming");
         break;
       case "turn.end":
         this._turn(event.turnId, {
           clientId: event.clientId, status: event.reason, reason: event.reason, error: event.error || null,
+          cancelledBy: event.cancelledBy || null, endedAt: event.at,
         });
         this._activeRemove(event.clientId, event.turnId);
         this._setNodeStatus(event.turnId, null, event.reason);
@@ -341,6 +350,13 @@ export class ChatTransport extends EventTarget {
         break;
       case "cancel":
         break; // an announcement: the state changes with the `turn.end` events that follow
+      case "session.updated":
+      case "member.joined":
+      case "member.left":
+        this._sessionEvents.push(event);
+        if (this._sessionEvents.length > 100) this._sessionEvents.shift();
+        this._applySessionEvent(event);
+        break;
       default:
         break; // a type this transport does not know yet changes no state; listeners still see it
     }
@@ -409,6 +425,32 @@ export class ChatTransport extends EventTarget {
     this.dispatchEvent(new CustomEvent("change", { detail: event }));
   }
 
+  /**
+   * The session's settings and members as read over HTTP (`GET /api/sessions/{id}`, with
+   * its `lastSeq`); the session and member events keep them live from then on. A load read
+   * before events this device already applied is brought up to date with them.
+   */
+  applySession(payload) {
+    this.session = {
+      title: payload.title, owner: payload.owner, model: payload.model, modelOptions: payload.modelOptions || {},
+      policy: payload.policy,
+    };
+    this.members = [...(payload.members || [])];
+    for (const event of this._sessionEvents) if (event.seq > (payload.lastSeq ?? 0)) this._applySessionEvent(event);
+    this._changed({ type: "session" });
+  }
+
+  _applySessionEvent(event) {
+    if (event.type === "session.updated") {
+      if (!this.session) return; // the load that follows carries it
+      const { title, policy, model, modelOptions } = event;
+      Object.assign(this.session, { title, policy, model, modelOptions });
+    } else if (this.members) {
+      const others = this.members.filter((name) => name !== event.clientId);
+      this.members = event.type === "member.joined" ? [...others, event.clientId] : others;
+    }
+  }
+
   // --- reading state ----------------------------------------------------------------------
 
   /** Turns queued or active, optionally only those matching a filter. */
@@ -424,18 +466,57 @@ export class ChatTransport extends EventTarget {
 
   // --- commands ---------------------------------------------------------------------------
 
-  _command(frame, timeout = this.commandTimeout) {
-    const ref = newId();
+  _command(frame, { timeout = this.commandTimeout, ref = newId() } = {}) {
     const full = { ...frame, ref };
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this._pending.delete(ref);
-        reject(new ChatError("timeout", "no answer from the server"));
-      }, timeout);
-      this._pending.set(ref, { frame: full, resolve, reject, timer });
+      const pending = { frame: full, resolve, reject, timer: null, timeout };
+      this._pending.set(ref, pending);
       // While disconnected the frame waits in `_pending`; `_caughtUp` sends it.
-      if (this.state === "open" && this._ws?.readyState === WebSocket.OPEN) this._ws.send(JSON.stringify(full));
+      if (this.state === "open" && this._ws?.readyState === WebSocket.OPEN) this._write(pending);
     });
+  }
+
+  /** Put a command on the socket; from then on, its answer is awaited `timeout` ms at most. */
+  _write(pending) {
+    this._ws.send(JSON.stringify(pending.frame));
+    const ref = pending.frame.ref;
+    clearTimeout(pending.timer);
+    pending.timer = setTimeout(() => {
+      this._pending.delete(ref);
+      this.outbox.delete(ref);
+      pending.reject(new ChatError("timeout", "no answer from the server"));
+      this._changed({ type: "outbox" });
+    }, pending.timeout);
+    const sending = this.outbox.get(ref);
+    if (sending && !sending.sent) {
+      sending.sent = true;
+      this._changed({ type: "outbox" });
+    }
+  }
+
+  /** The socket is gone: what was written and not answered waits to be written again. */
+  _unsent() {
+    for (const pending of this._pending.values()) {
+      clearTimeout(pending.timer);
+      pending.timer = null;
+    }
+    for (const sending of this.outbox.values()) sending.sent = false;
+    if (this.outbox.size) this._changed({ type: "outbox" });
+  }
+
+  /**
+   * Take back a send that has not reached the server yet (it waits for the connection):
+   * true if it was taken back (its promise rejects with code `withdrawn`).
+   */
+  withdraw(ref) {
+    const sending = this.outbox.get(ref);
+    const pending = this._pending.get(ref);
+    if (!sending || sending.sent || !pending) return false;
+    this._pending.delete(ref);
+    this.outbox.delete(ref);
+    pending.reject(new ChatError("withdrawn", "not sent"));
+    this._changed({ type: "outbox" });
+    return true;
   }
 
   /**
@@ -449,8 +530,19 @@ export class ChatTransport extends EventTarget {
     if (options.regenerate) frame.regenerate = options.regenerate;
     else frame.messages = [{ id: options.messageId || newId(), role: "user", parts: [{ type: "text", text }] }];
     for (const key of ["parent", "forkOf", "policy"]) if (options[key]) frame[key] = options[key];
-    const ack = await this._command(frame);
-    return new TurnHandle(this, ack);
+    // Shown in `outbox` until the server answers: a page can show the message at once,
+    // and as waiting while the connection is down (it is sent when it is back).
+    const ref = newId();
+    this.outbox.set(ref, {
+      ref, turnId, messageId: frame.messages?.[0]?.id ?? null, text, options: { ...options }, sent: false,
+      createdAt: Date.now(),
+    });
+    this._changed({ type: "outbox" });
+    try {
+      return new TurnHandle(this, await this._command(frame, { ref }));
+    } finally {
+      if (this.outbox.delete(ref)) this._changed({ type: "outbox" });
+    }
   }
 
   /**

@@ -1,8 +1,8 @@
 """Agents on the chat page: a message to a session with an orchestrating agent, watched in
 headless Chromium against the real stack of tests/integration/test_agents.py. The browser
 transport keeps the agents in its active-turns map under their clientIds, and each answer is
-labelled with the agent that wrote it: the orchestrator's summary is shown, the sub-agents'
-answers are its sibling versions."""
+labelled with the agent that wrote it: the sub-agents' answers and the orchestrator's summary
+all show, one after the other, under the message (they ran concurrently)."""
 
 from __future__ import annotations
 
@@ -44,12 +44,12 @@ async def test_each_answer_shows_the_agent_that_wrote_it_and_agents_are_in_the_a
     await expect(answer).to_have_attribute("data-status", "complete")
     await expect(answer).to_have_attribute("data-agent", "panel")
     await expect(answer.locator(".who")).to_have_text("panel · agent")
-    await expect(answer.locator(".sib-count")).to_have_text("3/3")
-
-    await answer.get_by_role("button", name="Previous version").click()
-    shown = page.locator("#messages .msg-assistant").last
-    await expect(shown.locator(".who")).to_have_text("critic · agent")
-    await shown.get_by_role("button", name="Previous version").click()
-    await expect(page.locator("#messages .msg-assistant").last.locator(".who")).to_have_text("researcher · agent")
+    # The sub-agents' answers ran concurrently (siblings without forkOf): all shown, in the
+    # order they were made, each labelled; no version pager (decision 021).
+    answers = page.locator("#messages .msg-assistant")
+    await expect(answers).to_have_count(3)
+    await expect(page.locator("#messages .siblings:visible")).to_have_count(0)
+    labels = await answers.locator(".who").all_inner_texts()
+    assert sorted(labels[:2]) == ["critic · agent", "researcher · agent"] and labels[2] == "panel · agent"
     assert await page.evaluate("() => window.chat.activeTurns.size") == 0
     assert dev.errors == []

@@ -29,6 +29,21 @@ ANSWER_TEXT = """() => {
 }"""
 
 
+async def as_rendered(page: Any, markdown: str) -> str:
+    """The text the page's Markdown renderer shows for `markdown` (what an answer's body reads)."""
+    return str(
+        await page.evaluate(
+            """async (text) => {
+              const { renderMarkdown } = await import("/static/chat/markdown.js");
+              const box = document.createElement("div");
+              box.append(renderMarkdown(text));
+              return box.textContent;
+            }""",
+            markdown,
+        )
+    )
+
+
 def message_box(page: Any) -> Any:
     return page.get_by_label("Message", exact=True)
 
@@ -44,13 +59,13 @@ def answers(page: Any) -> Any:
 
 
 def user_messages(page: Any) -> Any:
-    return page.locator("#messages .msg-user")
+    """The messages the server has (not those this device is still sending)."""
+    return page.locator("#messages .msg-user:not(.msg-pending)")
 
 
 async def choose_policy(page: Any, label: str) -> None:
-    async with page.expect_response(lambda r: r.request.method == "PATCH" and "/api/sessions/" in r.url) as patched:
-        await page.get_by_label("If the assistant is answering").select_option(label=label)
-    assert (await patched.value).ok
+    """Pick what this device's next messages do while answers run (not the session's default)."""
+    await page.get_by_label("If answers are running").select_option(label=label)
 
 
 async def test_answer_streams_to_two_devices_of_one_user_and_to_another_member(person: Any, device: Any) -> None:
@@ -70,7 +85,7 @@ async def test_answer_streams_to_two_devices_of_one_user_and_to_another_member(p
         await expect(answers(page).last.locator(".body")).to_have_text(re.compile(r"\w+"))
     await expect(pages[1].locator("#activity")).to_have_text("You are getting an answer")
     await expect(pages[2].locator("#activity")).to_have_text(f"{alice.username} is getting an answer")
-    await expect(pages[1].get_by_role("button", name="Stop my answers")).to_be_visible()
+    await expect(pages[1].get_by_role("button", name="Stop my answer", exact=True)).to_be_visible()
     await expect(pages[2].get_by_role("button", name="Send message")).to_be_disabled()
 
     turn_id = await pages[0].evaluate("() => window.chat.inFlight({own: true})[0].turnId")
@@ -80,7 +95,7 @@ async def test_answer_streams_to_two_devices_of_one_user_and_to_another_member(p
     for page in pages:
         await expect(answers(page).last).to_have_attribute("data-status", "complete")
         assert await page.evaluate(ANSWER_TEXT) == content
-        await expect(answers(page).last.locator(".body")).to_have_text(content)
+        await expect(answers(page).last.locator(".body")).to_have_text(await as_rendered(page, content))
         await expect(page.locator("#activity")).to_have_text("")
     assert not (laptop.errors or phone.errors or other.errors)
 
@@ -94,11 +109,12 @@ async def test_stop_on_one_device_stops_a_turn_started_on_another(person: Any, d
 
     await type_and_send(first, "A long answer please")
     await expect(answers(second).last).to_have_attribute("data-status", "streaming")
-    await second.get_by_role("button", name="Stop my answers").click()  # the Send/Stop toggle
+    await second.get_by_role("button", name="Stop my answer", exact=True).click()  # the Send/Stop toggle
 
-    for page in (first, second, third):
+    for page in (first, second):
         await expect(answers(page).last).to_have_attribute("data-status", "cancelled")
-        await expect(answers(page).last.locator(".badge")).to_have_text("Stopped")
+        await expect(answers(page).last.locator(".badge")).to_have_text("Stopped by you")
+    await expect(answers(third).last.locator(".badge")).to_have_text(f"Stopped by {alice.username}")
     await expect(first.get_by_role("button", name="Send message")).to_be_visible()
     turns = await alice.api.turns(session["id"])
     assert [t["status"] for t in turns] == ["cancelled"]
@@ -109,6 +125,7 @@ async def test_stop_on_one_device_stops_a_turn_started_on_another(person: Any, d
     await expect(answers(third).last).to_have_attribute("data-status", "streaming")
     await third.get_by_role("button", name="Stop this answer").click()
     await expect(answers(first).last).to_have_attribute("data-status", "cancelled")
+    await expect(answers(first).last.locator(".badge")).to_have_text(f"Stopped by {bob.username}")
     await type_and_send(second, "And a third")
     await expect(answers(second).last).to_have_attribute("data-status", "streaming")
     await message_box(second).press("Escape")
@@ -127,10 +144,12 @@ async def test_queue_then_cancel_queued_and_interrupt(person: Any, device: Any) 
 
     laptop, phone = await device(alice), await device(alice, **PHONE)
     page = await open_chat(laptop, sid)
-    await choose_policy(page, "Queue after it")
+    await choose_policy(page, "Queue after them")
     other = await open_chat(phone, sid)
-    # the choice is kept per session: the other device opens with it
-    await expect(other.get_by_label("If the assistant is answering")).to_have_value("queue")
+    # the choice is this device's, for its next messages: the session's default stays
+    await expect(other.get_by_label("If answers are running")).to_have_value("concurrent")
+    await expect(page.locator("#policy-note")).to_contain_text("Only for your messages here")
+    assert (await alice.api.session(sid))["policy"] == "concurrent"
 
     await type_and_send(page, "first")
     await expect(answers(page).last).to_have_attribute("data-status", "streaming")
@@ -148,22 +167,24 @@ async def test_queue_then_cancel_queued_and_interrupt(person: Any, device: Any) 
     await expect(answers(page).last).to_have_attribute("data-status", "complete")
     assert [t["status"] for t in await alice.api.turns(sid)] == ["complete", "cancelled", "complete"]
 
-    await choose_policy(page, "Interrupt it")
+    await choose_policy(page, "Interrupt my answer")
     await next_answers({"tokens": 120, "rate": 15})
     await type_and_send(page, "fourth")
     await expect(answers(other).last).to_have_attribute("data-status", "streaming")
     await next_answers(QUICK)
     await type_and_send(page, "fifth, instead")
-    # fourth's partial answer is kept, marked stopped, and fifth follows it on the branch
+    # fourth's partial answer is kept, marked interrupted, and fifth follows it
     for shown in (page, other):
         await expect(user_messages(shown).last).to_contain_text("fifth, instead")
-        await expect(answers(shown).nth(-2).locator(".badge")).to_have_text("Stopped")
+        await expect(answers(shown).nth(-2).locator(".badge")).to_have_text("Interrupted by your next message")
         await expect(answers(shown).last).to_have_attribute("data-status", "complete")
     statuses = [t["status"] for t in await alice.api.turns(sid)]
     assert statuses == ["complete", "cancelled", "complete", "cancelled", "complete"]
 
 
-async def test_a_policy_picked_while_the_page_loads_is_not_undone_by_the_load(person: Any, device: Any) -> None:
+async def test_a_policy_picked_while_the_page_loads_is_not_undone_by_the_load_nor_saved(
+    person: Any, device: Any
+) -> None:
     alice, bob = await person("alice"), await person("bob")
     session = await alice.api.create_session(title="Quick pick")
     # bob is a member who stays offline: the page lists him only from the load's answer, in
@@ -183,24 +204,24 @@ async def test_a_policy_picked_while_the_page_loads_is_not_undone_by_the_load(pe
     page = await open_chat(dev, session["id"])
     route, response = await asyncio.wait_for(held, TIMEOUT_MS / 1000)
     assert (await response.json())["policy"] != "reject"  # read before the pick
-    await choose_policy(page, "Refuse (busy)")
+    await choose_policy(page, "Don't send")
     loaded = f"/api/sessions/{session['id']}"
     async with page.expect_response(lambda r: r.request.method == "GET" and r.url.endswith(loaded)):
         await route.fulfill(response=response)  # the policy from before the pick
     await expect(page.locator(f'#members li[data-user="{bob.username}"]')).to_have_count(1)  # applied
-    await expect(page.get_by_label("If the assistant is answering")).to_have_value("reject")
-    assert (await alice.api.session(session["id"]))["policy"] == "reject"
+    await expect(page.get_by_label("If answers are running")).to_have_value("reject")
+    assert (await alice.api.session(session["id"]))["policy"] == "concurrent"  # a pick is not the default
 
 
 async def test_busy_is_explained_and_the_message_is_kept(person: Any, device: Any) -> None:
     alice = await person("alice")
     session = await alice.api.create_session(title="Busy", model_options={"tokens": 200, "rate": 10})
     page = await open_chat(await device(alice), session["id"])
-    await choose_policy(page, "Refuse (busy)")
+    await choose_policy(page, "Don't send")
     await type_and_send(page, "first")
     await expect(answers(page).last).to_have_attribute("data-status", "streaming")
     await type_and_send(page, "second")
-    await expect(page.get_by_role("alert")).to_contain_text("refuses new messages")
+    await expect(page.get_by_role("alert")).to_contain_text("Not sent: you chose “Don't send”")
     await expect(message_box(page)).to_have_value("second")
     await expect(user_messages(page)).to_have_count(1)
 
@@ -236,9 +257,9 @@ async def test_full_queue_and_refused_cancel_are_explained(person: Any, device: 
     for n in range(10):
         await alice.api.send(sid, f"queued {n}", policy="queue")
     await expect(page.locator("#activity")).to_contain_text("10 queued")
-    await choose_policy(page, "Queue after it")
+    await choose_policy(page, "Queue after them")
     await type_and_send(page, "one too many")
-    await expect(page.get_by_role("alert")).to_contain_text("The queue is full")
+    await expect(page.get_by_role("alert")).to_contain_text("Not sent: the queue is full")
     await expect(message_box(page)).to_have_value("one too many")  # kept, to send later
     await alice.api.cancel(sid, all=True)
     await expect(page.locator("#activity")).to_have_text("")
@@ -277,16 +298,18 @@ async def test_branches_after_double_texting_edit_and_regenerate(person: Any, de
     await expect(answers(page).last.locator(".sib-count")).to_have_text("1/2")
     await expect(first.locator(".body")).to_have_text("one")
 
-    # double texting under "run alongside": the second message is a sibling of the first
+    # double texting under "send alongside": both exchanges show, one after the other, no pager
     session2 = await alice.api.create_session(title="Double", model_options={"tokens": 60, "rate": 15})
     await page.goto(f"/s/{session2['id']}/")
     await expect(page.locator("#connection")).to_have_attribute("data-state", "open")
     await type_and_send(page, "a")
     await expect(answers(page).last).to_have_attribute("data-status", "streaming")
     await type_and_send(page, "b")
-    await expect(user_messages(page).last.locator(".body")).to_have_text("b")
-    await expect(user_messages(page).last.locator(".sib-count")).to_have_text("2/2")
+    await expect(user_messages(page).locator(".body")).to_have_text(["a", "b"])
+    await expect(answers(page)).to_have_count(2)
+    await expect(page.locator("#messages .siblings:visible")).to_have_count(0)
     await expect(page.locator("#activity")).to_have_text("You are getting 2 answers")
+    await expect(page.get_by_role("button", name="Stop my 2 answers")).to_be_visible()
 
 
 async def test_device_taken_offline_resumes_with_the_exact_text(person: Any, device: Any) -> None:
@@ -309,7 +332,7 @@ async def test_device_taken_offline_resumes_with_the_exact_text(person: Any, dev
     await expect(mobile.locator("#connection")).to_have_attribute("data-state", "open")
     await expect(answers(mobile).last).to_have_attribute("data-status", "complete")
     assert await mobile.evaluate(ANSWER_TEXT) == content
-    await expect(answers(mobile).last.locator(".body")).to_have_text(content)
+    await expect(answers(mobile).last.locator(".body")).to_have_text(await as_rendered(mobile, content))
     stats = await mobile.evaluate("() => window.chat.stats")
     assert stats["resumes"] >= 1 and stats["gaps"] == 0 and stats["duplicates"] == 0, stats
     assert stats["snapshots"] == 1, stats  # resumed by seq, not by a fresh snapshot
@@ -344,7 +367,7 @@ async def test_xss_in_a_user_message_and_in_a_model_answer_stays_inert(person: A
         answer,
     )
     body = answers(other).last.locator(".body")
-    await expect(body.locator("strong")).to_have_text("bold")
+    await expect(body.locator("strong").last).to_have_text("bold")  # after the demo answer's own
     await expect(body).to_contain_text('<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>')
     await expect(body.locator("code").first).to_have_text("<b>code</b>")
     await expect(body.locator("a")).to_have_count(1)  # the javascript: link stays text

@@ -155,3 +155,35 @@ def test_a_follow_up_sees_a_later_exchange_sent_beside_its_branch(people):
         "user: so?",
     ]
     assert Turn.objects.filter(session=chat, status=TurnStatus.ACTIVE).count() == 1
+
+
+def test_the_timeline_shows_concurrent_exchanges_in_send_order_and_one_version_of_each(people):
+    """tree.timeline, which the transcript uses, reads the tree as the chat page does."""
+    from sessions_app.models import MessageNode
+    from sessions_app.tree import timeline
+
+    chat, alice, bob, carol = people
+    a, b, c = send(chat, alice, "A?"), send(chat, bob, "B?"), send(chat, carol, "C?")
+    for result in (a, b, c):
+        claim(result)
+    answer(c, "c!")
+    answer(a, "a!")
+    answer(b, "b!")
+    edit = send(chat, alice, "A, better?", forkOf=question(a).node_id)
+    claim(edit)
+    answer(edit, "a2!")
+    after = send(chat, bob, "so?")
+    claim(after)
+    answer(after, "so!")
+
+    def shown() -> list[str]:
+        return [n.text for n in timeline(MessageNode.objects.filter(session=chat).order_by("pk"))]
+
+    assert shown() == ["A, better?", "a2!", "B?", "b!", "C?", "c!", "so?", "so!"]
+    assert question(after).parent == reply(edit)  # the newest settled answer: the end of the timeline
+    # The conversation goes on under the first version: that version now holds the newest
+    # message, so it is the one shown (and what went on under the edit is behind the pager).
+    older = send(chat, alice, "more on A", parent=reply(a).node_id)
+    claim(older)
+    answer(older, "more!")
+    assert shown() == ["A?", "a!", "B?", "b!", "C?", "c!", "more on A", "more!"]
