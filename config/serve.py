@@ -1,11 +1,15 @@
 """`python -m config.serve [daphne options] config.asgi:application`: Daphne's own command
-line (every option of `daphne`), with one difference: a websocket message over Daphne's
-size limit (`--websocket-max-message-size`, 1 MiB by default) is refused with a close
-frame, code 1009 (message too big), instead of a dropped TCP connection the client can only
-read as 1006. The same holds for other protocol violations (invalid UTF-8: 1007).
+line (every option of `daphne`), with two differences on websockets:
 
-Frames between the app's own limit (SESSIONS_APP["MAX_FRAME_BYTES"], 256 KiB) and Daphne's
-reach the consumer, which answers `too_large` and keeps the connection open.
+- a message from a client over Daphne's size limit (`--websocket-max-message-size`, 1 MiB
+  by default) is refused with a close frame, code 1009 (message too big), instead of a
+  dropped TCP connection the client can only read as 1006. The same holds for other
+  protocol violations (invalid UTF-8: 1007). Frames between the app's own limit
+  (SESSIONS_APP["MAX_FRAME_BYTES"], 256 KiB) and Daphne's reach the consumer, which answers
+  `too_large` and keeps the connection open;
+- that limit bounds what clients send, not what the server sends: autobahn applies it to
+  both, so that under plain `daphne` a snapshot of a session holding more than 1 MiB of
+  messages cannot be sent, and its devices cannot connect.
 """
 
 from __future__ import annotations
@@ -14,12 +18,28 @@ from typing import Any
 
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
+from daphne.ws_protocol import WebSocketProtocol
+
+
+class UnboundedSendProtocol(WebSocketProtocol):
+    """Daphne's websocket protocol, with its message size limit applied to incoming messages
+    only (autobahn checks it in `sendMessage` too). What the server sends is the app's to
+    bound: a session's snapshot grows with the session."""
+
+    def sendMessage(self, *args: Any, **kwargs: Any) -> Any:
+        limit: int = getattr(self, "maxMessagePayloadSize", 0)
+        self.maxMessagePayloadSize = 0  # the reactor's one thread: no receive runs meanwhile
+        try:
+            return super().sendMessage(*args, **kwargs)
+        finally:
+            self.maxMessagePayloadSize = limit
 
 
 class CleanCloseServer(Server):
     """Daphne's server, its websocket factory set to fail a connection with a close
-    handshake: autobahn's default (`failByDrop`) drops TCP instead. Daphne creates the
-    factory in `run()` and offers no option for it, so it is set as the factory is stored."""
+    handshake (autobahn's default, `failByDrop`, drops TCP instead) and to build the
+    protocol above. Daphne creates the factory in `run()` and offers no option for either,
+    so both are set as the factory is stored."""
 
     @property  # type: ignore[override]
     def ws_factory(self) -> Any:
@@ -28,6 +48,7 @@ class CleanCloseServer(Server):
     @ws_factory.setter
     def ws_factory(self, factory: Any) -> None:
         factory.setProtocolOptions(failByDrop=False)
+        factory.protocol = UnboundedSendProtocol
         self._ws_factory = factory
 
 

@@ -40,6 +40,7 @@ COMMANDS: dict[str, type[Any]] = {"send": WsSend, "cancel": WsCancel, "close": W
 CLOSE_INVALID = 4400  # the URL's `after` is not a sequence number
 CLOSE_BEHIND = 4408  # the client stopped reading: reconnect with ?after= when it reads again
 CLOSE_RATE_LIMITED = 4429  # too many connections of this user, or frames far beyond the rate
+CLOSE_SERVER_ERROR = 4500  # the server could not send a frame (never the client's fault)
 MAX_SEQ = 2**62
 # Frames small enough that a refused one is still parsed for its `ref`.
 REF_PARSE_BYTES = 4096
@@ -104,6 +105,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.buffer: list[tuple[int, str]] = []
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self.outbox_bytes = 0
+        self.catch_up_bytes = 0  # of outbox_bytes, those of a (re)connect's catch-up
         self.overflowed = False
         self.closing = False
         self.budget = FrameBudget(int(app_settings.FRAMES_PER_MINUTE))
@@ -243,13 +245,17 @@ class SessionConsumer(AsyncWebsocketConsumer):
         """Queue a frame for the writer. Live frames beyond MAX_OUTBOX_BYTES waiting for a
         client that does not read close the connection (4408): it resumes with ?after=
         once it reads again, rather than the server buffering for it without bound. The
-        catch-up frames of a (re)connect are let in whole: they are bounded by the log."""
+        catch-up frames of a (re)connect (a snapshot, the missed events: bounded by the log)
+        are let in whole and do not count against the bound while they wait."""
         if self.overflowed or self.closing:
             return
         self.outbox.put_nowait(frame)
         self.outbox_bytes += len(frame)
+        if catching_up:
+            self.catch_up_bytes += len(frame)
+            return
         limit = int(app_settings.MAX_OUTBOX_BYTES)
-        if limit and not catching_up and self.outbox_bytes > limit:
+        if limit and self.outbox_bytes - self.catch_up_bytes > limit:
             self.overflowed = True
             logger.warning(
                 "websocket %s of session %s: %d bytes wait for a client that does not read; closing",
@@ -274,11 +280,18 @@ class SessionConsumer(AsyncWebsocketConsumer):
             if frame is None:
                 return
             self.outbox_bytes -= len(frame)
+            # The catch-up goes out first (it was queued before the live frames after it).
+            self.catch_up_bytes = max(0, self.catch_up_bytes - len(frame))
             if self.flow is not None:
                 await self.flow.writable()  # the socket's buffer is full: wait here
             try:
                 await self.send(text_data=frame)
-            except Exception:  # the client is gone (Daphne refuses a send on a closed socket)
+            except Exception:
+                if not self.closing:  # not a client that left: the server cannot send it
+                    logger.exception(
+                        "websocket %s: a frame of %d characters could not be sent", self.connection_id, len(frame)
+                    )
+                    self._close_soon(CLOSE_SERVER_ERROR)
                 return
 
     # --- commands ---

@@ -268,3 +268,22 @@ async def test_a_reader_that_falls_behind_is_dropped_not_buffered_for(make_clien
     # 300 KB a round: the socket buffers hold a few MB, the server's outbox 1 MiB more.
     assert dropped and slow.close_code in (4408, 1006)
     assert (await reader.ping())["type"] == "pong" and reader.close_code is None
+
+
+async def test_a_session_of_more_than_a_mib_still_reaches_a_new_device(make_client, limited):
+    # Its snapshot is over the stack's outbox bound (1 MiB) and over Daphne's message size
+    # limit (1 MiB), which autobahn applies to what the server sends as well.
+    alice = await make_client("alice", base_url=limited.base_url)
+    session = await session_with(alice, tokens=1)
+    text = "s" * 30_000
+    for round_ in range(5):  # 1.5 MB of messages
+        messages = [
+            {"id": f"s{round_}-{i}", "role": "user", "parts": [{"type": "text", "text": text}]} for i in range(10)
+        ]
+        turn = await alice.request("POST", f"/api/sessions/{session['id']}/turns", json={"messages": messages})
+    await alice.wait(session["id"], {"turnId": turn["turnId"]}, timeout=30)
+
+    device = await alice.connect(session["id"])  # its presence event follows the snapshot
+
+    assert len(device.messages) >= 50
+    assert (await device.ping())["type"] == "pong" and device.close_code is None
