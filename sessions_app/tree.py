@@ -154,12 +154,16 @@ def context_path(node_pk: int, nodes: ContextNodes) -> list[ContextNode]:
     own_send = _send_start(path[-1], nodes)
     chosen: list[ContextNode] = list(path)
     for step in path:
-        if step.pk == own_send.pk or step.role != Role.USER or _send_start(step, nodes).pk != step.pk:
-            continue  # the turn's own concurrent siblings, answers' versions, a send's later messages
+        if step.role != Role.USER or len(nodes.siblings(step)) < 2 or step.pk == own_send.pk:
+            continue  # no fork here, answers' versions, or the turn's own concurrent siblings
+        if _send_start(step, nodes).pk != step.pk:
+            continue  # a send's later message: its siblings are its first message's
         slot = _slot_of(step, nodes)
         for root, versions in _slots(nodes.siblings(step)).items():
             if root != slot and root < own_send.pk:  # sent before this turn's message
                 chosen.extend(_exchange(_newest_version(versions, nodes), nodes))
+    if len(chosen) == len(path):  # nothing ran concurrently above: the branch, as it is
+        return [n for n in path if n.parts or n.role != Role.ASSISTANT]
     keys = {n.pk: _key(n, nodes) for n in chosen}
     depth = {n.pk: i for i, n in enumerate(chosen)}
     ordered = sorted(chosen, key=lambda n: (keys[n.pk], depth[n.pk]))

@@ -187,3 +187,13 @@ def test_the_timeline_shows_concurrent_exchanges_in_send_order_and_one_version_o
     claim(older)
     answer(older, "more!")
     assert shown() == ["A?", "a!", "B?", "b!", "C?", "c!", "more on A", "more!"]
+
+
+def test_an_answer_left_empty_on_the_branch_is_skipped(people):
+    chat, alice, _bob, _carol = people
+    first = send(chat, alice, "first")
+    claim(first)
+    answer(first, "", TurnStatus.CANCELLED)  # stopped before a word
+    second = send(chat, alice, "second")
+    assert question(second).parent == reply(first)
+    assert claim(second) == ["user: first", "user: second"]
