@@ -46,14 +46,13 @@ MAX_SEQ = 2**62
 REF_PARSE_BYTES = 4096
 
 
-def canonical_session_id(raw: str) -> str:
+def canonical_session_id(raw: str) -> str | None:
     """A session id as the server keys everything by it: a UUID's canonical text (so that
-    an upper-case or braced spelling reaches the same feed); anything else unchanged, to be
-    answered 4404."""
+    an upper-case or braced spelling reaches the same feed); None for anything else."""
     try:
         return str(uuid.UUID(raw))
     except ValueError:
-        return raw
+        return None
 
 
 def parse_after(raw: str | None) -> int | None:
@@ -98,7 +97,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         # undone by _release(), which runs on every way out: a refusal, a failure, a close.
         await self.accept()
         self.connection_id = uuid.uuid4().hex
-        self.session_id = canonical_session_id(str(self.scope["url_route"]["kwargs"]["session_id"]))
+        raw_id = str(self.scope["url_route"]["kwargs"]["session_id"])
+        canonical = canonical_session_id(raw_id)
+        self.session_id = canonical or raw_id[:100]
         self.user = self.scope.get("user")
         self.delivered = 0
         self.catching_up = True
@@ -114,6 +115,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.writer: asyncio.Task[None] | None = None
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=4401)
+            return
+        if canonical is None:  # no session has this id: nothing to subscribe to or count
+            await self.close(code=4404)
             return
         try:
             after = parse_after(parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("after", [None])[0])

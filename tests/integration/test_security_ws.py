@@ -139,6 +139,13 @@ async def test_an_upper_case_session_id_connects_and_receives_events(make_client
     assert device.hello is not None
 
 
+async def test_a_session_id_that_is_no_uuid_is_not_found(make_client, stack):
+    alice = await make_client("alice")
+    for session_id in ("not-a-uuid", "x" * 5000, "%00%ff", "0" * 31):
+        async with websockets.connect(ws_url(stack.base_url, session_id), additional_headers=auth(alice)) as ws:
+            assert await closed_code(ws) == 4404, session_id[:20]
+
+
 async def test_the_origin_must_match_scheme_host_and_port(make_client, stack):
     alice = await make_client("alice")
     session = await session_with(alice)
