@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,10 @@ class Api:
         } | extra
 
 
+def has_tokens(device: BenchDevice, turn_id: str, count: int) -> bool:
+    return tokens_seen(device, turn_id) >= count
+
+
 def first_delta_index(device: BenchDevice, turn_id: str, start: int = 0) -> int | None:
     for index in range(start, len(device.events)):
         event = device.events[index]
@@ -145,7 +150,7 @@ async def _sends(api: Api, client: Any, measured: Measured, samples: int) -> Non
             )
             accepted.append(ms(elapsed))
             turn_id = answer["turnId"]
-            index = await device.wait_for(lambda t=turn_id, s=start: first_delta_index(device, t, s), 30)
+            index = await device.wait_for(partial(first_delta_index, device, turn_id, start), 30)
             firsts.append(ms(device.receive_times[index] - sent_at) - MODEL_DELAY_MS)
             await api.call("POST", f"/api/sessions/{session}/cancel", {"turnId": turn_id})
             await device.wait_turn_end(turn_id, 30)
@@ -169,7 +174,7 @@ async def _burst(api: Api, client: Any, measured: Measured, turns: int = 100) ->
             await release.wait()
             sent_at = time.time()
             elapsed, answer = await api.call("POST", f"/api/sessions/{session}/turns", body)
-            index = await device.wait_for(lambda: first_delta_index(device, answer["turnId"]), 60)
+            index = await device.wait_for(partial(first_delta_index, device, answer["turnId"]), 60)
             return ms(elapsed), ms(device.receive_times[index] - sent_at) - MODEL_DELAY_MS
 
         tasks = [asyncio.create_task(one(s, d)) for s, d in zip(sessions, devices, strict=True)]
@@ -196,7 +201,7 @@ async def _cancels(api: Api, client: Any, measured: Measured, samples: int) -> N
                     "POST", f"/api/sessions/{session}/turns", api.send_body(new_prompt(f"c-{mode}-{i}"))
                 )
                 turn_id = answer["turnId"]
-                await device.wait_for(lambda t=turn_id: tokens_seen(device, t) >= after_tokens, 30)
+                await device.wait_for(partial(has_tokens, device, turn_id, after_tokens), 30)
                 if settle:
                     await asyncio.sleep(settle)
                 cancelled_at = time.time()
@@ -225,7 +230,7 @@ async def _interrupts(api: Api, client: Any, measured: Measured, samples: int) -
         _, answer = await api.call("POST", f"/api/sessions/{session}/turns", api.send_body(new_prompt("i-first")))
         previous = answer["turnId"]
         for i in range(samples):
-            await device.wait_for(lambda t=previous: tokens_seen(device, t) >= 3, 30)
+            await device.wait_for(partial(has_tokens, device, previous, 3), 30)
             start = len(device.events)
             sent_at = time.time()
             _, answer = await api.call(
@@ -234,7 +239,7 @@ async def _interrupts(api: Api, client: Any, measured: Measured, samples: int) -
                 api.send_body(new_prompt(f"i{i}"), policy="interrupt"),
             )
             new = answer["turnId"]
-            index = await device.wait_for(lambda t=new, s=start: first_delta_index(device, t, s), 30)
+            index = await device.wait_for(partial(first_delta_index, device, new, start), 30)
             firsts.append(ms(device.receive_times[index] - sent_at) - MODEL_DELAY_MS)
             kinds = [(e["type"], e.get("turnId")) for e in device.events[start:index]]
             if ("turn.end", previous) not in kinds or kinds.index(("turn.end", previous)) > kinds.index(

@@ -83,7 +83,8 @@ async def test_resume_from_further_back_than_the_live_log_gets_a_snapshot_with_t
     turn = await device.send("long ago")
     await turn.end()
     await device.close()
-    stack.redis.xtrim(f"{stack.key_prefix}:{{{session['id']}}}:log", maxlen=3, approximate=False)  # forget all but the newest
+    # Forget all but the newest events (exactly: without `~`).
+    stack.redis.xtrim(f"{stack.key_prefix}:{{{session['id']}}}:log", maxlen=3, approximate=False)
 
     late = await alice.connect(session["id"], after=2)
 
