@@ -16,6 +16,10 @@ from chat_client.protocol import ChatClientError, Event, filter_of, new_id, user
 from chat_client.state import SessionState
 from chat_client.turns import TurnHandle
 
+# Closes a reconnect cannot mend (docs/protocol.md, "Websocket"): a bad request, no or bad
+# credentials, not a member, no such session, a frame the server cannot send.
+FINAL_CLOSE_CODES = frozenset({4400, 4401, 4403, 4404, 4500})
+
 if TYPE_CHECKING:
     from chat_client.client import ChatClient
 
@@ -103,7 +107,7 @@ class Device(SessionState):
                     future.set_exception(ChatClientError("closed", "connection closed"))
             self._replies.clear()
             self._changed.set()
-            if self.auto_reconnect and not self._closing and self.close_code not in (4401, 4403, 4404):
+            if self.auto_reconnect and not self._closing and self.close_code not in FINAL_CLOSE_CODES:
                 asyncio.get_running_loop().create_task(self._auto_reconnect())
 
     async def _auto_reconnect(self) -> None:

@@ -36,7 +36,7 @@ export function newId() {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-const FINAL_CLOSE_CODES = new Set([4401, 4403, 4404]); // auth, membership, no such session
+const FINAL_CLOSE_CODES = new Set([4400, 4401, 4403, 4404, 4500]); // bad request, auth, membership, no such session, unsendable
 const IN_FLIGHT = new Set(["queued", "active"]);
 
 function matches(filter, turn, me) {
