@@ -1,4 +1,3 @@
-# ruff: noqa: S608 - table and column names come quoted from the models' metadata; values are parameters.
 """The conversation tree: where a new user message attaches, and a turn's context.
 
 A turn's context is the conversation as one shared timeline shows it above the turn's
@@ -13,11 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from sessions_app.infra.sql import column, columns, database, fetch, marks, table, values
 from sessions_app.models import MessageNode, Policy, Role, Turn
-from sessions_app.turns._queries import newest_settled_nodes
+from sessions_app.turns._queries import ContextRow, context_rows, newest_settled_nodes
 
 
 def default_parent(
@@ -65,85 +63,28 @@ def _first_messages(turns: Sequence[Turn]) -> list[tuple[int, int | None]]:
     return list(firsts.values())
 
 
-class ContextNode(NamedTuple):
-    """A node as a turn's context needs it."""
-
-    pk: int
-    node_id: str
-    parent_id: int | None
-    role: str
-    parts: list[dict[str, Any]]
-    fork_of_id: int | None
-    turn_pk: int | None
-    session_id: Any
-
-
-class ContextNodes(dict[int, ContextNode]):
+class ContextNodes(dict[int, ContextRow]):
     """Nodes by pk, with their children indexed once for every context built from them."""
 
     @cached_property
-    def children(self) -> dict[Any, list[ContextNode]]:
+    def children(self) -> dict[Any, list[ContextRow]]:
         """Children by parent pk, in creation order; a session's roots under ("root", its id)."""
-        index: dict[Any, list[ContextNode]] = {}
+        index: dict[Any, list[ContextRow]] = {}
         for node in sorted(self.values(), key=lambda n: n.pk):
             index.setdefault(node.parent_id or ("root", node.session_id), []).append(node)
         return index
 
-    def siblings(self, node: ContextNode) -> list[ContextNode]:
+    def siblings(self, node: ContextRow) -> list[ContextRow]:
         return self.children.get(node.parent_id or ("root", node.session_id), [])
 
 
 def context_nodes(user_message_pks: Iterable[int], session_ids: Iterable[Any]) -> ContextNodes:
-    """What the contexts of turns asking these user messages are made of, by pk, in one
-    read: each message's ancestors, every child of those (the siblings along the branch,
-    the answers) and the sessions' roots, and below each such sibling user message its
-    exchange (the rest of its send and its answers). Not the rest of the session: a long
-    conversation with many edits holds many nodes no context needs."""
-    seeds = sorted(set(user_message_pks))
-    sessions = values(MessageNode, "session", set(session_ids))
-    if not seeds or not sessions:
-        return ContextNodes()
-    node, parent, role, session = (
-        column(MessageNode, "id"),
-        column(MessageNode, "parent"),
-        column(MessageNode, "role"),
-        column(MessageNode, "session"),
-    )
-    nodes = table(MessageNode)
-    sql = (
-        f"WITH RECURSIVE up(id) AS ("
-        f"SELECT {node} FROM {nodes} WHERE {node} IN ({marks(seeds)}) "
-        f"UNION SELECT n.{parent} FROM {nodes} n JOIN up ON n.{node} = up.id WHERE n.{parent} IS NOT NULL), "
-        f"near(id, role) AS ("
-        f"SELECT {node}, {role} FROM {nodes} WHERE {parent} IN (SELECT id FROM up) "
-        f"OR ({parent} IS NULL AND {session} IN ({marks(sessions)})) "
-        f"UNION SELECT n.{node}, n.{role} FROM {nodes} n JOIN near x ON n.{parent} = x.id "
-        f"WHERE x.role = %s AND x.id NOT IN (SELECT id FROM up)) "
-        f"SELECT {columns(MessageNode, _CONTEXT_FIELDS)} FROM {nodes} WHERE {node} IN (SELECT id FROM near)"
-    )
-    db = database()
-    parts = MessageNode._meta.get_field("parts")
-    found = ContextNodes()
-    for row in fetch(sql, [*seeds, *sessions, Role.USER]):
-        pk, node_id, parent_id, node_role, raw_parts, fork_of_id, turn_pk, session_id = row
-        found[pk] = ContextNode(
-            pk,
-            node_id,
-            parent_id,
-            node_role,
-            parts.from_db_value(raw_parts, None, db),  # type: ignore[union-attr,arg-type]
-            fork_of_id,
-            turn_pk,
-            session_id,
-        )
-    return found
+    """What the contexts of turns asking these user messages are made of, in one read
+    (_queries.context_rows): the branches, the siblings along them and their exchanges."""
+    return ContextNodes((row.pk, row) for row in context_rows(user_message_pks, session_ids))
 
 
-# The columns of a ContextNode, in its order.
-_CONTEXT_FIELDS = ("id", "node_id", "parent", "role", "parts", "fork_of", "turn", "session")
-
-
-def context_path(node_pk: int, nodes: ContextNodes) -> list[ContextNode]:
+def context_path(node_pk: int, nodes: ContextNodes) -> list[ContextRow]:
     """The context of a turn asking the user message `node_pk`: the nodes from the root
     down to it, with the concurrent exchanges of the forks above it, in the order they were
     sent; answers left empty are skipped (a queued turn cancelled before it ran, an answer
@@ -152,7 +93,7 @@ def context_path(node_pk: int, nodes: ContextNodes) -> list[ContextNode]:
     if not path:
         return []
     own_send = _send_start(path[-1], nodes)
-    chosen: list[ContextNode] = list(path)
+    chosen: list[ContextRow] = list(path)
     for step in path:
         if step.role != Role.USER or len(nodes.siblings(step)) < 2 or step.pk == own_send.pk:
             continue  # no fork here, answers' versions, or the turn's own concurrent siblings
@@ -170,8 +111,8 @@ def context_path(node_pk: int, nodes: ContextNodes) -> list[ContextNode]:
     return [n for n in ordered if n.parts or n.role != Role.ASSISTANT]
 
 
-def _ancestors(node_pk: int, nodes: Mapping[int, ContextNode]) -> list[ContextNode]:
-    path: list[ContextNode] = []
+def _ancestors(node_pk: int, nodes: Mapping[int, ContextRow]) -> list[ContextRow]:
+    path: list[ContextRow] = []
     current = nodes.get(node_pk)
     seen: set[int] = set()
     while current is not None and current.pk not in seen:
@@ -182,7 +123,7 @@ def _ancestors(node_pk: int, nodes: Mapping[int, ContextNode]) -> list[ContextNo
     return path
 
 
-def _send_start(node: ContextNode, nodes: Mapping[int, ContextNode]) -> ContextNode:
+def _send_start(node: ContextRow, nodes: Mapping[int, ContextRow]) -> ContextRow:
     """The first message of the send `node` belongs to (a send of several messages is a
     chain of user messages of one turn); an answer's is its question's."""
     current = node
@@ -196,7 +137,7 @@ def _send_start(node: ContextNode, nodes: Mapping[int, ContextNode]) -> ContextN
             return current
 
 
-def _slot_of(node: ContextNode, nodes: Mapping[int, ContextNode]) -> int:
+def _slot_of(node: ContextRow, nodes: Mapping[int, ContextRow]) -> int:
     """The pk of the message an edit (or a regenerate) is a version of, followed back to
     the original: versions of one message share it; concurrent messages do not."""
     current, seen = node, {node.pk}
@@ -209,10 +150,10 @@ def _slot_of(node: ContextNode, nodes: Mapping[int, ContextNode]) -> int:
     return current.pk
 
 
-def _slots(siblings: Sequence[ContextNode]) -> dict[int, list[ContextNode]]:
+def _slots(siblings: Sequence[ContextRow]) -> dict[int, list[ContextRow]]:
     """Sibling user messages grouped by the original they are versions of."""
     by_pk = {n.pk: n for n in siblings}
-    slots: dict[int, list[ContextNode]] = {}
+    slots: dict[int, list[ContextRow]] = {}
     for sibling in sorted(siblings, key=lambda n: n.pk):
         if sibling.role != Role.USER:
             continue
@@ -221,12 +162,12 @@ def _slots(siblings: Sequence[ContextNode]) -> dict[int, list[ContextNode]]:
     return slots
 
 
-def _newest_version(versions: Sequence[ContextNode], nodes: ContextNodes) -> ContextNode:
+def _newest_version(versions: Sequence[ContextRow], nodes: ContextNodes) -> ContextRow:
     """The version the timeline shows: the one with the newest activity in its exchange."""
     return max(versions, key=lambda version: max(n.pk for n in _exchange_nodes(version, nodes)))
 
 
-def _exchange_nodes(start: ContextNode, nodes: ContextNodes) -> list[ContextNode]:
+def _exchange_nodes(start: ContextRow, nodes: ContextNodes) -> list[ContextRow]:
     """A send's messages and every answer to its last one."""
     chain = [start]
     while True:
@@ -237,7 +178,7 @@ def _exchange_nodes(start: ContextNode, nodes: ContextNodes) -> list[ContextNode
         chain.append(follow[0])
 
 
-def _exchange(start: ContextNode, nodes: ContextNodes) -> list[ContextNode]:
+def _exchange(start: ContextRow, nodes: ContextNodes) -> list[ContextRow]:
     """A concurrent exchange as the context takes it: the send's messages and its newest
     answer, or nothing when that answer holds nothing (yet: it is still streaming)."""
     found = _exchange_nodes(start, nodes)
@@ -247,7 +188,7 @@ def _exchange(start: ContextNode, nodes: ContextNodes) -> list[ContextNode]:
     return [n for n in found if n.role == Role.USER] + [max(answers, key=lambda n: n.pk)]
 
 
-def _key(node: ContextNode, nodes: Mapping[int, ContextNode]) -> int:
+def _key(node: ContextRow, nodes: Mapping[int, ContextRow]) -> int:
     """When the exchange of `node` was sent: the pk of its send's first message, or of the
     original that message is a version of (an edit stays where the original was)."""
     start = _send_start(node, nodes)
@@ -258,7 +199,7 @@ def _key(node: ContextNode, nodes: Mapping[int, ContextNode]) -> int:
 
 
 class TreeNode(Protocol):
-    """What the timeline needs of a node (a MessageNode, or a ContextNode-like row)."""
+    """What the timeline needs of a node (a MessageNode, or a ContextRow-like row)."""
 
     pk: Any
     parent_id: Any

@@ -121,39 +121,60 @@ _CLAIM_FIELDS = (
 )
 
 
-class BranchNode(NamedTuple):
-    """A node as a turn's context needs it."""
+class ContextRow(NamedTuple):
+    """A node as a turn's context needs it (the rule: tree.py)."""
 
     pk: int
     node_id: str
     parent_id: int | None
     role: str
     parts: list[dict[str, Any]]
+    fork_of_id: int | None
+    turn_pk: int | None
+    session_id: Any  # as the database stores it (text on SQLite): it only tells sessions apart
 
 
-def ancestry(node_pks: Iterable[int]) -> dict[int, BranchNode]:
-    """These nodes and all their ancestors, by pk: the branch of each, not the rest of the
-    session (a session with many edits, or a long one with many branches, holds many nodes
-    no context needs). One recursive query, read as plain rows: a long conversation's
-    branch is many nodes, and a model instance each was most of a claim's time."""
-    seeds = sorted(set(node_pks))
-    if not seeds:
-        return {}
-    node, parent = column(MessageNode, "id"), column(MessageNode, "parent")
+def context_rows(user_message_pks: Iterable[int], session_ids: Iterable[Any]) -> list[ContextRow]:
+    """What the contexts of turns asking these user messages are made of (tree.py), in one
+    recursive query read as plain rows: each message's ancestors, every child of those (the
+    siblings along the branch, the answers) and the sessions' roots, and below each such
+    sibling user message its exchange (the rest of its send and its answers). Not the rest of
+    the session: a long conversation with many edits holds many nodes no context needs, and
+    a model instance each was most of a claim's time."""
+    seeds = sorted(set(user_message_pks))
+    sessions = values(MessageNode, "session", set(session_ids))
+    if not seeds or not sessions:
+        return []
+    node, parent, role, session = (
+        column(MessageNode, "id"),
+        column(MessageNode, "parent"),
+        column(MessageNode, "role"),
+        column(MessageNode, "session"),
+    )
+    nodes = table(MessageNode)
     sql = (
-        f"WITH RECURSIVE branch(id) AS ("
-        f"SELECT {node} FROM {table(MessageNode)} WHERE {node} IN ({marks(seeds)}) "
-        f"UNION SELECT n.{parent} FROM {table(MessageNode)} n JOIN branch b ON n.{node} = b.id "
-        f"WHERE n.{parent} IS NOT NULL) "
-        f"SELECT {columns(MessageNode, ('id', 'node_id', 'parent', 'role', 'parts'))} "
-        f"FROM {table(MessageNode)} WHERE {node} IN (SELECT id FROM branch)"
+        f"WITH RECURSIVE up(id) AS ("
+        f"SELECT {node} FROM {nodes} WHERE {node} IN ({marks(seeds)}) "
+        f"UNION SELECT n.{parent} FROM {nodes} n JOIN up ON n.{node} = up.id WHERE n.{parent} IS NOT NULL), "
+        f"near(id, role) AS ("
+        f"SELECT {node}, {role} FROM {nodes} WHERE {parent} IN (SELECT id FROM up) "
+        f"OR ({parent} IS NULL AND {session} IN ({marks(sessions)})) "
+        f"UNION SELECT n.{node}, n.{role} FROM {nodes} n JOIN near x ON n.{parent} = x.id "
+        f"WHERE x.role = %s AND x.id NOT IN (SELECT id FROM up)) "
+        f"SELECT {columns(MessageNode, _CONTEXT_FIELDS)} FROM {nodes} WHERE {node} IN (SELECT id FROM near)"
     )
     db = database()
     parts = MessageNode._meta.get_field("parts")
-    return {
-        pk: BranchNode(pk, node_id, parent_id, role, parts.from_db_value(value, None, db))  # type: ignore[union-attr,arg-type]
-        for pk, node_id, parent_id, role, value in fetch(sql, seeds)
-    }
+    return [
+        ContextRow(pk, node_id, parent_id, node_role, parts.from_db_value(raw, None, db), fork_of_id, turn_pk, sid)  # type: ignore[union-attr,arg-type]
+        for pk, node_id, parent_id, node_role, raw, fork_of_id, turn_pk, sid in fetch(
+            sql, [*seeds, *sessions, Role.USER]
+        )
+    ]
+
+
+# The columns of a ContextRow, in its order.
+_CONTEXT_FIELDS = ("id", "node_id", "parent", "role", "parts", "fork_of", "turn", "session")
 
 
 def cancellable_turns(

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q
 
 from sessions_app.events.archive import archive_many
+from sessions_app.infra.sql import values
 from sessions_app.models import IN_FLIGHT, EventRecord, Membership, MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.sessions._queries import sessions_of_members
 from sessions_app.sessions.services import member_add, session_create
@@ -111,27 +112,31 @@ def test_claim_turns(world):
     assert turn_queries.claim_turns(pks(turns), "other") == []  # taken: nobody claims them twice
 
 
-def test_ancestry_is_the_branches_above_the_nodes_and_nothing_else(world):
+def test_context_rows_are_the_branch_its_siblings_and_their_exchanges_and_nothing_else(world):
     chat = world["chats"][0]
-    answer = MessageNode.objects.get(node_id=f"a-{chat.pk}")
-    # A second branch under the answer, two deep, and an edit of the root beside it.
-    edit = MessageNode.objects.create(session=chat, node_id="edit", role="user", client_id="alice")
-    left = MessageNode.objects.create(session=chat, node_id="left", parent=answer, role="user", client_id="alice")
-    deeper = MessageNode.objects.create(session=chat, node_id="deeper", parent=left, role="assistant", parts=[])
+    root, answer = MessageNode.objects.get(node_id=f"u-{chat.pk}"), MessageNode.objects.get(node_id=f"a-{chat.pk}")
+    # Under the answer: the asking message, a sibling with its answer and a message beyond
+    # that answer (not context material), and an edit of the root beside it.
+    asking = MessageNode.objects.create(session=chat, node_id="asking", parent=answer, role="user")
+    beside = MessageNode.objects.create(session=chat, node_id="beside", parent=answer, role="user")
+    reply = MessageNode.objects.create(session=chat, node_id="reply", parent=beside, role="assistant", parts=[])
+    MessageNode.objects.create(session=chat, node_id="beyond", parent=reply, role="user")
+    edit = MessageNode.objects.create(session=chat, node_id="edit", role="user", fork_of=root)
+    elsewhere = world["chats"][1]
 
-    found = turn_queries.ancestry([deeper.pk, edit.pk])
+    found = turn_queries.context_rows([asking.pk], [chat.pk, elsewhere.pk])
 
-    assert {n.node_id for n in found.values()} == {"deeper", "left", f"a-{chat.pk}", f"u-{chat.pk}", "edit"}
-    for pk, node in found.items():  # the fields a context needs, as the ORM reads them
-        expected = MessageNode.objects.get(pk=pk)
-        assert (node.pk, node.node_id, node.parent_id, node.role, node.parts) == (
-            expected.pk,
-            expected.node_id,
-            expected.parent_id,
-            expected.role,
-            expected.parts,
+    expected = {"asking", "beside", "reply", f"u-{chat.pk}", f"a-{chat.pk}", "edit", f"q-{chat.pk}", f"s-{chat.pk}"}
+    # the other session's first exchange: the roots of every session read are context material
+    assert {n.node_id for n in found} == expected | {f"u-{elsewhere.pk}", f"a-{elsewhere.pk}"}
+    for row in found:  # the fields a context needs, as the ORM reads them
+        node = MessageNode.objects.get(pk=row.pk)
+        assert row == turn_queries.ContextRow(
+            node.pk, node.node_id, node.parent_id, node.role, node.parts, node.fork_of_id, node.turn_id, row.session_id
         )
-    assert turn_queries.ancestry([]) == {}
+        assert [row.session_id] == values(MessageNode, "session", [node.session_id])  # as stored
+    assert next(r for r in found if r.pk == edit.pk).fork_of_id == root.pk
+    assert turn_queries.context_rows([], [chat.pk]) == []
 
 
 @pytest.mark.parametrize(
