@@ -45,6 +45,10 @@ DEFAULTS: dict[str, Any] = {
     # not been heard of for WORKER_LOST_AFTER_SECONDS ends with error `worker_lost`.
     "HEARTBEAT_SECONDS": 2.0,
     "WORKER_LOST_AFTER_SECONDS": 10.0,
+    # Presence: each web process states which users it has devices of, per session, with a
+    # lease it renews every third of this; the devices of a process that died drop out of
+    # `online` when its lease ends.
+    "PRESENCE_LEASE_SECONDS": 15.0,
     # An interrupting send's turn starts once the sender's turns it interrupts have ended;
     # a worker that has not stopped one within this many seconds loses it (the turn ends
     # `cancelled` with what it streamed) and the new turn starts. Checked by every worker's

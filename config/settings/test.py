@@ -32,4 +32,9 @@ if DATABASES["default"]["ENGINE"] == "config.sqlite_backend":
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f"test-db-{os.getpid()}.sqlite3")}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-SESSIONS_APP = {**SESSIONS_APP, "WORKER_LOST_AFTER_SECONDS": 3.0, "HEARTBEAT_SECONDS": 0.5}
+SESSIONS_APP = {
+    **SESSIONS_APP,
+    "WORKER_LOST_AFTER_SECONDS": 3.0,
+    "HEARTBEAT_SECONDS": 0.5,
+    "PRESENCE_LEASE_SECONDS": 3.0,
+}

@@ -32,7 +32,6 @@ class GroupedCall(Generic[Q, R]):
         self._run_many = run_many
         self._max_batch = max_batch
         self._waiting: list[tuple[Q, asyncio.Future[R]]] = []
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -49,18 +48,13 @@ class GroupedCall(Generic[Q, R]):
         self._waiting.append((request, done))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
-        self._wake.set()
         return await done
 
     async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
+        # Runs while requests wait, then ends: no task outlives the work (or its loop).
+        while self._waiting:
             size = len(self._waiting) if self._max_batch is None else self._max_batch
             waiting, self._waiting = self._waiting[:size], self._waiting[size:]
-            if not self._waiting:
-                self._wake.clear()
-            if not waiting:
-                continue
             try:
                 outcomes: Sequence[R | Exception] = await self._run_many([request for request, _ in waiting])
             except Exception as exc:

@@ -15,49 +15,212 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessions_app.conf import app_settings, key_prefix
 from sessions_app.infra.batching import GroupedCall, grouped
 
+logger = logging.getLogger(__name__)
+
 Event = dict[str, Any]
 
-# KEYS: 1 seq, 2 log, 3 the session's event channel, then live keys (text buffer, then its
-# seq) referenced from ARGV. ARGV: 1 maxlen, 2 ttl, then per event: body (JSON without its
-# leading "{"), index of its live text key in KEYS (0 for none), text to append.
+# --- the scripts --------------------------------------------------------------------------
+#
+# Shared by the scripts below: a session's numbering and the emission of a batch.
+#
+# Numbering never goes back. A session's counter is created at 0 when the session is
+# created (`start_numbering_sync`). A counter that is missing, or below `floor` (a seq the
+# caller has seen), means Redis lost it: it restarted without its data, came back with an
+# older copy, or the idle key expired. Numbering then goes on from the time in microseconds
+# (about 1.7e15, below 2^53, so exact in every JSON reader), above any seq the session ever
+# had (that would take more than a million events a second). Devices detect nothing: the
+# server sends connected devices a snapshot (web/hub.py), and a resume from below the jump
+# finds events missing and gets a snapshot (docs/protocol.md, "Numbering across a reset").
+_NUMBERING_LUA = """
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function last_seq(key, floor)
+  local seq = tonumber(redis.call('GET', key) or '')
+  if seq == nil or seq < floor then
+    seq = math.max(now_us(), floor)
+  end
+  return seq
+end
+local function emit(seq_key, log_key, channel, maxlen, ttl, seq, bodies, live, texts)
+  local first = seq + 1
+  local frames = {}
+  for i = 1, #bodies do
+    seq = seq + 1
+    local id = string.format('%d', seq)
+    local frame = '{"seq":' .. id .. ',' .. bodies[i]
+    redis.call('XADD', log_key, 'MAXLEN', '~', maxlen, id .. '-0', 'f', frame)
+    frames[#frames + 1] = frame
+    if live[i] > 0 then
+      redis.call('APPEND', KEYS[live[i]], texts[i])
+      redis.call('SET', KEYS[live[i] + 1], id)
+    end
+  end
+  redis.call('SET', seq_key, string.format('%d', seq), 'EX', ttl)
+  redis.call('EXPIRE', log_key, ttl)
+  redis.call('PUBLISH', channel, table.concat(frames, '\\n'))
+  return first
+end
+"""
+
+# Number, log and fan out one batch. KEYS: 1 seq, 2 log, 3 the session's event channel, then
+# per streamed part (text, reasoning) its live text key and the key of its seq. ARGV: 1
+# maxlen, 2 ttl, 3 floor, 4 the number of live text keys; per live text key: the bytes the
+# caller wrote to it before (-2: not checked; -1: set it to the next argument first) and
+# that text; then per event: body (JSON without its leading "{"), index of its live text
+# key in KEYS (0 for none), text to append. Returns the first seq; or -1 when a live text
+# is not what the caller wrote (Redis lost it): nothing is written, and the caller sends
+# the batch again with the text so far. A batch sent again after its reply was lost (the
+# connection dropped) finds its own text already there and answers the first seq it got
+# then: a delta is never published twice.
 # The batch is published on the event channel as one message: the frames joined by "\n"
 # (JSON text holds no raw newline).
-_EMIT_LUA = """
-local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
-local first = seq + 1
-local frames = {}
-for i = 3, #ARGV, 3 do
-  seq = seq + 1
-  local frame = '{"seq":' .. seq .. ',' .. ARGV[i]
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'f', frame)
-  frames[#frames + 1] = frame
-  local live = tonumber(ARGV[i + 1])
-  if live > 0 then
-    redis.call('APPEND', KEYS[live], ARGV[i + 2])
-    redis.call('SET', KEYS[live + 1], seq)
+_EMIT_LUA = (
+    _NUMBERING_LUA
+    + """
+local nlive = tonumber(ARGV[4])
+local bodies, live, texts = {}, {}, {}
+for i = 5 + 2 * nlive, #ARGV, 3 do
+  bodies[#bodies + 1] = ARGV[i]
+  live[#live + 1] = tonumber(ARGV[i + 1])
+  texts[#texts + 1] = ARGV[i + 2]
+end
+local applied = nil
+for k = 0, nlive - 1 do
+  local written = tonumber(ARGV[5 + 2 * k])
+  if written >= 0 then
+    local have = redis.call('STRLEN', KEYS[4 + 2 * k])
+    if have ~= written then
+      local added, last = 0, 0
+      for i = 1, #bodies do
+        if live[i] == 4 + 2 * k then
+          added = added + #texts[i]
+          last = i
+        end
+      end
+      if added > 0 and have == written + added then
+        applied = tonumber(redis.call('GET', KEYS[5 + 2 * k]) or '0') - (last - 1)
+      else
+        return -1
+      end
+    end
   end
 end
-redis.call('SET', KEYS[1], seq, 'EX', ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', KEYS[3], table.concat(frames, '\\n'))
-return first
+if applied ~= nil then
+  return applied
+end
+for k = 0, nlive - 1 do
+  if tonumber(ARGV[5 + 2 * k]) == -1 then
+    redis.call('SET', KEYS[4 + 2 * k], ARGV[6 + 2 * k])
+  end
+end
+return emit(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], last_seq(KEYS[1], tonumber(ARGV[3])), bodies, live, texts)
 """
-_EMIT_SHA = hashlib.sha1(_EMIT_LUA.encode(), usedforsecurity=False).hexdigest()  # EVALSHA names scripts by SHA-1
+)
+
+# Presence: one web process states which clientIds it has devices of in a session, with a
+# lease. KEYS: 1 seq, 2 log, 3 channel, 4 the presence hash (field "<process>|<clientId>",
+# value: when its lease ends, Unix ms), 5 the online list last announced. ARGV: 1 maxlen,
+# 2 ttl, 3 lease (ms), 4 the process, then its clientIds. Entries whose lease ended (their
+# process died) are dropped. When the online list changes, the `presence` event is numbered
+# and published in the same step, so presence events follow the changes in order. Returns
+# {online list as JSON, first seq (0: unchanged), event body}.
+_PRESENCE_LUA = (
+    _NUMBERING_LUA
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease, process = tonumber(ARGV[3]), ARGV[4]
+local entries = redis.call('HGETALL', KEYS[4])
+local online = {}
+for i = 1, #entries, 2 do
+  local field = entries[i]
+  local bar = string.find(field, '|', 1, true)
+  if bar == nil or string.sub(field, 1, bar - 1) == process or tonumber(entries[i + 1]) <= now then
+    redis.call('HDEL', KEYS[4], field)
+  else
+    online[string.sub(field, bar + 1)] = true
+  end
+end
+for i = 5, #ARGV do
+  redis.call('HSET', KEYS[4], process .. '|' .. ARGV[i], string.format('%d', now + lease))
+  online[ARGV[i]] = true
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('PEXPIRE', KEYS[4], lease)
+end
+local names = {}
+for name in pairs(online) do names[#names + 1] = name end
+table.sort(names)
+for i = 1, #names do names[i] = cjson.encode(names[i]) end
+local list = '[' .. table.concat(names, ',') .. ']'
+if redis.call('GET', KEYS[5]) == list then
+  return {list, 0, ''}
+end
+redis.call('SET', KEYS[5], list, 'EX', ARGV[2])
+local body = '"type":"presence","at":' .. string.format('%d', now) .. ',"online":' .. list .. '}'
+local first = emit(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], last_seq(KEYS[1], 0), {body}, {0}, {''})
+return {list, first, body}
+"""
+)
+
+# Move a session's numbering above `floor` (a seq a reader has seen) if it is below it:
+# Redis came back without it, or with an older copy. KEYS: 1 seq. ARGV: 1 floor, 2 ttl.
+# Returns the last seq, moved or not.
+_RENUMBER_LUA = (
+    _NUMBERING_LUA
+    + """
+local floor = tonumber(ARGV[1])
+local seq = tonumber(redis.call('GET', KEYS[1]) or '')
+if seq ~= nil and seq >= floor then
+  return seq
+end
+seq = last_seq(KEYS[1], floor)
+redis.call('SET', KEYS[1], string.format('%d', seq), 'EX', ARGV[2])
+return seq
+"""
+)
+
+
+@dataclass(frozen=True)
+class _Script:
+    text: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest()  # EVALSHA names scripts by SHA-1
+
+
+EMIT = _Script(_EMIT_LUA)
+PRESENCE = _Script(_PRESENCE_LUA)
+RENUMBER = _Script(_RENUMBER_LUA)
+# Written when Redis lost a live text the caller had written to: the batch goes again with
+# the text so far.
+LIVE_TEXT_LOST = -1
+# A live text's bytes as the caller wrote them are not known: not checked.
+UNCHECKED = -2
+# Write the live text again (to the argument that follows) before appending.
+REWRITE = -1
 
 
 class Keys:
@@ -84,7 +247,13 @@ class Keys:
 
     @staticmethod
     def presence(session_id: str) -> str:
+        """Hash of "<web process>|<clientId>" -> the end of that process's lease (Unix ms)."""
         return f"{key_prefix()}:{{{session_id}}}:presence"
+
+    @staticmethod
+    def online(session_id: str) -> str:
+        """The online clientIds last announced, as the JSON list of the `presence` event."""
+        return f"{key_prefix()}:{{{session_id}}}:online"
 
     @staticmethod
     def cancel_channel() -> str:
@@ -108,32 +277,77 @@ def now_ms() -> int:
 
 
 @dataclass(frozen=True)
+class LiveWrites:
+    """What a turn has written to its answer's live texts before a batch: the bytes of
+    each part (text, reasoning), and a way to get that text again (the first n bytes of a
+    part) should Redis have lost it."""
+
+    written: Mapping[str, int]
+    text_so_far: Callable[[str, int], bytes]
+
+
+@dataclass(frozen=True)
 class PreparedBatch:
-    """A batch of events turned into the Lua script's keys and arguments."""
+    """A script call: a batch of events turned into the numbering script's keys and
+    arguments (or a presence or renumbering call)."""
 
     keys: list[str]
     args: list[Any]
-    bodies: list[bytes]
+    bodies: list[bytes] = field(default_factory=list)
+    script: _Script = EMIT
+    # The same batch with its live texts written again first (Redis lost them).
+    again: Callable[[], PreparedBatch] | None = None
 
 
-def prepare(session_id: str, events: Sequence[Event]) -> PreparedBatch:
-    """Serialise events once; the script prefixes each with its seq."""
+def prepare(
+    session_id: str,
+    events: Sequence[Event],
+    *,
+    floor: int = 0,
+    live: LiveWrites | None = None,
+    rewrite: bool = False,
+) -> PreparedBatch:
+    """Serialise events once; the script prefixes each with its seq. `floor`: a seq of the
+    session the caller has seen (numbering below it was lost); `live`: what the caller
+    wrote to the live texts this batch appends to, checked by the script."""
     keys = [Keys.seq(session_id), Keys.log(session_id), Keys.events_channel(session_id)]
-    args: list[Any] = [app_settings.EVENT_LOG_MAXLEN, int(app_settings.EVENT_LOG_TTL_SECONDS)]
+    parts: list[str] = []  # the part of each live text key, in KEYS order
+    index_of: dict[str, int] = {}
+    triples: list[Any] = []
     bodies = []
-    live_index: dict[str, int] = {}
     for event in events:
         body = orjson.dumps(event)[1:]  # drop "{": the script writes '{"seq":N,' before it
         bodies.append(body)
         index = 0
         if event["type"] == "delta":
-            text_key = Keys.live_text(session_id, event["messageId"], event.get("part", "text"))
-            if text_key not in live_index:
-                live_index[text_key] = len(keys) + 1
+            part = event.get("part", "text")
+            text_key = Keys.live_text(session_id, event["messageId"], part)
+            index = index_of.get(text_key, 0)
+            if not index:
+                index = index_of[text_key] = len(keys) + 1
                 keys.extend([text_key, Keys.live_seq(session_id, event["messageId"])])
-            index = live_index[text_key]
-        args.extend([body, index, event.get("text", "") if index else ""])
-    return PreparedBatch(keys=keys, args=args, bodies=bodies)
+                parts.append(part)
+        triples.extend([body, index, event.get("text", "") if index else ""])
+    checks: list[Any] = []
+    for part in parts:
+        if live is None:
+            checks.extend([UNCHECKED, ""])
+        elif rewrite:
+            checks.extend([REWRITE, live.text_so_far(part, live.written.get(part, 0))])
+        else:
+            checks.extend([live.written.get(part, 0), ""])
+    args = [
+        app_settings.EVENT_LOG_MAXLEN,
+        int(app_settings.EVENT_LOG_TTL_SECONDS),
+        floor,
+        len(parts),
+        *checks,
+        *triples,
+    ]
+    again = None
+    if live is not None and parts and not rewrite:
+        again = partial(prepare, session_id, events, floor=floor, live=live, rewrite=True)
+    return PreparedBatch(keys=keys, args=args, bodies=bodies, again=again)
 
 
 def frames_for(first_seq: int, bodies: Sequence[bytes]) -> list[str]:
@@ -175,6 +389,74 @@ def async_redis() -> aioredis.Redis:
     return client
 
 
+# --- running scripts ---------------------------------------------------------------------
+
+P = TypeVar("P", redis.client.Pipeline, aioredis.client.Pipeline)
+# Rounds of running again what Redis refused for not knowing a script (it restarted) or
+# for a lost live text: each needs at most one.
+_ROUNDS = 3
+
+
+def _queue(pipe: P, batches: Sequence[PreparedBatch]) -> P:
+    """Queue one script call per batch, in order, on a pipeline of either client."""
+    for batch in batches:
+        pipe.execute_command("EVALSHA", batch.script.sha, len(batch.keys), *batch.keys, *batch.args)
+    return pipe
+
+
+def _to_redo(results: Sequence[Any], batches: Sequence[PreparedBatch]) -> list[tuple[int, PreparedBatch]]:
+    """The calls to run again, and how: unchanged where Redis did not know the script,
+    with the live texts written again where it lost them."""
+    redo = []
+    for i, (result, batch) in enumerate(zip(results, batches, strict=True)):
+        if isinstance(result, NoScriptError):
+            redo.append((i, batch))
+        elif batch.script is EMIT and result == LIVE_TEXT_LOST and batch.again is not None:
+            redo.append((i, batch.again()))
+    return redo
+
+
+def _run_sync(batches: Sequence[PreparedBatch]) -> list[Any]:
+    client = sync_redis()
+    batches = list(batches)
+    results = list(_queue(client.pipeline(transaction=False), batches).execute(raise_on_error=False))
+    for _ in range(_ROUNDS):
+        redo = _to_redo(results, batches)
+        if not redo:
+            break
+        for script in {b.script for i, b in redo if isinstance(results[i], NoScriptError)}:
+            client.script_load(script.text)
+        again = _queue(client.pipeline(transaction=False), [b for _, b in redo]).execute(raise_on_error=False)
+        for (i, batch), result in zip(redo, again, strict=True):
+            batches[i], results[i] = batch, result
+    return results
+
+
+async def _run_async(batches: Sequence[PreparedBatch]) -> list[Any]:
+    client = async_redis()
+    batches = list(batches)
+    results = list(await _queue(client.pipeline(transaction=False), batches).execute(raise_on_error=False))
+    for _ in range(_ROUNDS):
+        redo = _to_redo(results, batches)
+        if not redo:
+            break
+        for script in {b.script for i, b in redo if isinstance(results[i], NoScriptError)}:
+            await client.script_load(script.text)
+        again = await _queue(client.pipeline(transaction=False), [b for _, b in redo]).execute(raise_on_error=False)
+        for (i, batch), result in zip(redo, again, strict=True):
+            batches[i], results[i] = batch, result
+    return results
+
+
+def _first_seq(result: Any) -> int:
+    if isinstance(result, Exception):
+        raise result
+    first = int(result)
+    if first == LIVE_TEXT_LOST:
+        raise RedisError("a live text was lost and could not be written again")
+    return first
+
+
 # --- publishing --------------------------------------------------------------------------
 
 
@@ -186,30 +468,13 @@ async def _emit_pipelined(batches: list[PreparedBatch]) -> list[int | Exception]
     on the wire the next batches gather, so the busier the loop, the more each round trip
     carries (the per-command cost of redis-py dominated the worker's CPU when each turn sent
     its own; decision 012)."""
-    client = async_redis()
-    results = list(await _evalshas(client.pipeline(transaction=False), batches).execute(raise_on_error=False))
-    missing = _without_script(results)
-    if missing:  # Redis restarted or flushed its scripts: load it, run those again in order
-        await client.script_load(_EMIT_LUA)
-        again = _evalshas(client.pipeline(transaction=False), [batches[i] for i in missing])
-        for i, result in zip(missing, await again.execute(raise_on_error=False), strict=True):
-            results[i] = result
-    return [result if isinstance(result, Exception) else int(result) for result in results]
-
-
-P = TypeVar("P", redis.client.Pipeline, aioredis.client.Pipeline)
-
-
-def _evalshas(pipe: P, batches: Sequence[PreparedBatch]) -> P:
-    """Queue the numbering script once per batch, in order, on a pipeline of either client."""
-    for batch in batches:
-        pipe.execute_command("EVALSHA", _EMIT_SHA, len(batch.keys), *batch.keys, *batch.args)
-    return pipe
-
-
-def _without_script(results: Sequence[Any]) -> list[int]:
-    """Indices of the batches Redis refused for not knowing the script (it restarted)."""
-    return [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+    outcomes: list[int | Exception] = []
+    for result in await _run_async(batches):
+        try:
+            outcomes.append(_first_seq(result))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 def publish(session_id: str, events: Sequence[Event]) -> list[str]:
@@ -218,37 +483,67 @@ def publish(session_id: str, events: Sequence[Event]) -> list[str]:
     return publish_many([(session_id, events)])[0]
 
 
+# How long a publish after a commit keeps trying while Redis is unreachable (a restart
+# takes a second or two): the events of what was committed must not be lost to a blip.
+PUBLISH_RETRY_SECONDS = 10.0
+
+
 def publish_many(batches: Sequence[tuple[str, Sequence[Event]]]) -> list[list[str]]:
     """`publish` for the batches of many sessions, in order, in one pipeline (a group of
-    sends, on commit). The frames of each batch; the first batch Redis refused raises."""
+    sends, on commit). The frames of each batch; the first batch Redis refused raises.
+    While Redis is unreachable it tries again, for up to PUBLISH_RETRY_SECONDS."""
     sent = [i for i, (_, events) in enumerate(batches) if events]
     if not sent:
         return [[] for _ in batches]
     prepared = [prepare(*batches[i]) for i in sent]
-    client = sync_redis()
-    results = list(_evalshas(client.pipeline(transaction=False), prepared).execute(raise_on_error=False))
-    missing = _without_script(results)
-    if missing:  # Redis restarted or flushed its scripts: load it, run those again in order
-        client.script_load(_EMIT_LUA)
-        again = _evalshas(client.pipeline(transaction=False), [prepared[i] for i in missing])
-        for i, result in zip(missing, again.execute(raise_on_error=False), strict=True):
-            results[i] = result
+    deadline = time.monotonic() + PUBLISH_RETRY_SECONDS
+    pause = 0.05
+    while True:
+        try:
+            results = _run_sync(prepared)
+            break
+        except (RedisConnectionError, RedisTimeoutError):
+            if time.monotonic() + pause > deadline:
+                raise
+            logger.warning("publishing events: Redis is unreachable; trying again in %.2f s", pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
     frames: list[list[str]] = [[] for _ in batches]
-    for i, batch, first in zip(sent, prepared, results, strict=True):
-        if isinstance(first, Exception):
-            raise first
-        frames[i] = frames_for(int(first), batch.bodies)
+    for i, batch, result in zip(sent, prepared, results, strict=True):
+        frames[i] = frames_for(_first_seq(result), batch.bodies)
     return frames
 
 
-async def publish_async(session_id: str, events: Sequence[Event]) -> list[str]:
+async def publish_async(
+    session_id: str, events: Sequence[Event], *, floor: int = 0, live: LiveWrites | None = None
+) -> list[str]:
     """Number, log and fan out events (async; the worker's hot path), pipelined with the
-    other batches of this event loop. Returns the frames as sent."""
+    other batches of this event loop. Returns the frames as sent. `floor` and `live`: see
+    `prepare`."""
     if not events:
         return []
-    batch = prepare(session_id, events)
+    batch = prepare(session_id, events, floor=floor, live=live)
     publisher = grouped("publish", lambda: GroupedCall(_emit_pipelined, max_batch=None))
     return frames_for(await publisher.call(batch), batch.bodies)
+
+
+def start_numbering_sync(session_id: str) -> None:
+    """A new session's numbering starts at 1 (a session whose counter is missing later
+    lost it: see _NUMBERING_LUA). Best effort: without it the numbering starts higher."""
+    try:
+        sync_redis().set(Keys.seq(session_id), 0, nx=True, ex=int(app_settings.EVENT_LOG_TTL_SECONDS))
+    except RedisError:
+        logger.warning("session %s: could not start its numbering in Redis", session_id, exc_info=True)
+
+
+async def renumber_above(session_id: str, floor: int) -> int:
+    """Move a session's numbering above `floor`, a seq a reader saw, if Redis lost it (see
+    _RENUMBER_LUA); the session's last seq."""
+    batch = PreparedBatch(
+        keys=[Keys.seq(session_id)], args=[floor, int(app_settings.EVENT_LOG_TTL_SECONDS)], script=RENUMBER
+    )
+    [result] = await _run_async([batch])
+    return _first_seq(result)
 
 
 def parse_published(data: bytes) -> tuple[int, list[str]]:
@@ -350,23 +645,59 @@ def expire_live_content_sync(session_id: str, message_id: str, seconds: int = 60
 def signal_cancel_sync(session_id: str, turn_pks: Sequence[int]) -> None:
     """Tell every worker which turns to abort (a worker acts on the ones it runs)."""
     if turn_pks:
-        payload = orjson.dumps({"session": session_id, "turns": list(turn_pks)})
+        payload = orjson.dumps({"session": session_id, "turns": list(turn_pks), "at": now_ms()})
         sync_redis().publish(Keys.cancel_channel(), payload)
 
 
-async def presence_change(session_id: str, client_id: str, delta: int) -> tuple[bool, list[str]]:
-    """Count a connection of `client_id` in or out; returns (whether the set of online
-    clientIds changed, the clientIds online now)."""
-    client = async_redis()
-    key = Keys.presence(session_id)
-    count = int(await client.hincrby(key, client_id, delta))
-    changed = (delta > 0 and count == delta) or (delta < 0 and count <= 0)
-    if count <= 0:
-        await client.hdel(key, client_id)
-    return changed, await online(session_id)
+# --- presence ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PresenceState:
+    """A session's online clientIds after a process stated its own, and the frames of the
+    `presence` event that announced a change (none if nothing changed)."""
+
+    online: list[str]
+    frames: list[str]
+
+
+async def state_presence(
+    process: str, sessions: Mapping[str, Sequence[str]], lease_seconds: float
+) -> list[PresenceState]:
+    """State, for each session, the clientIds this process has devices of (all of them,
+    not a change: stating again is harmless, and restores what Redis lost), held for
+    `lease_seconds`; entries of processes whose lease ran out are dropped. One pipeline."""
+    calls = [
+        PreparedBatch(
+            keys=[
+                Keys.seq(session_id),
+                Keys.log(session_id),
+                Keys.events_channel(session_id),
+                Keys.presence(session_id),
+                Keys.online(session_id),
+            ],
+            args=[
+                app_settings.EVENT_LOG_MAXLEN,
+                int(app_settings.EVENT_LOG_TTL_SECONDS),
+                max(int(lease_seconds * 1000), 1),
+                process,
+                *sorted(clients),
+            ],
+            script=PRESENCE,
+        )
+        for session_id, clients in sessions.items()
+    ]
+    states = []
+    for result in await _run_async(calls):
+        if isinstance(result, Exception):
+            raise result
+        online, first, body = result
+        frames = frames_for(int(first), [body]) if int(first) else []
+        states.append(PresenceState(online=orjson.loads(online), frames=frames))
+    return states
 
 
 async def online(session_id: str) -> list[str]:
-    return sorted(
-        (k.decode() if isinstance(k, bytes) else k) for k in await async_redis().hkeys(Keys.presence(session_id))
-    )
+    """The clientIds last announced online in the session."""
+    value = await async_redis().get(Keys.online(session_id))
+    return list(orjson.loads(value)) if value else []

@@ -81,6 +81,8 @@ def session_create(
             policy=policy or app_settings.DEFAULT_POLICY,
         )
         Membership.objects.create(session=session, user_id=owner.pk, role=Membership.MemberRole.OWNER)
+        # Its numbering starts at 1; a counter found missing later was lost (live_state.py).
+        transaction.on_commit(lambda: live_state.start_numbering_sync(str(session.pk)))
     return session
 
 

@@ -216,3 +216,18 @@ def turns_fail_lost(*, live_workers: set[str], scope: str = "") -> list[str]:
         if _end_keeping_content(turn, TurnStatus.ERROR, "worker_lost", "the worker running this turn stopped"):
             ended.append(turn.turn_id)
     return ended
+
+
+def cancel_requested(turn_pks: Sequence[int]) -> list[int]:
+    """Which of these turns have a cancel asked (a worker that missed the cancel signal,
+    while Redis was away, asks the database)."""
+    return list(
+        Turn.objects.filter(pk__in=list(turn_pks), status=TurnStatus.ACTIVE)
+        .exclude(cancel_requested_by="")
+        .values_list("pk", flat=True)
+    )
+
+
+def unclaimed_turns() -> list[int]:
+    """Active turns no worker has claimed (their task may have been lost with Redis)."""
+    return list(Turn.objects.filter(status=TurnStatus.ACTIVE, worker_id="").values_list("pk", flat=True))

@@ -5,6 +5,7 @@ call on a database thread, never on the event loop or Django's one shared sync t
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -12,6 +13,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from sessions_app.cancellation.services import CancelOutcome, turns_cancel
 from sessions_app.infra.batching import GroupedCall, grouped
 from sessions_app.infra.db_threads import db
+from sessions_app.ops import metrics
 from sessions_app.schemas import CancelFilter, SendBody
 from sessions_app.turns.sending import SendRequest, SendResult, turns_send
 
@@ -25,7 +27,10 @@ SEND_SET_LIMIT = 128
 async def send(*, session_id: Any, user: AbstractBaseUser, body: SendBody) -> SendResult:
     """Start (or queue) a turn; raises the send's error (a ChatError)."""
     sends = grouped("send", lambda: GroupedCall.on_thread(turns_send, max_batch=SEND_SET_LIMIT))
-    return await sends.call(SendRequest(session_id, user, body))
+    started = time.perf_counter()
+    result = await sends.call(SendRequest(session_id, user, body))
+    metrics.SEND_SECONDS.observe(time.perf_counter() - started)
+    return result
 
 
 async def cancel(*, session_id: Any, user: AbstractBaseUser, flt: CancelFilter) -> CancelOutcome:

@@ -20,9 +20,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from sessions_app.conf import app_settings
 from sessions_app.errors import Forbidden, Invalid, NotFound, RateLimited, TooLarge
-from sessions_app.events import build, emit
 from sessions_app.infra import live_state
 from sessions_app.infra.db_threads import db
+from sessions_app.ops import metrics
 from sessions_app.schemas import WsCancel, WsClose, WsPing, WsSend, echoable_ref
 from sessions_app.sessions import selectors
 from sessions_app.sessions.services import require_member
@@ -113,6 +113,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.flow: backpressure.TransportFlow | None = None
         self.counted = self.subscribed = self.present = False
         self.writer: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=4401)
             return
@@ -134,6 +135,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             # then reaches this listener (web/hub.py), and closes it.
             await hub().subscribe(self.session_id, self)
             self.subscribed = True
+            metrics.WEBSOCKETS.inc()
             try:
                 await db(require_member)(session_id=self.session_id, user=self.user)
             except NotFound:
@@ -237,7 +239,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     def resync(self) -> None:
         self.catching_up = True
-        asyncio.get_running_loop().create_task(self._start(after=None, hello=False))
+        self._spawn(self._start(after=None, hello=False))
 
     def membership_ended(self, user_id: str) -> None:
         """The hub heard that a membership of this session ended: if it is this user's,
@@ -271,7 +273,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     def _close_soon(self, code: int) -> None:
         self.closing = True
-        asyncio.get_running_loop().create_task(self._close_now(code))
+        self._spawn(self._close_now(code))
 
     async def _close_now(self, code: int) -> None:
         await self._release()
@@ -331,6 +333,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             if error is None:
                 logger.exception("websocket command failed")
                 error = INTERNAL
+            metrics.ERRORS.labels("websocket", error.code).inc()
             await self._reply({"type": "error", **error.as_dict(), "ref": ref})
 
     async def _over_budget(self, raw: str, over: int) -> None:
@@ -377,10 +380,26 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self.close(code=1000)
 
     async def _presence(self, delta: int) -> None:
-        """Announce when this user's first device connects or their last one leaves."""
-        changed, online = await live_state.presence_change(self.session_id, self.user.get_username(), delta)
-        if changed:
-            await emit.now_async(self.session_id, [build.presence(online)])
+        """Count this device in or out of its user's presence in this process (web/hub.py:
+        a change is announced at once on the way in, in the background on the way out)."""
+        if delta > 0:
+            await hub().presence_join(self.session_id, self.user.get_username())
+        else:
+            hub().presence_leave(self.session_id, self.user.get_username())
+
+    def _spawn(self, coro: Any) -> None:
+        """A task of this connection's: cancelled and awaited when it ends (_release)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Daphne cancels a connection it gave up on (its client left long ago, or the server
+        # stops): the clean-up runs then too, so no task of the connection is left behind.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._release()
 
     async def disconnect(self, code: int) -> None:
         await self._release()
@@ -397,15 +416,20 @@ class SessionConsumer(AsyncWebsocketConsumer):
                     del _connections[self.user.pk]
         if getattr(self, "subscribed", False):
             self.subscribed = False
+            metrics.WEBSOCKETS.dec()
             with contextlib.suppress(Exception):
                 await hub().unsubscribe(self.session_id, self)
         if getattr(self, "present", False):
             self.present = False
             with contextlib.suppress(Exception):
                 await self._presence(-1)
-        writer = getattr(self, "writer", None)
-        if writer is not None and not writer.done() and writer is not asyncio.current_task():
-            writer.cancel()
+        current = asyncio.current_task()
+        owned = [t for t in (getattr(self, "writer", None), *getattr(self, "tasks", ())) if t is not None]
+        owned = [t for t in owned if t is not current and not t.done()]
+        for task in owned:
+            task.cancel()
+        if owned:
+            await asyncio.gather(*owned, return_exceptions=True)
         if getattr(self, "flow", None) is not None:
             backpressure.detach(self.base_send, self.flow)
             self.flow = None

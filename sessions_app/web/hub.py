@@ -1,4 +1,5 @@
-"""Per-process fan-out of session events to the websockets this process serves.
+"""Per-process fan-out of session events to the websockets this process serves, and the
+process's share of presence.
 
 Each Daphne process keeps one feed per session it has connections for, fed by one Redis
 pub/sub connection subscribed to the sessions' event channels (the numbering script
@@ -7,6 +8,18 @@ the number of devices. Pub/sub is at-most-once, so a feed is gapless on its own:
 forwards by `seq`, reads any gap from the session's log, and checks every
 TAIL_CHECK_SECONDS (one round trip for all its sessions) that no trailing event was
 dropped. Connections then see every event once, in order. See docs/decisions/002 and 008.
+
+When Redis loses events (it restarted without its data, or with an older copy), a feed
+finds the numbering jumped (or gone back, which it moves forward: live_state.renumber_above)
+and has its listeners start again from a snapshot. Decision 022.
+
+Presence: the process states, per session, the clientIds it has devices of, with a lease
+it renews every third of PRESENCE_LEASE_SECONDS; a process that dies stops renewing, and its
+devices drop out of `online` when the lease ends (live_state.state_presence).
+
+Every task the hub starts is its own: kept, cancelled and awaited by `aclose()`, which
+Daphne runs before it shuts down. A connection leaving costs no Redis round trip: presence
+and channel unsubscriptions are settled by a background task, in batches.
 """
 
 from __future__ import annotations
@@ -14,6 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -21,10 +40,16 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from sessions_app.conf import app_settings
+from sessions_app.events.archive import archiver
 from sessions_app.infra import live_state
 from sessions_app.sessions.services import membership_ended_channel
 
 logger = logging.getLogger(__name__)
+
+# Sessions whose presence one pipeline states at most.
+PRESENCE_BATCH = 500
+# The longest pause between tries while Redis is unreachable.
+MAX_BACKOFF_SECONDS = 2.0
 
 
 class Listener(Protocol):
@@ -32,10 +57,12 @@ class Listener(Protocol):
         """Take one event, in seq order, each once."""
 
     def resync(self) -> None:
-        """Events were lost beyond recovery (the log was trimmed): start from a snapshot."""
+        """Events were lost beyond recovery (the log was trimmed, or Redis lost them):
+        start from a snapshot."""
 
-    def membership_ended(self, user_id: str) -> None:
-        """The membership of `user_id` in this session ended: a listener of theirs closes."""
+
+# A listener may also have `membership_ended(user_id)`: the membership of `user_id` in the
+# session ended, and a listener of theirs closes (the websocket consumer has it).
 
 
 class SessionFeed:
@@ -55,27 +82,30 @@ class SessionFeed:
             for listener in list(self.listeners):
                 listener.offer(seq, frame)
 
-    async def fill(self, until: int | None = None) -> None:
-        """Forward what the log holds after `self.seq` (up to `until`)."""
+    async def catch_up(self, until: int) -> None:
+        """Forward what the log holds after `self.seq` up to `until`; if some of it is no
+        longer there (trimmed, or lost with Redis's data), the listeners start again from
+        a snapshot."""
         frames = await live_state.read_log(self.session_id, self.seq, until)
-        if not frames:
-            return
-        first = live_state.seq_of(frames[0])
+        first = live_state.seq_of(frames[0]) if frames else until + 1
         if first > self.seq + 1:
             logger.warning(
-                "session %s: events %d..%d no longer in the log; resyncing", self.session_id, self.seq + 1, first - 1
+                "session %s: events %d..%d are not in the log; resyncing", self.session_id, self.seq + 1, first - 1
             )
             self.seq = first - 1
-            for listener in list(self.listeners):
-                listener.resync()
+            self.resync()
         self.forward(first, frames)
+
+    def resync(self) -> None:
+        for listener in list(self.listeners):
+            listener.resync()
 
     async def receive(self, first: int, frames: list[str]) -> None:
         if not self.ready.is_set():
             self.early.append((first, frames))
             return
         if first > self.seq + 1:
-            await self.fill(until=first - 1)  # the channel layer dropped something
+            await self.catch_up(until=first - 1)  # pub/sub dropped something, or Redis lost it
         self.forward(first, frames)
 
 
@@ -83,21 +113,64 @@ class Hub:
     def __init__(self) -> None:
         self.feeds: dict[str, SessionFeed] = {}
         self.by_channel: dict[bytes, SessionFeed] = {}
+        # This process in the presence entries: unique per process and hub.
+        self.process = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lock = asyncio.Lock()
         self._pubsub: Any = None
-        self._subscribed = asyncio.Event()
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._membership_channel = b""
+        # Devices of each clientId this process serves, per session.
+        self._clients: dict[str, Counter[str]] = {}
+        self._dirty: set[str] = set()  # sessions whose presence changed here, to state
+        self._unsubscribe: set[bytes] = set()  # channels of feeds that ended, to leave
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    # --- tasks ---
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        """Run `coro` as a task the hub owns: `aclose()` cancels and awaits it."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _start(self) -> None:
         # A connection of its own: in subscribe mode it can carry nothing else.
         client = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=False)
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
         # Ended memberships (sessions/services.py), for every session this process serves.
         self._membership_channel = membership_ended_channel().encode()
-        await self._pubsub.subscribe(self._membership_channel)
-        self._subscribed.set()
-        self._tasks = [asyncio.create_task(self._receive_loop()), asyncio.create_task(self._tail_loop())]
+        await pubsub.subscribe(self._membership_channel)  # get_message needs a subscription
+        self._pubsub = pubsub
+        self.spawn(self._receive_loop(), "hub-receive")
+        self.spawn(self._tail_loop(), "hub-tail")
+        self.spawn(self._housekeeping_loop(), "hub-housekeeping")
+        _close_before_daphne_stops(self)
+
+    async def aclose(self) -> None:
+        """Leave: state this process's presence one last time (its devices are leaving),
+        then cancel and await every task of the hub."""
+        if self._closed:
+            return
+        self._closed = True
+        for _ in range(100):  # let the connections Daphne is cancelling run their clean-up
+            if not any(feed.listeners for feed in self.feeds.values()):
+                break
+            await asyncio.sleep(0.02)
+        sessions = set(self._dirty) | set(self._clients)
+        if sessions and self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._state_presence(sessions), timeout=2)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):  # bounded: the process is on its way out
+                await asyncio.wait_for(self._pubsub.aclose(), timeout=1)
+
+    # --- feeds ---
 
     async def subscribe(self, session_id: str, listener: Listener) -> None:
         async with self._lock:
@@ -106,35 +179,120 @@ class Hub:
             feed = self.feeds.get(session_id)
             if feed is None:
                 feed = self.feeds[session_id] = SessionFeed(session_id)
-                channel = live_state.Keys.events_channel(session_id)
-                self.by_channel[channel.encode()] = feed
-                await self._pubsub.subscribe(channel)
-                self._subscribed.set()
-                feed.seq = await live_state.last_seq(session_id)
+                channel = live_state.Keys.events_channel(session_id).encode()
+                self.by_channel[channel] = feed
+                self._unsubscribe.discard(channel)
+                try:
+                    await self._pubsub.subscribe(channel)
+                    feed.seq = await live_state.last_seq(session_id)
+                except BaseException:
+                    self._drop(feed)
+                    raise
                 feed.ready.set()
-                for first, frames in feed.early:
+                early, feed.early = feed.early, []
+                for first, frames in early:
                     await feed.receive(first, frames)
-                feed.early.clear()
             feed.listeners.add(listener)
 
     async def unsubscribe(self, session_id: str, listener: Listener) -> None:
+        """Stop offering events to `listener`. No Redis round trip: a feed left without
+        listeners is dropped now and its channel left in the background."""
+        feed = self.feeds.get(session_id)
+        if feed is None or listener not in feed.listeners:
+            return
+        feed.listeners.discard(listener)
+        if not feed.listeners:
+            self._drop(feed)
+
+    def _drop(self, feed: SessionFeed) -> None:
+        channel = live_state.Keys.events_channel(feed.session_id).encode()
+        if self.feeds.get(feed.session_id) is feed:
+            del self.feeds[feed.session_id]
+            self.by_channel.pop(channel, None)
+            self._unsubscribe.add(channel)
+            self._wake.set()
+
+    # --- presence ---
+
+    async def presence_join(self, session_id: str, client_id: str) -> None:
+        """A device of `client_id` connected here. The first one of this process is stated
+        at once (the hello lists its user online, after the `presence` event)."""
+        clients = self._clients.setdefault(session_id, Counter())
+        clients[client_id] += 1
+        if clients[client_id] == 1:
+            await self._state_presence([session_id])
+
+    def presence_leave(self, session_id: str, client_id: str) -> None:
+        """A device of `client_id` left (no Redis round trip: stated in the background)."""
+        clients = self._clients.get(session_id)
+        if clients is None or clients[client_id] <= 0:
+            return
+        clients[client_id] -= 1
+        if clients[client_id] <= 0:
+            del clients[client_id]
+            self._dirty.add(session_id)
+            self._wake.set()
+
+    async def _state_presence(self, sessions: Iterable[str]) -> None:
+        sessions = list(sessions)
+        lease = float(app_settings.PRESENCE_LEASE_SECONDS)
+        for start in range(0, len(sessions), PRESENCE_BATCH):
+            chunk = sessions[start : start + PRESENCE_BATCH]
+            stated = {s: list(self._clients.get(s, ())) for s in chunk}
+            states = await live_state.state_presence(self.process, stated, lease)
+            for session_id, state in zip(chunk, states, strict=True):
+                if state.frames:
+                    archiver.add(session_id, [{"type": "presence"}], state.frames)
+                if not self._clients.get(session_id):
+                    self._clients.pop(session_id, None)
+
+    # --- background duties ---
+
+    async def _housekeeping_loop(self) -> None:
+        """State presence that changed (at once) and all of it (every third of the lease),
+        and leave the channels of dropped feeds."""
+        loop = asyncio.get_running_loop()
+        refresh = float(app_settings.PRESENCE_LEASE_SECONDS) / 3
+        next_refresh = loop.time() + refresh
+        backoff = 0.1
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(next_refresh - loop.time(), 0))
+            self._wake.clear()
+            due = loop.time() >= next_refresh
+            sessions, self._dirty = self._dirty, set()
+            if due:
+                sessions |= set(self._clients)
+            try:
+                if sessions:
+                    await self._state_presence(sorted(sessions))
+                await self._leave_channels()
+                if due:
+                    next_refresh = loop.time() + refresh
+                backoff = 0.1
+            except asyncio.CancelledError:
+                self._dirty |= sessions
+                raise
+            except Exception as exc:
+                self._dirty |= sessions  # stated next time
+                logger.warning("hub: stating presence failed (%s); trying again", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                self._wake.set()
+
+    async def _leave_channels(self) -> None:
         async with self._lock:
-            feed = self.feeds.get(session_id)
-            if feed is None:
-                return
-            feed.listeners.discard(listener)
-            if not feed.listeners:
-                del self.feeds[session_id]
-                channel = live_state.Keys.events_channel(session_id)
-                self.by_channel.pop(channel.encode(), None)
-                with contextlib.suppress(Exception):
-                    await self._pubsub.unsubscribe(channel)
+            channels = [c for c in self._unsubscribe if c not in self.by_channel]
+            self._unsubscribe.clear()
+            if channels:
+                await self._pubsub.unsubscribe(*channels)
 
     async def _receive_loop(self) -> None:
-        await self._subscribed.wait()  # get_message needs a subscribed connection
+        backoff = 0.1
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
+                backoff = 0.1
                 if message is None or message.get("type") != "message":
                     continue
                 if message["channel"] == self._membership_channel:
@@ -145,31 +303,57 @@ class Hub:
                     await feed.receive(*live_state.parse_published(message["data"]))
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # The connection dropped: redis-py reconnects and resubscribes on the next
                 # read; anything published meanwhile is recovered from the log.
-                logger.exception("hub receive failed")
-                await asyncio.sleep(0.1)
+                if backoff == 0.1:
+                    logger.warning("hub: receiving failed (%s); reconnecting", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     def _membership_ended(self, data: bytes) -> None:
         ended = orjson.loads(data)
         feed = self.feeds.get(ended["session"])
         for listener in list(feed.listeners if feed is not None else ()):
-            listener.membership_ended(ended["user"])
+            ended_for = getattr(listener, "membership_ended", None)
+            if ended_for is not None:
+                ended_for(ended["user"])
 
     async def _tail_loop(self) -> None:
         while True:
             await asyncio.sleep(app_settings.TAIL_CHECK_SECONDS)
             try:
-                feeds = [f for f in self.feeds.values() if f.ready.is_set()]
-                seqs = await live_state.last_seqs([f.session_id for f in feeds])
-                for feed, seq in zip(feeds, seqs, strict=True):
-                    if seq > feed.seq:
-                        await feed.fill(until=seq)
+                await self._check_tails()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("hub tail check failed")
+            except Exception as exc:
+                logger.warning("hub: tail check failed (%s)", exc)
+
+    async def _check_tails(self) -> None:
+        """One round trip for every session served: forward what pub/sub dropped; where
+        the numbering went back (Redis lost it), move it forward and resync."""
+        feeds = [f for f in self.feeds.values() if f.ready.is_set()]
+        seqs = await live_state.last_seqs([f.session_id for f in feeds])
+        for feed, seq in zip(feeds, seqs, strict=True):
+            if seq < feed.seq:
+                seq = await live_state.renumber_above(feed.session_id, feed.seq)
+            if seq > feed.seq:
+                await feed.catch_up(until=seq)
+
+
+def _close_before_daphne_stops(instance: Hub) -> None:
+    """Under Daphne (Twisted's asyncio reactor), close the hub before the reactor stops."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    loop = asyncio.get_running_loop()
+    if reactor is None or getattr(reactor, "_asyncioEventloop", None) is not loop:
+        return
+    from twisted.internet import defer
+
+    def close() -> Any:
+        # Bounded: Daphne's shutdown waits for this.
+        return defer.Deferred.fromFuture(loop.create_task(asyncio.wait_for(instance.aclose(), timeout=10)))
+
+    reactor.addSystemEventTrigger("before", "shutdown", close)  # type: ignore[attr-defined]
 
 
 _hubs: dict[int, Hub] = {}

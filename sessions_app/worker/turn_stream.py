@@ -74,6 +74,7 @@ class DeltaCoalescer:
         self._ordered: list[tuple[str, Any]] = []
         self.last_seq = 0
         self._pending: list[tuple[TextKind, str]] = []
+        self._written: dict[str, int] = {}  # bytes of each part published (the live texts')
         self._publishing = asyncio.Lock()  # keeps seq order between the flusher and tool parts
         self._has_data = asyncio.Event()
         self._last_flush = -math.inf  # the first delta never waits, whatever the loop clock reads
@@ -117,14 +118,23 @@ class DeltaCoalescer:
             batch_events.extend(extra or [])
             if not batch_events:
                 return
+            # The floor and what was written let Redis's numbering and the answer's live text
+            # survive Redis losing them (live_state.py).
+            live = live_state.LiveWrites(dict(self._written), self._text_so_far)
             try:
-                frames = await live_state.publish_async(turn.session_id, batch_events)
+                frames = await live_state.publish_async(turn.session_id, batch_events, floor=self.last_seq, live=live)
             except Exception:
                 self._pending[:0] = batch  # not sent: keep it, in order, for the next flush
                 self._has_data.set()
                 raise
             self.last_seq = live_state.seq_of(frames[-1])
+            for part, text in batch:
+                self._written[part] = self._written.get(part, 0) + len(text.encode())
             self.on_published(turn.session_id, batch_events, frames)
+
+    def _text_so_far(self, part: str, size: int) -> bytes:
+        """The first `size` bytes of the answer's `part` text, as published."""
+        return "".join(t for kind, chunks in self._ordered if kind == part for t in chunks).encode()[:size]
 
     async def add_part(self, build: Callable[[str, str, dict[str, Any]], Event], part: dict[str, Any]) -> None:
         """Append a whole part (a tool call or result) and publish it now, after the deltas

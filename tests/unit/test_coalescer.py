@@ -20,9 +20,11 @@ WINDOW = 60.0
 
 
 def claimed() -> ClaimedTurn:
+    session_id = str(uuid.uuid4())
+    live_state.start_numbering_sync(session_id)  # as creating a session does: numbering from 1
     return ClaimedTurn(
         pk=1,
-        session_id=str(uuid.uuid4()),
+        session_id=session_id,
         turn_id="t",
         client_id="c",
         model="demo",
@@ -99,11 +101,11 @@ async def test_a_batch_redis_refused_is_kept_and_sent_next_in_order(monkeypatch)
     failures = [ConnectionError("redis went away")]
     refused = asyncio.Event()
 
-    async def flaky(session_id, events):
+    async def flaky(session_id, events, **options):
         if failures:
             refused.set()
             raise failures.pop()
-        return await real_publish(session_id, events)
+        return await real_publish(session_id, events, **options)
 
     monkeypatch.setattr(live_state, "publish_async", flaky)
     monkeypatch.setattr("sessions_app.worker.turn_stream.PUBLISH_RETRY_SECONDS", 0.01)

@@ -70,8 +70,15 @@ async def test_a_failing_call_fails_each_of_its_requests_and_the_next_call_runs(
     assert await grouped.call(7) == 7
 
 
+def new_session() -> str:
+    """A session id whose numbering starts at 1, as creating a session starts it."""
+    session_id = str(uuid.uuid4())
+    live_state.start_numbering_sync(session_id)
+    return session_id
+
+
 async def test_pipelined_batches_keep_each_sessions_numbering_gapless_and_ordered():
-    sessions = [str(uuid.uuid4()) for _ in range(20)]
+    sessions = [new_session() for _ in range(20)]
 
     async def stream(session_id: str) -> list[str]:
         frames: list[str] = []
@@ -86,7 +93,7 @@ async def test_pipelined_batches_keep_each_sessions_numbering_gapless_and_ordere
 
 
 async def test_the_publisher_reloads_its_script_after_redis_forgot_it():
-    session_id = str(uuid.uuid4())
+    session_id = new_session()
     await live_state.publish_async(session_id, [{"type": "x"}])
     await live_state.async_redis().script_flush()
     frames = await live_state.publish_async(session_id, [{"type": "y"}, {"type": "z"}])
@@ -94,7 +101,7 @@ async def test_the_publisher_reloads_its_script_after_redis_forgot_it():
 
 
 def test_a_set_of_sends_publishes_every_sessions_batch_in_one_pipeline_numbered_in_order():
-    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    first, second = new_session(), new_session()
     live_state.publish(first, [{"type": "x"}])
     live_state.sync_redis().script_flush()  # and after Redis forgot the script
     frames = live_state.publish_many([(first, [{"type": "a"}, {"type": "b"}]), (second, []), (second, [{"type": "c"}])])

@@ -15,6 +15,7 @@ from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.renderers import BaseRenderer
 
+from sessions_app.ops import metrics
 from sessions_app.web.api.parsing import JsonParser
 from sessions_app.web.api.security import SessionAuth, TokenAuth
 from sessions_app.web.errors import INTERNAL, WireError, describe
@@ -37,6 +38,7 @@ def json_response(data: Any, status: int = 200) -> HttpResponse:
 
 
 def error_response(error: WireError) -> HttpResponse:
+    metrics.ERRORS.labels("http", error.code).inc()
     response = json_response({"error": error.as_dict()}, status=error.status)
     if error.status == 401:
         response["WWW-Authenticate"] = "Token"
