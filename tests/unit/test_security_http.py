@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -121,6 +122,10 @@ def test_the_session_schemas_refuse_model_options_that_are_not_plain_json(option
 
 
 def test_a_bad_value_already_stored_does_not_break_reads(user):
+    """A lone surrogate stored before validation refused it (SQLite's JSON text holds one;
+    PostgreSQL's jsonb never did) is read back as U+FFFD."""
+    if connection.vendor != "sqlite":
+        pytest.skip("only SQLite stores a lone surrogate in JSON")
     token = token_of(user)
     session = session_create(owner=user, title="t")
     ChatSession.objects.filter(pk=session.pk).update(model_options={"a": "\ud800", "\udc00": 1})
