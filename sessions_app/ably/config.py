@@ -70,6 +70,12 @@ def session_state_key(session_id: str) -> str:
     return f"{key_prefix()}:{{{session_id}}}:ably"
 
 
+def inputs_on_channel_key(session_id: str) -> str:
+    """The user messages an Ably client published before sending them (invocations.py): on
+    the channel already, so the mirror does not publish them again."""
+    return f"{session_state_key(session_id)}:inputs"
+
+
 def rest_client(config: AblyConfig) -> AblyRest:
     """The REST client the mirror publishes with.
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from sessions_app.ably.config import AblyConfig, redis_key, rest_client, session_state_key
+from sessions_app.ably.config import AblyConfig, inputs_on_channel_key, redis_key, rest_client, session_state_key
 from sessions_app.ably.inbound import CancelListener
 from sessions_app.ably.mapping import Close, Publish, Republish, SessionTranslator
 from sessions_app.ably.queries import archived_events, final_parts
@@ -49,6 +49,7 @@ TAIL_CHECK_SECONDS = 1.0
 IDLE_EXIT_SECONDS = 60.0  # a session's task ends after this long with nothing to do
 SAVE_SECONDS = 0.5
 LOCK_SECONDS = 15
+STOP_SECONDS = 10  # the longest a stop waits for the sessions' tasks
 
 
 def _session_of(channel: bytes | str) -> str | None:
@@ -56,6 +57,14 @@ def _session_of(channel: bytes | str) -> str | None:
     text = channel.decode() if isinstance(channel, bytes) else channel
     start, end = text.find("{"), text.find("}")
     return text[start + 1 : end] if 0 <= start < end else None
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until `event` is set, `seconds` at most. (Not `asyncio.wait_for`: on Python 3.11 it
+    swallows a cancellation that comes as the event is set, and the task never stops.)"""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 def _events(entries: Any) -> list[dict[str, Any]]:
@@ -84,7 +93,7 @@ class ChannelMirror:
     async def run(self) -> None:
         await self._load()
         idle_since = time.monotonic()
-        while True:
+        while not self.mirror.stopping.is_set():
             self.wake.clear()
             read = await self._step()
             await self.writer.flush_due()
@@ -92,13 +101,12 @@ class ChannelMirror:
             if read or self.busy:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since > IDLE_EXIT_SECONDS:
-                await self._save(force=True)
-                return
+                break
             if read:
                 continue
             due = self.writer.next_due()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), TAIL_CHECK_SECONDS if due is None else due)
+            await _wait(self.wake, TAIL_CHECK_SECONDS if due is None else due)
+        await self._save(force=True)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -123,9 +131,13 @@ class ChannelMirror:
         return True
 
     async def _apply(self, event: dict[str, Any]) -> None:
+        ops = self.translator.apply(event)
         if event["type"] == "message" and event["message"]["role"] == "user":
             self.mirror.listener.message_seen(self.session_id, event["message"])
-        for op in self.translator.apply(event):
+            key = inputs_on_channel_key(self.session_id)
+            if await async_redis().sismember(key, event["message"]["id"]):
+                ops = []  # an Ably client published it before sending it: it is there already
+        for op in ops:
             if isinstance(op, Publish):
                 await self.writer.publish(op)
             elif isinstance(op, Close):
@@ -220,6 +232,9 @@ class Mirror:
         self.channels: dict[str, ChannelMirror] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._spawned: set[asyncio.Task[Any]] = set()
+        # Set first when stopping: a session's task also ends by itself at its next turn of
+        # the loop (a cancellation can be swallowed by a library it is awaiting).
+        self.stopping = asyncio.Event()
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
@@ -263,21 +278,29 @@ class Mirror:
         background = [
             asyncio.create_task(self._follow_events()),
             asyncio.create_task(self._tail_check(stop)),
+            asyncio.create_task(self._catch_up()),
         ]
-        await self._catch_up()
         try:
             await stop.wait()
         finally:
-            for task in [*background, *self._tasks.values()]:
+            logger.info("ably: stopping")
+            self.stopping.set()
+            for channel in self.channels.values():
+                channel.wake.set()
+            tasks = [*background, *self._tasks.values()]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*background, *self._tasks.values(), return_exceptions=True)
+            await asyncio.wait(tasks, timeout=STOP_SECONDS)
             for channel in self.channels.values():
                 with contextlib.suppress(Exception):
                     await channel._save(force=True)
             self.stats.flush(sync_redis())
-            await self.listener.stop()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.config.timeout):
+                    await self.listener.stop()
             await self.rest.close()
             await async_redis().delete(redis_key("lock"))
+            logger.info("ably: stopped")
 
     async def _acquire_lock(self, stop: asyncio.Event) -> None:
         """One mirror per deployment: two would append the same text twice."""
@@ -288,8 +311,7 @@ class Mirror:
             if not waited:
                 logger.info("ably: another mirror runs; waiting as a standby")
                 waited = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), LOCK_SECONDS / 3)
+            await _wait(stop, LOCK_SECONDS / 3)
 
     async def _follow_events(self) -> None:
         """Wake-ups: every batch the numbering script publishes, and token requests."""

@@ -7,7 +7,10 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest, HttpResponse
+from ninja import Schema
+from pydantic import ConfigDict, Field
 
+from sessions_app.ably.invocations import run_invocation
 from sessions_app.ably.stats import read_stats
 from sessions_app.ably.tokens import ably_token_request
 from sessions_app.errors import Forbidden
@@ -42,3 +45,21 @@ async def ably_stats(request: HttpRequest) -> HttpResponse:
 
 def _stats() -> dict[str, Any]:
     return read_stats(sync_redis())
+
+
+class InvocationIn(Schema):
+    """What the stock ChatTransport posts: its run's `Invocation` (and the app's own fields,
+    ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    inputEventId: str = Field(min_length=1, max_length=200)  # the names on the wire
+    sessionName: str = Field(min_length=1, max_length=300)
+
+
+@api.post("/ably/invocations", response={202: dict[str, Any], **ERRORS}, tags=["ably"])
+async def ably_invocation(request: HttpRequest, body: InvocationIn) -> HttpResponse:
+    """Run an `ai-input` the caller published on a session's channel as a turn of that
+    session (a stock AI Transport front end driving this server). Answers the send's result
+    with `runId` (our turnId) and `invocationId`."""
+    result = await run_invocation(user=_user(request), input_event_id=body.inputEventId, session_name=body.sessionName)
+    return json_response(result, status=202)

@@ -4,6 +4,7 @@ own process (`manage.py ably_mirror`), as `make run` starts it."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -63,7 +64,13 @@ class MirrorProcess:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.send_signal(signal.SIGUSR1)  # its stacks, in the log (faulthandler)
+                time.sleep(1)
+                self.process.kill()
+                raise RuntimeError(f"the mirror did not stop: {self.stack.log_tail('mirror', 120)}") from None
         self.process = None
 
     def stats(self) -> dict[str, Any]:

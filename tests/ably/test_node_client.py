@@ -105,3 +105,46 @@ async def test_a_stock_client_follows_cancels_and_rebuilds_a_mirrored_session(
         (r["runId"], r["status"]) for r in live["runs"]
     ]
     assert seen["clientIds"] == {"alice": alice.client_id, "bob": bob.client_id}
+
+
+async def test_a_stock_client_drives_a_turn_through_its_invocation(
+    ably_client: Any, ably_stack: Stack, fake_ably: FakeAblyThread, mirror: Any
+) -> None:
+    """An AI Transport front end, unchanged, in front of our server: its user message goes
+    on the channel, its Invocation POST runs it as a turn, and its run follows our answer."""
+    node = node_or_skip()
+    alice = await ably_client("alice")
+    session = await alice.create_session(title="driven", model_options={"tokens": 20, "rate": 100})
+    env = {
+        **os.environ,
+        "CHAT_URL": ably_stack.base_url,
+        "SESSION_ID": session["id"],
+        "ALICE_TOKEN": alice.token,
+        "ABLY_HOST": "127.0.0.1",
+        "ABLY_PORT": str(fake_ably.port),
+        "CHANNEL": channel_of(session["id"]),
+    }
+    process = await asyncio.create_subprocess_exec(
+        node, "stock_driver.mjs", cwd=NODE_DIR, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, stderr.decode()[-4000:]
+    seen = json.loads(stdout.decode().strip().splitlines()[-1])
+
+    assert seen["invoked"]["status"] == 202
+    assert seen["invoked"]["body"]["runId"] == seen["runId"] == seen["invoked"]["body"]["turnId"]
+    assert seen["status"] == "complete"
+    # The turn on our server is the client's message, under the client's ids.
+    turn = await alice.turn(session["id"], seen["runId"])
+    assert turn["userMessageId"] == seen["inputCodecMessageId"]
+    assert turn["clientId"] == alice.client_id
+    assert turn["content"] == expected_answer("driven from ably", 20)
+    # The client sees its message once (the mirror did not publish it again) and our answer.
+    assert seen["messages"] == [
+        {"codecMessageId": seen["inputCodecMessageId"], "role": "user", "text": "driven from ably"},
+        {"codecMessageId": turn["assistantMessageId"], "role": "assistant", "text": turn["content"]},
+    ]
+    inputs = [m for m in fake_ably.messages(channel_of(session["id"])) if m["name"] == "ai-input"]
+    assert [m["clientId"] for m in inputs] == [alice.client_id]
+    assert seen["missing"]["status"] == 404
+    assert seen["missing"]["body"]["error"]["code"] == "not_found"

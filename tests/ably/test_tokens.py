@@ -13,6 +13,7 @@ import pytest
 from ably import AblyException, AblyRest
 from ably.types.message import Message
 
+from chat_client.protocol import ChatClientError
 from tests.ably.fake_ably import FakeAblyThread
 from tests.ably.helpers import MemberAbly, channel_of, wait_run_end
 from tests.stack import Stack
@@ -35,12 +36,12 @@ async def test_a_member_gets_a_token_for_the_sessions_channel_only(
     async with httpx.AsyncClient(base_url=ably_stack.base_url) as anonymous:
         refused = await anonymous.post(f"/api/sessions/{mine['id']}/ably-token")
     assert refused.status_code == 401
-    with pytest.raises(Exception) as forbidden:
+    with pytest.raises(ChatClientError) as forbidden:
         await bob.request("POST", f"/api/sessions/{mine['id']}/ably-token")
-    assert "forbidden" in str(forbidden.value)
-    with pytest.raises(Exception) as missing:
+    assert forbidden.value.code == "forbidden"
+    with pytest.raises(ChatClientError) as missing:
         await alice.request("POST", "/api/sessions/00000000-0000-0000-0000-000000000000/ably-token")
-    assert "not_found" in str(missing.value)
+    assert missing.value.code == "not_found"
 
     # A request altered on its way is refused by Ably: the MAC covers clientId and capability.
     rest = AblyRest(key=fake_ably.key, endpoint="127.0.0.1", port=fake_ably.port, tls=False, use_token_auth=True)

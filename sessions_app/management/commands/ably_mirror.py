@@ -4,6 +4,7 @@ process until SIGTERM or Ctrl-C; `--stats` prints the deployment's figures and e
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import signal
 from typing import Any
@@ -29,6 +30,7 @@ class Command(BaseCommand):
         config = ably_config()
         if config is None:
             raise CommandError("ABLY_API_KEY is not set: nothing to mirror to")
+        faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints where every thread is
         asyncio.run(self._run(Mirror(config)))
 
     async def _run(self, mirror: Mirror) -> None:
