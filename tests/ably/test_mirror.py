@@ -7,6 +7,8 @@ import asyncio
 import itertools
 from typing import Any
 
+import pytest
+
 from tests.ably.fake_ably import FakeAblyThread, Fault
 from tests.ably.helpers import channel_of, codec, has_run_end, of_run, streamed_text, transport, wait_run_end
 from tests.integration.helpers import expected_answer
@@ -243,3 +245,28 @@ async def test_answers_whose_deltas_left_the_log_are_rewritten_whole(
     assert any(op.kind == "update" and op.serial == text["serial"] for op in fake_ably.operations(channel))
     after = await eventually(lambda: (s := mirror.stats())["answers_rewritten"] > before["answers_rewritten"] and s)
     assert after["gaps"] > before["gaps"]
+
+
+async def test_the_mirrors_figures_are_for_staff(
+    ably_client: Any, ably_stack: Stack, create_user: Any, fake_ably: FakeAblyThread, mirror: Any
+) -> None:
+    from chat_client import ChatClient
+    from chat_client.protocol import ChatClientError
+    from tests.conftest import PASSWORD
+
+    member = await ably_client("member")
+    session = await member.create_session(title="figures", model_options={"tokens": 3, "rate": 100})
+    sent = await member.send(session["id"], "count me")
+    wait_run_end(fake_ably, session["id"], sent["turnId"])
+    await eventually(lambda: mirror.stats()["messages_published"] > 0)
+    with pytest.raises(ChatClientError) as refused:
+        await member.request("GET", "/api/ably/stats")
+    assert refused.value.code == "forbidden"
+    staff = await ChatClient.login(ably_stack.base_url, create_user("operator", staff=True), PASSWORD)
+    try:
+        figures = await staff.request("GET", "/api/ably/stats")
+    finally:
+        await staff.aclose()
+    assert figures["messages_published"] >= 8  # at least this test's turn
+    assert figures["seconds_since_report"] is not None and figures["seconds_since_report"] < 30
+    assert {"gaps", "answers_rewritten", "rate_limited", "cancels_ignored", "events_behind"} <= set(figures)
