@@ -257,41 +257,46 @@ async def _interrupts(api: Api, client: Any, measured: Measured, samples: int) -
 
 
 async def _throughput(bench: BenchStack, api: Api, client: Any, measured: Measured, seconds: int) -> None:
-    """Requests per second of the one Daphne process, 50 clients: GETs, then sends (each
-    send starts a short turn: 5 tokens, no pacing)."""
-    measured.figures["http_get_rps"] = await _rate(bench.base_url, api.token, "GET", "/api/models", None, seconds)
-    [session] = await new_sessions(client, 1, {"tokens": 5, "rate": 100_000})
+    """Requests per second of the one Daphne process, 50 clients: GETs, then sends to 50
+    sessions (each send starts a short turn: 5 tokens, unpaced; one session per client, so
+    that no session's cap on active turns or queue refuses any)."""
+    measured.figures["http_get_rps"] = await _rate(bench.base_url, api.token, "GET", ["/api/models"], None, seconds)
+    sessions = await new_sessions(client, CLIENTS, {"tokens": 5, "rate": 100_000})
     body = api.send_body("rps")
-    del body["messages"][0]["id"]  # each request needs its own id: the load tool adds one
-    measured.figures["http_send_rps"] = await _rate(
-        bench.base_url, api.token, "POST", f"/api/sessions/{session}/turns", body, seconds
-    )
-    with contextlib.suppress(Exception):
-        await api.call("POST", f"/api/sessions/{session}/cancel", {"all": True})
+    paths = [f"/api/sessions/{session}/turns" for session in sessions]
+    measured.figures["http_send_rps"] = await _rate(bench.base_url, api.token, "POST", paths, body, seconds)
+    for session in sessions:
+        with contextlib.suppress(Exception):
+            await api.call("POST", f"/api/sessions/{session}/cancel", {"all": True})
 
 
-async def _rate(base_url: str, token: str, method: str, path: str, body: Any, seconds: int) -> float:
+CLIENTS = 50
+
+
+async def _rate(base_url: str, token: str, method: str, paths: list[str], body: Any, seconds: int) -> float:
     if shutil.which("wrk"):
-        return await asyncio.to_thread(_wrk, base_url, token, method, path, body, seconds)
-    return await _httpx_rate(base_url, token, method, path, body, seconds)
+        return await asyncio.to_thread(_wrk, base_url, token, method, paths, body, seconds)
+    return await _httpx_rate(base_url, token, method, paths, body, seconds)
 
 
 _WRK_SCRIPT = """
 wrk.method = "{method}"
 wrk.headers["Authorization"] = "Token {token}"
 wrk.headers["Content-Type"] = "application/json"
+local paths = {{{paths}}}
 local body = {body}
 local n = 0
 request = function()
-  if body == nil then return wrk.format() end
   n = n + 1
+  local path = paths[(n % #paths) + 1]
+  if body == nil then return wrk.format(nil, path) end
   local id = string.format("rps-%d-%d-%d", math.random(1, 1000000000), n, os.time())
-  return wrk.format(nil, nil, nil, string.format(body, id))
+  return wrk.format(nil, path, nil, string.format(body, id))
 end
 """
 
 
-def _wrk(base_url: str, token: str, method: str, path: str, body: Any, seconds: int) -> float:
+def _wrk(base_url: str, token: str, method: str, paths: list[str], body: Any, seconds: int) -> float:
     lua_body = "nil"
     if body is not None:
         # The message id is filled per request (%s), each send being a new message.
@@ -299,11 +304,12 @@ def _wrk(base_url: str, token: str, method: str, path: str, body: Any, seconds: 
         with_id["messages"][0]["id"] = "__ID__"
         template = json.dumps(with_id).replace("%", "%%").replace("__ID__", "%s")
         lua_body = "[[" + template + "]]"
+    lua_paths = ", ".join(f'"{path}"' for path in paths)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(_WRK_SCRIPT.format(method=method, token=token, body=lua_body))
+        script.write(_WRK_SCRIPT.format(method=method, token=token, paths=lua_paths, body=lua_body))
     try:
         out = subprocess.run(
-            ["wrk", "-t2", "-c50", f"-d{seconds}s", "-s", script.name, f"{base_url}{path}"],
+            ["wrk", "-t2", f"-c{CLIENTS}", f"-d{seconds}s", "-s", script.name, f"{base_url}{paths[0]}"],
             capture_output=True,
             text=True,
             timeout=seconds + 60,
@@ -318,14 +324,14 @@ def _wrk(base_url: str, token: str, method: str, path: str, body: Any, seconds: 
     return float(rate.split(":")[1])
 
 
-async def _httpx_rate(base_url: str, token: str, method: str, path: str, body: Any, seconds: int) -> float:
+async def _httpx_rate(base_url: str, token: str, method: str, paths: list[str], body: Any, seconds: int) -> float:
     until = time.perf_counter() + seconds
     done = 0
     async with httpx.AsyncClient(
-        base_url=base_url, headers={"Authorization": f"Token {token}"}, limits=httpx.Limits(max_connections=50)
+        base_url=base_url, headers={"Authorization": f"Token {token}"}, limits=httpx.Limits(max_connections=CLIENTS)
     ) as http:
 
-        async def worker() -> None:
+        async def worker(path: str) -> None:
             nonlocal done
             while time.perf_counter() < until:
                 payload = None
@@ -336,7 +342,7 @@ async def _httpx_rate(base_url: str, token: str, method: str, path: str, body: A
                 done += 1
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(50)))
+        await asyncio.gather(*(worker(paths[i % len(paths)]) for i in range(CLIENTS)))
         return done / (time.perf_counter() - started)
 
 
