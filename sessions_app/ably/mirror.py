@@ -85,6 +85,7 @@ class ChannelMirror:
         self.wake = asyncio.Event()
         self._saved_at = 0.0
         self._dirty_state = False
+        self.fresh = False  # no state kept for the session: start where its log starts
 
     @property
     def busy(self) -> bool:
@@ -121,6 +122,12 @@ class ChannelMirror:
             return False
         log = Keys.log(self.session_id)
         events = _events(await async_redis().xrange(log, min=f"{self.cursor + 1}-0", max=f"{last}-0", count=PAGE))
+        if self.fresh:
+            # Never mirrored (or Redis lost what the mirror kept): from the oldest event the
+            # log holds, not the whole archive again.
+            self.fresh = False
+            if events:
+                self.cursor = events[0]["seq"] - 1
         if not events:
             await self._repair(self.cursor, last)  # the log holds none of it any more
             return True
@@ -191,7 +198,8 @@ class ChannelMirror:
     async def _load(self) -> None:
         raw = await async_redis().get(session_state_key(self.session_id))
         if raw is None:
-            return  # never mirrored: from the start of the log (or the archive)
+            self.fresh = True
+            return
         state = orjson.loads(raw)
         self.cursor = int(state["cursor"])
         self.translator.load(state)
