@@ -32,6 +32,7 @@ from sessions_app.errors import Busy, ChatError, Conflict, Invalid, NotFound, Qu
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
 from sessions_app.infra.live_state import Event
+from sessions_app.infra.sql import insert_new
 from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Role, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody, UserMessage
 from sessions_app.sessions.services import members_of, require_member
@@ -399,10 +400,10 @@ def _node(session: ChatSession, node_id: str, what: str) -> MessageNode:
 def _write(plans: list[_Plan]) -> None:
     """Insert the wave's turns, user messages and answers, a statement each, then link
     the turns to their messages in one more."""
-    Turn.objects.bulk_create([plan.turn for plan in plans])
+    insert_new([plan.turn for plan in plans])
     children = [child for plan in plans for child in plan.children]
     if children:
-        Turn.objects.bulk_create(children)  # after their parents: they point at them
+        insert_new(children)  # after their parents: they point at them
     # The messages of one send form a chain: insert them layer by layer (the k-th message
     # of every send together), each layer's parents being the layer before.
     user_nodes: dict[int, MessageNode | None] = {
@@ -415,7 +416,7 @@ def _write(plans: list[_Plan]) -> None:
             for plan in plans
             if k < len(plan.body.messages)
         ]
-        MessageNode.objects.bulk_create(layer)
+        insert_new(layer)
         for node, plan in zip(layer, [p for p in plans if k < len(p.body.messages)], strict=True):
             user_nodes[plan.index] = node
             plan.new_nodes.append(node)
@@ -423,7 +424,7 @@ def _write(plans: list[_Plan]) -> None:
     # newest sibling is what devices show and where the next message attaches).
     owners = [(plan, turn) for plan in plans for turn in [*plan.children, plan.turn]]
     answers = [_answer_node(plan, user_nodes[plan.index], turn) for plan, turn in owners]
-    MessageNode.objects.bulk_create(answers)
+    insert_new(answers)
     for (plan, turn), answer in zip(owners, answers, strict=True):
         plan.new_nodes.append(answer)
         turn.user_message, turn.assistant_message = user_nodes[plan.index], answer

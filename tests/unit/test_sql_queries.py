@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q
 
 from sessions_app.events.archive import archive_many
-from sessions_app.infra.sql import values
+from sessions_app.infra.sql import insert_new, values
 from sessions_app.models import IN_FLIGHT, EventRecord, Membership, MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.sessions._queries import sessions_of_members
 from sessions_app.sessions.services import member_add, session_create
@@ -197,3 +197,60 @@ def test_archiving_skips_events_archived_already(world):
     archive_many({str(chat.pk): [(seq, "message", f'{{"seq":{seq}}}') for seq in (1, 2, 3)]})
     frames = dict(EventRecord.objects.filter(session=chat).values_list("seq", "frame"))
     assert frames == {1: '{"seq":1}', 2: '{"seq":2,"first":true}', 3: '{"seq":3}'}
+
+
+def _row(obj, exclude=("id", "created_at")) -> dict:
+    return {f.attname: getattr(obj, f.attname) for f in type(obj)._meta.concrete_fields if f.name not in exclude}
+
+
+def test_insert_new_stores_what_bulk_create_stores(world):
+    """Every field, defaults, JSON, foreign keys assigned as instances and auto_now_add,
+    read back from the database, the same for both; and the instances get their keys."""
+    alice = world["users"][0]
+    chat = world["chats"][2]
+
+    def turns():
+        return [
+            Turn(session=chat, turn_id=str(uuid.uuid4()), user=alice, client_id="alice", model_options={"rate": i})
+            for i in range(3)
+        ]
+
+    ours, theirs = turns(), turns()
+    insert_new(ours)
+    Turn.objects.bulk_create(theirs)
+    assert all(t.pk for t in ours)
+    assert len({t.pk for t in ours}) == 3
+    for mine, other in zip(ours, theirs, strict=True):
+        stored, expected = Turn.objects.get(pk=mine.pk), Turn.objects.get(pk=other.pk)
+        assert {**_row(stored), "turn_id": ""} == {**_row(expected), "turn_id": ""}
+        assert stored.created_at is not None and stored.created_at == mine.created_at
+
+    parent = MessageNode.objects.create(session=chat, node_id="root", role="user")
+    nodes = [
+        MessageNode(session=chat, node_id=f"n{i}", parent=parent, role="user", parts=[{"type": "text", "text": t}])
+        for i, t in enumerate(("é0", "é1"))
+    ]
+    insert_new(nodes)
+    by_id = {n.node_id: n for n in MessageNode.objects.filter(pk__in=pks(nodes))}
+    assert [by_id[f"n{i}"].parts[0]["text"] for i in range(2)] == ["é0", "é1"]
+    assert {n.parent_id for n in by_id.values()} == {parent.pk}
+    assert {n.status for n in by_id.values()} == {NodeStatus.COMPLETE}
+
+
+def test_insert_new_takes_the_key_of_a_relation_saved_after_it_was_assigned(world):
+    chat = world["chats"][2]
+    parent = MessageNode(session=chat, node_id="p", role="user")
+    child = MessageNode(session=chat, node_id="c", parent=parent, role="assistant")
+    with pytest.raises(ValueError, match="parent"):
+        insert_new([child])
+    insert_new([parent])
+    insert_new([child])
+    assert MessageNode.objects.get(pk=child.pk).parent_id == parent.pk
+
+
+def test_insert_new_batches_past_the_parameter_limit(world):
+    chat = world["chats"][2]
+    nodes = [MessageNode(session=chat, node_id=f"m{i}", role="user") for i in range(300)]
+    insert_new(nodes)
+    stored = dict(MessageNode.objects.filter(pk__in=pks(nodes)).values_list("pk", "node_id"))
+    assert [stored[n.pk] for n in nodes] == [f"m{i}" for i in range(300)]
