@@ -25,7 +25,7 @@ def default_parent(
     interrupted: Sequence[Turn],
     newest: MessageNode | None,
 ) -> MessageNode | None:
-    """Parent of a new user message when the client names none (DESIGN.md, Sending):
+    """Parent of a new user message when the client names none (docs/protocol.md, "The conversation tree"):
 
     - `interrupt`: after the sender's cancelled (partial, kept) answer;
     - `queue` behind in-flight turns: after the answer of the turn it waits for;

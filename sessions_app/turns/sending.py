@@ -1,5 +1,5 @@
 """Sending: a user's message(s) start a turn, queue it or are refused, following the
-double-texting policy (DESIGN.md, Sending); a repeated send returns the turn it created.
+double-texting policy (docs/protocol.md, "Double texting: the policies"); a repeated send returns the turn it created.
 
 Sends are handled in sets. A burst of sends (the websocket consumers of a process send
 together what arrived meanwhile: grouping.py) costs one query per step for the whole set,
