@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast lint typecheck check bench browsers clean
+.PHONY: help run test test-fast lint typecheck check bench bench-scaleout soak browsers clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,16 @@ check: lint typecheck test  ## Everything CI runs
 
 bench: $(STAMP)  ## Benchmarks; figures in bench/results and docs/performance.md
 	$(BIN)/python -m bench.run
+
+# Scale-out: N web + M worker processes per level, e.g. make bench-scaleout LEVELS=1x1,2x2 DATABASES=sqlite,postgres
+LEVELS ?= 1x1,2x2
+DATABASES ?= sqlite
+bench-scaleout: $(STAMP)  ## Scale-out benchmark: saturation and send-ack latency per process count
+	$(BIN)/python -m bench.scaleout --levels $(LEVELS) --databases $(DATABASES)
+
+SOAK_MINUTES ?= 3
+soak: $(STAMP)  ## Soak: concurrent turns, devices dropping at random, for SOAK_MINUTES (3); nothing lost, memory bounded
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES)
 
 clean:  ## Remove the virtualenv and local databases
 	rm -rf $(VENV) db.sqlite3* test-db*.sqlite3*

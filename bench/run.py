@@ -5,6 +5,11 @@
 Each scenario runs `--repeat` times (default 3; 1 with --quick); every figure is reported as
 the median across repeats with the spread (min..max). Results: bench/results/<time>.json
 and bench/results/latest.md (also printed); plots in docs/perf/ (full runs only).
+
+Beside it: `python -m bench.scaleout` (`make bench-scaleout`), N web and M worker processes
+per level, saturation and send-ack latency per process count (bench/device_scaleout.sh runs
+it on a many-core machine); `python -m bench.soak` (`make soak`), minutes of turns while
+devices drop at random.
 """
 
 from __future__ import annotations

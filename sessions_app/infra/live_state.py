@@ -205,10 +205,11 @@ return seq
 @dataclass(frozen=True)
 class _Script:
     text: str
+    sha: str = field(init=False)
 
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest()  # EVALSHA names scripts by SHA-1
+    def __post_init__(self) -> None:
+        # EVALSHA names scripts by SHA-1; computed once (it is on every batch's path).
+        object.__setattr__(self, "sha", hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest())
 
 
 EMIT = _Script(_EMIT_LUA)
@@ -523,8 +524,23 @@ async def publish_async(
     if not events:
         return []
     batch = prepare(session_id, events, floor=floor, live=live)
+    return frames_for(await _publisher().call(batch), batch.bodies)
+
+
+_last_publisher: tuple[asyncio.AbstractEventLoop | None, GroupedCall[PreparedBatch, int] | None] = (None, None)
+
+
+def _publisher() -> GroupedCall[PreparedBatch, int]:
+    """The running loop's publisher (every batch of the worker's loop asks: the loop it
+    asked for last is kept at hand)."""
+    global _last_publisher
+    loop = asyncio.get_running_loop()
+    known_loop, known = _last_publisher
+    if known_loop is loop and known is not None:
+        return known
     publisher = grouped("publish", lambda: GroupedCall(_emit_pipelined, max_batch=None))
-    return frames_for(await publisher.call(batch), batch.bodies)
+    _last_publisher = (loop, publisher)
+    return publisher
 
 
 def start_numbering_sync(session_id: str) -> None:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from django.db import connection, transaction
 
+from sessions_app.infra.sql import column, fetch, marks, table, values
 from sessions_app.models import ChatSession
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,22 @@ def lock_sessions(session_ids: Iterable[Any]) -> dict[Any, ChatSession]:
     if not connection.features.has_select_for_update:
         return {}
     return {s.pk: s for s in ChatSession.objects.select_for_update().filter(pk__in=list(session_ids)).order_by("pk")}
+
+
+def lock_session_rows(session_ids: Iterable[Any]) -> None:
+    """`lock_sessions` for a caller that needs the locks only (a turn's end): one plain
+    statement that loads no session (a session row, with its JSON settings, costs the ORM
+    a model instance; a turn's end on PostgreSQL paid ~0.3 ms for it). No-op on SQLite."""
+    if not connection.features.has_select_for_update:
+        return
+    ids = values(ChatSession, "id", session_ids)
+    if ids:
+        id_column = column(ChatSession, "id")
+        fetch(
+            f"SELECT {id_column} FROM {table(ChatSession)} WHERE {id_column} IN ({marks(ids)}) "  # noqa: S608
+            f"ORDER BY {id_column} FOR UPDATE",
+            ids,
+        )
 
 
 def in_one_transaction(calls: Sequence[Callable[[], T]], lock_order: Sequence[str]) -> list[T | Exception]:

@@ -18,7 +18,7 @@ from sessions_app.models import MessageNode, Policy, Turn, TurnStatus
 from sessions_app.tree import context_nodes, context_path
 from sessions_app.turns import announce, transitions
 from sessions_app.turns._queries import in_flight_turns
-from sessions_app.turns.locking import in_one_transaction, lock_sessions
+from sessions_app.turns.locking import in_one_transaction, lock_session_rows
 from sessions_app.turns.types import ClaimedTurn, TurnOutcome
 
 
@@ -58,7 +58,7 @@ def turn_finish(outcome: TurnOutcome) -> bool:
     in-flight turns once, for both the turn itself and the queue."""
     # No savepoint of its own: grouped finishes give each one (in_one_transaction).
     with transaction.atomic(savepoint=False):
-        lock_sessions([outcome.session_id])
+        lock_session_rows([outcome.session_id])
         # No join: loading the answers with the turns was 1 ms of a cancel's ~10 (decision 015).
         in_flight = in_flight_turns([outcome.session_id])
         turn = next((t for t in in_flight if t.pk == outcome.turn_pk), None)
