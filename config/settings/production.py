@@ -33,6 +33,9 @@ if not ALLOWED_HOSTS:
 
 # HTTPS only: redirect plain HTTP, tell browsers to stay on HTTPS (HSTS), secure cookies.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+# But not the operators' endpoints: load balancers and Prometheus probe a web process over
+# plain HTTP on the private network (docs/deployment.md, "Health and readiness").
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)

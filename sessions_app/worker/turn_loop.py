@@ -109,6 +109,7 @@ class Engine:
         self._started = time.time()
         self._unclaimed_since: dict[int, float] = {}
         self._duties: set[asyncio.Task[Any]] = set()
+        metrics.serve_worker_metrics()  # without a metrics directory: this process's own
         self._thread = threading.Thread(target=self._main, name="turn-engine", daemon=True)
         self._ready = threading.Event()
         self._thread.start()

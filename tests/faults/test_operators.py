@@ -11,6 +11,7 @@ import httpx
 from chat_client import ChatClientError
 from tests.faults.helpers import settled
 from tests.integration.helpers import session_with
+from tests.stack import free_port
 
 
 def sample(metrics: str, name: str, labels: str = "") -> float:
@@ -66,3 +67,18 @@ async def test_metrics_cover_every_process_of_the_host(fault_stack, login):
     assert sample(text, "chat_workers_alive") == 1
     assert 'chat_turns{status="active"}' in text and 'chat_turns{status="queued"}' in text  # from the database
     assert sample(text, "chat_turns_streaming") == 0
+
+
+async def test_without_a_metrics_directory_each_process_serves_its_own(fault_stack, login):
+    port = free_port()
+    stack = fault_stack(env={"CHAT_WORKER_METRICS_PORT": str(port)})
+    alice = await login(stack.base_url, "alice")
+    session = await session_with(alice, tokens=30, rate=300)
+    device = await alice.connect(session["id"])
+    await settled(device, (await device.send("one process each")).turn_id)
+    async with httpx.AsyncClient() as http:
+        worker = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        web = (await http.get(f"{stack.base_url}/metrics")).text
+    assert sample(worker, "chat_tokens_total") >= 30 and sample(worker, "chat_worker_heartbeats_total") >= 1
+    assert sample(web, "chat_tokens_total") == 0  # the web process streams no tokens itself
+    assert sample(web, "chat_send_seconds_count") >= 1 and sample(web, "chat_websocket_connections") == 1
