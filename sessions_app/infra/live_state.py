@@ -652,9 +652,17 @@ def live_content_sync(session_id: str, message_id: str) -> LiveContent:
 
 def expire_live_content_sync(session_id: str, message_id: str, seconds: int = 600) -> None:
     """Keep a settled answer's live buffer a while: a snapshot racing the turn's end reads it."""
+    expire_live_contents_sync([(session_id, message_id)], seconds)
+
+
+def expire_live_contents_sync(answers: Sequence[tuple[str, str]], seconds: int = 600) -> None:
+    """`expire_live_content_sync` for many (session, answer) pairs in one round trip."""
+    if not answers:
+        return
     pipe = sync_redis().pipeline(transaction=False)
-    for key in _live_keys(session_id, message_id):
-        pipe.expire(key, seconds)
+    for session_id, message_id in answers:
+        for key in _live_keys(session_id, message_id):
+            pipe.expire(key, seconds)
     pipe.execute()
 
 

@@ -102,7 +102,7 @@ class Engine:
         self._claims: GroupedCall[int, ClaimedTurn | None] = GroupedCall.on_thread(
             lambda pks: turns_claim(turn_pks=pks, worker_id=self.worker_id), max_batch=CLAIM_SET_LIMIT
         )
-        self._finishes: GroupedCall[TurnOutcome, bool] = GroupedCall.on_thread(turns_finish)
+        self._finishes: GroupedCall[TurnOutcome, bool] = GroupedCall.on_thread(turns_finish, max_batch=64)
         # The reaper's memory of heartbeats (worker id -> last seen): a worker whose entry
         # Redis lost with its data is not taken for dead.
         self._seen: dict[str, float] = {}

@@ -17,6 +17,7 @@ import signal
 
 import httpx
 import orjson
+import pytest
 import websockets
 
 from tests.integration.helpers import session_with
@@ -31,6 +32,7 @@ def open_connections(metrics: str) -> float:
     return float(match.group(1)) if match else float("nan")
 
 
+@pytest.mark.timeout(300)  # thousands of connections, twice, on a slow CI machine
 async def test_thousands_of_devices_dropping_at_once_leave_no_task_behind(fault_stack, login):
     stack = fault_stack(
         env={"CHAT_MAX_CONNECTIONS_PER_USER": "0", "CHAT_FRAMES_PER_MINUTE": "0"},

@@ -15,6 +15,7 @@ import time
 
 import orjson
 import psutil
+import pytest
 import websockets
 
 from chat_client import Device, TurnHandle
@@ -30,6 +31,7 @@ MEMORY_BOUND_BYTES = 48 * 1024 * 1024
 TOKENS, RATE = 20, 100
 
 
+@pytest.mark.timeout(300)  # a minute's stall, then the catch-up, on a slow CI machine
 async def test_a_device_that_reads_nothing_for_a_minute_slows_nothing_and_catches_up(fault_stack, login):
     stack = fault_stack(env={"CHAT_MAX_OUTBOX_BYTES": str(OUTBOX_BYTES), "CHAT_FRAMES_PER_MINUTE": "0"})
     alice = await login(stack.base_url, "alice")
