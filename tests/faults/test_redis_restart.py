@@ -44,3 +44,19 @@ async def test_redis_restarts_mid_stream(fault_redis, fault_stack, login, keep_d
     if not keep_data:
         assert staying.snapshots >= 2  # the server told it to start again from a snapshot
         assert after.ack["turnId"] and staying.last_seq > 10**15  # numbering went on above the old
+
+
+async def test_a_turn_whose_task_redis_lost_is_handed_out_again(fault_redis, fault_stack, login):
+    stack = fault_stack(redis_url=fault_redis.url, workers=0)  # the task waits in Redis's queue
+    alice = await login(stack.base_url, "alice")
+    session = await session_with(alice, tokens=20, rate=100)
+    device = await alice.connect(session["id"])
+    turn = await device.send("waiting for a worker")
+    assert turn.status == "active"
+
+    fault_redis.restart(keep_data=False)  # and the queue with it
+    stack.start_worker()
+
+    assert await settled(device, turn.turn_id) == "complete"  # a worker's reaper handed it out again
+    await assert_shows_what_the_server_stored(alice, session["id"], device)
+    assert "handing out again turns whose task was lost" in stack.log_text("worker")
