@@ -20,6 +20,11 @@
 #     55432 with durability off (fsync, synchronous_commit, full_page_writes), as the
 #     figures of the issue were taken.
 #
+# A machine that cannot reach PyPI: first, on one that can, in the repository,
+#   bash bench/device_scaleout.sh fetch      # wheels for CPython 3.12 (PYVER) into ./.whl (~50 MB)
+# and carry ./.whl along (it is ignored by git). PostgreSQL then needs its .deb files in
+# ./.deb or a system install; without it the run measures SQLite only, and says so.
+#
 # Knobs (environment): LEVELS (1x1,2x2,4x4,6x6), DATABASES (sqlite,postgres), WINDOW
 # (seconds counted per step, 5), STEPS (0.8,1.4,2.2: offered load per web process, in units
 # of PER_PAIR tokens/s), PER_PAIR (10000), WARM_UP (seconds of each step before counting,
@@ -29,6 +34,22 @@ set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
+
+if [ "${1:-}" = fetch ]; then
+  PIP="$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 ) -m pip"
+  mkdir -p .whl
+  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+  platforms=""
+  for tag in manylinux_2_39 manylinux_2_35 manylinux_2_34 manylinux_2_31 manylinux_2_28 manylinux_2_27 \
+    manylinux_2_24 manylinux_2_17 manylinux2014 manylinux1 manylinux_2_5; do
+    platforms="$platforms --platform ${tag}_x86_64"
+  done
+  # shellcheck disable=SC2086
+  $PIP download -q --only-binary=:all: --python-version "${PYVER:-3.12}" --implementation cp $platforms \
+    -d .whl -r requirements.txt psutil py-spy
+  echo "wheels in .whl: $(ls .whl | wc -l) files, $(du -sh .whl | cut -f1)"
+  exit 0
+fi
 OUT="${OUT:-$ROOT/scaleout-out}"
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
@@ -79,19 +100,19 @@ else
   fi
   [ -n "$BASE" ] || { log "no Python 3.11+ could be found or installed"; exit 1; }
   VENV=/tmp/chat-scaleout-venv
-  if ! "$BASE" -m venv "$VENV" 2>/dev/null; then
-    apt_install python3-venv || true
-    "$BASE" -m venv "$VENV" || { log "cannot make a virtualenv with $BASE"; exit 1; }
-  fi
-  PY="$VENV/bin/python"
-  log "installing the requirements into $VENV ($($PY -V))"
-  if [ -d .whl ]; then
-    "$PY" -m pip install -q --no-index --find-links .whl -r requirements.txt psutil py-spy || \
-      "$PY" -m pip install -q --no-index --find-links .whl -r requirements.txt psutil
+  TARGET=()  # without a virtualenv: installed beside the interpreter's own, first on the path
+  if "$BASE" -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && "$BASE" -m venv "$VENV"; }; then
+    PY="$VENV/bin/python"
   else
-    "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    "$PY" -m pip install -q -r requirements.txt psutil py-spy || "$PY" -m pip install -q -r requirements.txt psutil
+    PY="$BASE"
+    TARGET=(--target /tmp/chat-scaleout-site)
+    export PYTHONPATH="/tmp/chat-scaleout-site${PYTHONPATH:+:$PYTHONPATH}"
   fi
+  log "installing the requirements for $PY ($($PY -V)) ${TARGET[*]:-}"
+  SOURCE=()
+  [ -d .whl ] && SOURCE=(--no-index --find-links .whl)
+  "$PY" -m pip install -q "${SOURCE[@]}" "${TARGET[@]}" -r requirements.txt psutil py-spy \
+    || "$PY" -m pip install -q "${SOURCE[@]}" "${TARGET[@]}" -r requirements.txt psutil
   has_requirements "$PY" || { log "the requirements did not install"; exit 1; }
 fi
 log "python ready: $PY"
