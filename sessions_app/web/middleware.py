@@ -70,7 +70,7 @@ class SessionMiddleware(sessions.SessionMiddleware):
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         self.process_request(request)
-        response = await self.get_response(request)
+        response = await self.get_response(request)  # type: ignore[misc]  # async in this mode
         session = request.session
         if session.accessed and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST):
             return await sync_to_async(self.process_response, thread_sensitive=False)(request, response)  # type: ignore[no-any-return]

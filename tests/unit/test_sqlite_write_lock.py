@@ -215,7 +215,12 @@ CHILD = textwrap.dedent(
 def lines_of(stream: IO[str]) -> queue.Queue[str]:
     """The lines of a child's output as they come, for reads bounded by a timeout."""
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     return lines
 
 

@@ -40,6 +40,7 @@ def send(chat, user, policy="concurrent") -> Turn:
 
 
 def outcome(turn: Turn, status: str = TurnStatus.COMPLETE) -> TurnOutcome:
+    assert turn.assistant_message is not None
     return TurnOutcome(
         turn_pk=turn.pk,
         session_id=str(turn.session_id),
@@ -55,7 +56,7 @@ def stored(turn: Turn) -> Turn:
 
 
 def answer_status(turn: Turn) -> str:
-    return MessageNode.objects.get(pk=turn.assistant_message_id).status
+    return MessageNode.objects.get(pk=turn.assistant_message_id or 0).status
 
 
 def test_two_workers_claiming_one_turn_only_one_gets_it(chat, alice):
@@ -97,7 +98,7 @@ def test_a_turn_finishes_once_with_its_answer(chat, alice):
     turn = send(chat, alice)
     assert transitions.finish(turn, outcome(turn, TurnStatus.CANCELLED))
     assert not transitions.finish(Turn.objects.get(pk=turn.pk), outcome(turn, TurnStatus.COMPLETE))
-    node = MessageNode.objects.get(pk=turn.assistant_message_id)
+    node = MessageNode.objects.get(pk=turn.assistant_message_id or 0)
     assert stored(turn).status == TurnStatus.CANCELLED
     assert (node.status, node.content_seq, node.parts) == ("cancelled", 7, [{"type": "text", "text": "done"}])
 

@@ -66,7 +66,7 @@ def on_error(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 # Ninja picks the handler of the most specific class: replace its defaults too.
 for handled in (Exception, Http404, HttpError, NinjaValidationError):
-    api.add_exception_handler(handled, on_error)
+    api.add_exception_handler(handled, on_error)  # type: ignore[arg-type]  # called with instances
 
 
 def _wire_error(request: HttpRequest, exc: Exception) -> WireError:
