@@ -45,6 +45,11 @@ DEFAULTS: dict[str, Any] = {
     # not been heard of for WORKER_LOST_AFTER_SECONDS ends with error `worker_lost`.
     "HEARTBEAT_SECONDS": 2.0,
     "WORKER_LOST_AFTER_SECONDS": 10.0,
+    # Hand out again the active turns no worker claimed for WORKER_LOST_AFTER_SECONDS while
+    # the task queue is empty (Redis lost their tasks). It reads every such turn of the
+    # database: turn it off where several deployments share one database (the test
+    # suite's stacks do), or another deployment's workers would take them.
+    "HAND_OUT_LOST_TASKS": True,
     # Presence: each web process states which users it has devices of, per session, with a
     # lease it renews every third of this; the devices of a process that died drop out of
     # `online` when its lease ends.

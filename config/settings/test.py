@@ -37,4 +37,7 @@ SESSIONS_APP = {
     "WORKER_LOST_AFTER_SECONDS": 3.0,
     "HEARTBEAT_SECONDS": 0.5,
     "PRESENCE_LEASE_SECONDS": 3.0,
+    # The suite's stacks share one database, each with its own Redis keys: a stack handing
+    # out "lost" tasks would take the others' turns (the fault test that needs it opts in).
+    "HAND_OUT_LOST_TASKS": os.environ.get("CHAT_HAND_OUT_LOST_TASKS") == "true",
 }

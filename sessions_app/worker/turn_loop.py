@@ -263,6 +263,8 @@ class Engine:
         """Active turns that no worker claimed for WORKER_LOST_AFTER_SECONDS while the task
         queue is empty: their task was lost (Redis lost its data). Hand them out again, from
         one worker of the deployment at a time; a claim runs a turn once whoever gets it."""
+        if not app_settings.HAND_OUT_LOST_TASKS:
+            return
         client = live_state.async_redis()
         if not await client.set(f"{key_prefix()}:hand-out", self.worker_id, nx=True, ex=max(int(lost_after), 1)):
             return

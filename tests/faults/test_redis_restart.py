@@ -47,7 +47,9 @@ async def test_redis_restarts_mid_stream(fault_redis, fault_stack, login, keep_d
 
 
 async def test_a_turn_whose_task_redis_lost_is_handed_out_again(fault_redis, fault_stack, login):
-    stack = fault_stack(redis_url=fault_redis.url, workers=0)  # the task waits in Redis's queue
+    stack = fault_stack(  # the task waits in Redis's queue
+        redis_url=fault_redis.url, workers=0, env={"CHAT_HAND_OUT_LOST_TASKS": "true"}
+    )
     alice = await login(stack.base_url, "alice")
     session = await session_with(alice, tokens=20, rate=100)
     device = await alice.connect(session["id"])
