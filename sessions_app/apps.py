@@ -31,7 +31,8 @@ class SessionsAppConfig(AppConfig):
         # Security hooks: an ended membership closes its websockets; logout and a password
         # change revoke the user's API tokens (docs/security.md).
         from sessions_app.sessions import services
-        from sessions_app.web import security_checks, tokens  # noqa: F401  (deploy checks)
+        from sessions_app.web import security_checks, token_cache, tokens  # noqa: F401  (deploy checks)
 
         services.connect_signals()
         tokens.connect_signals()
+        token_cache.connect_signals()

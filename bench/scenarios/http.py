@@ -125,14 +125,25 @@ async def run(bench: BenchStack, quick: bool) -> Measured:
 
 
 async def _get_and_create(api: Api, measured: Measured, samples: int) -> None:
+    """The GET's latency as one wrk connection sees it where wrk is installed (a C client:
+    the figure is the server's), and as this Python client (httpx) sees it."""
     gets = [ms((await api.call("GET", "/api/models"))[0]) for _ in range(samples)]
     creates = [
         ms((await api.call("POST", "/api/sessions", {"title": "h", "modelOptions": WORKLOAD}))[0])
         for _ in range(max(samples // 10, 10))
     ]
     measured.figures["http_get_p50"] = percentile(gets, 50)
+    if shutil.which("wrk"):
+        _, measured.figures["http_get_p50"] = await asyncio.to_thread(
+            _wrk, str(api.http.base_url).rstrip("/"), api.token, "GET", ["/api/models"], None, 3, 1
+        )
     measured.figures["http_session_create_p50"] = percentile(creates, 50)
-    measured.details["get"] = {"samples": samples, "p99_ms": percentile(gets, 99)}
+    measured.details["get"] = {
+        "samples": samples,
+        "client": "wrk, one connection" if shutil.which("wrk") else "httpx",
+        "httpx_p50_ms": percentile(gets, 50),
+        "httpx_p99_ms": percentile(gets, 99),
+    }
     measured.details["session_create"] = {"p99_ms": percentile(creates, 99)}
 
 
@@ -174,8 +185,13 @@ async def _burst(api: Api, client: Any, measured: Measured, turns: int = 100) ->
             await release.wait()
             sent_at = time.time()
             elapsed, answer = await api.call("POST", f"/api/sessions/{session}/turns", body)
-            index = await device.wait_for(partial(first_delta_index, device, answer["turnId"]), 60)
-            return ms(elapsed), ms(device.receive_times[index] - sent_at) - MODEL_DELAY_MS
+            turn_id = answer["turnId"]
+            index = await device.wait_for(partial(first_delta_index, device, turn_id), 60)
+            first = ms(device.receive_times[index] - sent_at) - MODEL_DELAY_MS
+            # Stopped, so that the next figures are not taken beside 100 streaming turns.
+            await api.call("POST", f"/api/sessions/{session}/cancel", {"turnId": turn_id})
+            await device.wait_turn_end(turn_id, 60)
+            return ms(elapsed), first
 
         tasks = [asyncio.create_task(one(s, d)) for s, d in zip(sessions, devices, strict=True)]
         await asyncio.sleep(0.2)  # every request built and waiting on the release
@@ -275,7 +291,7 @@ CLIENTS = 50
 
 async def _rate(base_url: str, token: str, method: str, paths: list[str], body: Any, seconds: int) -> float:
     if shutil.which("wrk"):
-        return await asyncio.to_thread(_wrk, base_url, token, method, paths, body, seconds)
+        return (await asyncio.to_thread(_wrk, base_url, token, method, paths, body, seconds))[0]
     return await _httpx_rate(base_url, token, method, paths, body, seconds)
 
 
@@ -296,7 +312,10 @@ end
 """
 
 
-def _wrk(base_url: str, token: str, method: str, paths: list[str], body: Any, seconds: int) -> float:
+def _wrk(
+    base_url: str, token: str, method: str, paths: list[str], body: Any, seconds: int, clients: int = CLIENTS
+) -> tuple[float, float]:
+    """(requests per second, latency p50 in ms) of `clients` connections for `seconds`."""
     lua_body = "nil"
     if body is not None:
         # The message id is filled per request (%s), each send being a new message.
@@ -308,8 +327,9 @@ def _wrk(base_url: str, token: str, method: str, paths: list[str], body: Any, se
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_WRK_SCRIPT.format(method=method, token=token, paths=lua_paths, body=lua_body))
     try:
+        command = ["wrk", f"-t{min(clients, 2)}", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", script.name]
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{CLIENTS}", f"-d{seconds}s", "-s", script.name, f"{base_url}{paths[0]}"],
+            [*command, f"{base_url}{paths[0]}"],
             capture_output=True,
             text=True,
             timeout=seconds + 60,
@@ -321,7 +341,15 @@ def _wrk(base_url: str, token: str, method: str, paths: list[str], body: Any, se
     if non_2xx:
         raise RuntimeError(f"wrk: {non_2xx.strip()}")
     rate = next(line for line in out.splitlines() if line.startswith("Requests/sec:"))
-    return float(rate.split(":")[1])
+    median = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("50%"))
+    return float(rate.split(":")[1]), _wrk_ms(median)
+
+
+def _wrk_ms(value: str) -> float:
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if value.endswith(unit):
+            return float(value.removesuffix(unit)) * factor
+    raise ValueError(f"wrk latency {value!r}")
 
 
 async def _httpx_rate(base_url: str, token: str, method: str, paths: list[str], body: Any, seconds: int) -> float:

@@ -21,6 +21,7 @@ from sessions_app.conf import app_settings
 from sessions_app.errors import Forbidden, NotFound
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
+from sessions_app.infra.db_threads import after_commit
 from sessions_app.infra.live_state import Event
 from sessions_app.models import IN_FLIGHT, ChatSession, HeldCancel, Turn
 from sessions_app.schemas import CancelFilter
@@ -172,7 +173,7 @@ def cancel_locked(
     outcome.events.extend(build.turn_end(t) for t in outcome.ended)
     if to_signal:
         session_id = str(session.pk)
-        transaction.on_commit(lambda: live_state.signal_cancel_sync(session_id, to_signal))
+        after_commit(lambda: live_state.signal_cancel_sync(session_id, to_signal))
     return outcome
 
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from django.db import transaction
-
 from sessions_app.events.archive import archiver
 from sessions_app.infra import live_state
+from sessions_app.infra.db_threads import after_commit
 from sessions_app.infra.live_state import Event
 
 
@@ -38,4 +37,4 @@ def on_commit(session_id: str, events: Sequence[Event]) -> None:
     """Publish once the surrounding transaction commits; nothing if it rolls back."""
     batch = list(events)
     if batch:
-        transaction.on_commit(lambda: now(session_id, batch))
+        after_commit(lambda: now(session_id, batch))

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from django.db import transaction
 from django.dispatch import Signal
 
 from sessions_app import signals
+from sessions_app.infra.db_threads import after_commit
 from sessions_app.models import MessageNode, Turn
 
 # Sent after commit with the pks of turns that became active and wait for a worker. Sent
@@ -45,4 +45,4 @@ def created(nodes: Sequence[MessageNode]) -> None:
 def ended_on_commit(turns: Sequence[Turn]) -> None:
     if turns:
         ended_turns = list(turns)
-        transaction.on_commit(lambda: ended(ended_turns))
+        after_commit(lambda: ended(ended_turns))

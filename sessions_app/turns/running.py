@@ -16,6 +16,7 @@ from django.utils import timezone
 from sessions_app.conf import app_settings
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
+from sessions_app.infra.db_threads import after_commit
 from sessions_app.infra.live_state import Event
 from sessions_app.models import MessageNode, Policy, Turn, TurnStatus
 from sessions_app.tree import context_nodes, context_path
@@ -69,7 +70,7 @@ def turn_finish(outcome: TurnOutcome) -> bool:
         if ended is None:
             return False
         emit.on_commit(outcome.session_id, ended.events)
-        transaction.on_commit(partial(_after_finishes, [ended]))
+        after_commit(partial(_after_finishes, [ended]))
     return True
 
 
@@ -120,7 +121,7 @@ def turns_finish(outcomes: Sequence[TurnOutcome]) -> list[bool | Exception]:
             finished = [_finish_locked(o, in_flight.get(o.session_id, [])) for o in outcomes]
             ended = [e for e in finished if e is not None]
             if ended:
-                transaction.on_commit(partial(_publish_ended, ended))
+                after_commit(partial(_publish_ended, ended))
     except Exception:
         logger.warning("ending a group of turns failed; ending them one by one", exc_info=True)
         return [_one(partial(turn_finish, o)) for o in outcomes]

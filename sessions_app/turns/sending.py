@@ -30,7 +30,7 @@ from sessions_app.cancellation.services import cancel_locked, client_id_of, take
 from sessions_app.conf import app_settings
 from sessions_app.errors import Busy, ChatError, Conflict, Invalid, NotFound, QueueFull, RateLimited, TooLarge
 from sessions_app.events import build, emit
-from sessions_app.infra import live_state
+from sessions_app.infra import db_threads, live_state
 from sessions_app.infra.live_state import Event
 from sessions_app.infra.sql import insert_new
 from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Role, Turn, TurnStatus
@@ -505,7 +505,7 @@ def _emit_on_commit(plans: list[_Plan]) -> None:
         announce.ended([turn for turn in turns if turn.is_ended])
 
     # The sessions' updated_at moves when their `message` events are archived (events.py).
-    transaction.on_commit(after_commit)
+    db_threads.after_commit(after_commit)
 
 
 # --- repeated sends ----------------------------------------------------------------------

@@ -22,18 +22,11 @@ from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
 
 from sessions_app.conf import app_settings
-from sessions_app.web import tokens
+from sessions_app.web import token_cache, tokens
 
 
-def user_for_token(key: str) -> Any:
-    """The active user an API token belongs to, or None if it is unknown, expired or
-    revoked (the one token check, shared by the websocket and the HTTP API)."""
-    return tokens.user_for_key(key)
-
-
-@database_sync_to_async
-def _user_for_token(key: str) -> Any:
-    return user_for_token(key) or AnonymousUser()
+async def _user_for_token(key: str) -> Any:
+    return await token_cache.user_for_token(key) or AnonymousUser()
 
 
 @database_sync_to_async

@@ -1,23 +1,34 @@
 """The HTTP entry of the ASGI application: Django's handler, with the API's requests kept
-off a thread of their own.
+off threads altogether.
 
 Django runs each ASGI request in a `ThreadSensitiveContext`, so that the request's sync
 steps share one thread; asgiref starts that thread at the request's first sync step, and
-Django always has two (the `request_started` receivers and `response.close()`, which sends
-`request_finished`). Starting a thread costs this machine ~0.4 ms, most of a trivial API
-request. The API's views are async and use the database only on database threads
-(`infra/db_threads.db`), so its two sync steps, which only close connections of the
-thread they run on, run on the process's shared sync thread instead (decision 024).
-Pages and the admin, whose views are sync, keep Django's thread per request.
+Django always has two: the `request_started` receivers and `response.close()`, which sends
+`request_finished`. Starting a thread costs this machine ~0.4 ms, and even the process's
+shared sync thread costs a hop (~0.3 ms) of a trivial API request's ~1 ms. The API's views
+are async and use the database only on database threads (`infra/db_threads.db`), so their
+two sync steps, which only reset the query log and close the database connections and
+caches of the thread they run on (the event loop's, which holds none), run on the loop:
+`request_started` through an async receiver, the response's close inline (decisions 024
+and 025).
+A receiver a site connects to `request_finished` therefore runs on the event loop after an
+API request: it must not block (Django's own do not). Pages and the admin, whose views are
+sync, keep Django's thread per request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from django.core import signals
-from django.core.handlers.asgi import ASGIHandler
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.db import close_old_connections, reset_queries
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+from django.urls import set_script_prefix
 
 API_PREFIX = "/api/"
 
@@ -25,9 +36,48 @@ API_PREFIX = "/api/"
 class HttpHandler(ASGIHandler):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope.get("path", "").startswith(API_PREFIX):
-            await self.handle(scope, receive, send)
+            await self.handle_on_loop(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
+
+    async def handle_on_loop(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Django's `handle`, with the response closed on the loop: the view runs until it
+        answers or the client disconnects (then it is cancelled, as in Django)."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        await signals.request_started.asend(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        try:
+            if request is not None:
+                response = await self._response_unless_disconnected(request, receive)
+            if response is not None:
+                with contextlib.suppress(asyncio.CancelledError):  # the client left meanwhile
+                    await self.send_response(response, send)
+        finally:
+            body_file.close()
+            if response is None:
+                await signals.request_finished.asend(sender=self.__class__)
+            else:
+                response.close()
+
+    async def _response_unless_disconnected(self, request: HttpRequest, receive: Any) -> HttpResponseBase | None:
+        view = asyncio.ensure_future(self.run_get_response(request))
+        disconnect = asyncio.ensure_future(self.listen_for_disconnect(receive))
+        try:
+            await asyncio.wait([view, disconnect], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server is stopping: nothing outlives the request
+            view.cancel()
+            disconnect.cancel()
+            raise
+        for task in (disconnect, view):  # the listener first: the view is kept if it answered
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RequestAborted):
+                await task
+        return view.result() if not view.cancelled() else None
 
 
 def http_application() -> HttpHandler:

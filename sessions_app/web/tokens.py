@@ -40,11 +40,15 @@ def issue(user: AbstractBaseUser) -> str:
     return str(key)
 
 
+def well_formed(key: str) -> bool:
+    return bool(key) and len(key) <= MAX_KEY_CHARS and key.isascii()
+
+
 def lookup(key: str) -> tuple[AbstractBaseUser, AuthToken] | None:
     """The active user and token row of an API token key; None if it is unknown, expired
     (then deleted) or its user is inactive. One query by primary key."""
     key = key.strip()
-    if not key or len(key) > MAX_KEY_CHARS or not key.isascii():
+    if not well_formed(key):
         return None
     row = AuthToken.objects.select_related("user").filter(digest=hash_token(key)).first()
     if row is None:
@@ -55,11 +59,6 @@ def lookup(key: str) -> tuple[AbstractBaseUser, AuthToken] | None:
     if not row.user.is_active:
         return None
     return row.user, row
-
-
-def user_for_key(key: str) -> AbstractBaseUser | None:
-    found = lookup(key)
-    return None if found is None else found[0]
 
 
 def revoke(*, user: AbstractBaseUser, key: str | None = None) -> int:

@@ -1,5 +1,6 @@
 """Who is asking, for the HTTP API: `Authorization: Token <key>` (API clients), or the
-Django session cookie with its CSRF token (the browser page). Both look the user up on a
+Django session cookie with its CSRF token (the browser page). A token the process has
+checked before costs one Redis read (web/token_cache.py); the database is read on a
 database thread, so a request never waits for another on Django's one shared sync thread."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from ninja.utils import check_csrf
 
 from sessions_app.errors import Forbidden, Unauthenticated
 from sessions_app.infra.db_threads import db
-from sessions_app.web.auth import user_for_token
+from sessions_app.web import token_cache
 
 
 class TokenAuth(APIKeyHeader):
@@ -27,7 +28,7 @@ class TokenAuth(APIKeyHeader):
         kind, _, token = key.partition(" ")
         if kind.lower() != "token" or not token.strip():
             raise Unauthenticated("use the header 'Authorization: Token <key>'")
-        user = await db(user_for_token)(token.strip())
+        user = await token_cache.user_for_token(token)
         if user is None:
             raise Unauthenticated("invalid or expired token")
         return user
