@@ -1,10 +1,15 @@
 """ORM calls from async code: on a worker thread, never on the event loop.
 
-`db(fn)` also answers first: what `fn` registers with `after_commit` runs on the same
-thread once the awaiting coroutine has its answer. A send's or a cancel's Redis work after
-its commit (publishing its events, handing turns to the workers, signalling a worker) takes
-~1 to 2 ms; the HTTP answer or websocket ack no longer waits for it (decision 024). The
-work itself starts as soon as before, so what devices see is not delayed.
+`db(fn)` answers once `fn` and the work it registered to run after its commit are done (as
+with `transaction.on_commit`, a failure of that work is the caller's).
+
+`answering_first(fn)` answers as soon as `fn` returns, with a future that the work `fn`
+registered with `after_commit` settles when done: that work runs next, on the same thread,
+in order, each failure logged. A send's or a cancel's Redis work after its commit
+(publishing its events, handing its turns to the workers, signalling a worker: ~1 to 2 ms)
+then does not hold up an HTTP answer; the work starts as soon as before, so devices see
+nothing later. A websocket ack still waits for it, so that a device has the events of its
+own command when the ack comes (decision 025).
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ _deferred = _Deferred()
 
 
 def after_commit(work: Callable[[], Any]) -> None:
-    """`transaction.on_commit(work)`; inside `db()`, `work` runs once the awaiting coroutine
-    has been answered (in order, each failure logged). Elsewhere it runs at the commit."""
+    """`transaction.on_commit(work)`; inside `answering_first(fn)`, `work` runs once `fn`
+    has answered (in order, each failure logged)."""
 
     def committed() -> None:
         if _deferred.work is None:
@@ -54,46 +59,70 @@ def db(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[T] = loop.create_future()
         context = contextvars.copy_context()
-        loop.run_in_executor(None, context.run, _run, loop, answer, fn, args, kwargs)
+        loop.run_in_executor(None, context.run, _run, loop, answer, None, fn, args, kwargs)
         return await answer
 
     return call
 
 
+def answering_first(fn: Callable[..., T]) -> Callable[..., Awaitable[tuple[T, asyncio.Future[None]]]]:
+    """`db(fn)`, answering `(result, after)` as soon as `fn` returns: `after` is settled
+    (never with an error) once the work `fn` registered with `after_commit` has run."""
+
+    async def call(*args: Any, **kwargs: Any) -> tuple[T, asyncio.Future[None]]:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = loop.create_future()
+        after: asyncio.Future[None] = loop.create_future()
+        context = contextvars.copy_context()
+        loop.run_in_executor(None, context.run, _run, loop, answer, after, fn, args, kwargs)
+        return await answer, after
+
+    return call
+
+
 def _run(
-    loop: asyncio.AbstractEventLoop, answer: asyncio.Future[T], fn: Callable[..., T], args: Any, kwargs: Any
+    loop: asyncio.AbstractEventLoop,
+    answer: asyncio.Future[T],
+    after: asyncio.Future[None] | None,
+    fn: Callable[..., T],
+    args: Any,
+    kwargs: Any,
 ) -> None:
+    """Run `fn` on this thread; answer; then, if `after` is given, the deferred work."""
     work: list[Callable[[], Any]] = []
-    _deferred.work = work
+    _deferred.work = work if after is not None else None
     try:
         close_old_connections()
         result = fn(*args, **kwargs)
     except BaseException as exc:
-        _answer(loop, answer, None, exc)
+        _settle_soon(loop, answer, None, exc)
     else:
-        _answer(loop, answer, result, None)
+        _settle_soon(loop, answer, result, None)
     finally:
         _deferred.work = None
+    if after is None:
+        return
     for item in work:
         try:
             item()
         except Exception:
             logger.exception("work after a commit failed")
+    _settle_soon(loop, after, None, None)
 
 
-def _answer(
-    loop: asyncio.AbstractEventLoop, answer: asyncio.Future[Any], result: Any, exc: BaseException | None
+def _settle_soon(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any, exc: BaseException | None
 ) -> None:
     try:
-        loop.call_soon_threadsafe(_settle, answer, result, exc)
+        loop.call_soon_threadsafe(_settle, future, result, exc)
     except RuntimeError:  # the loop closed meanwhile (shutdown): no one is waiting
         pass
 
 
-def _settle(answer: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if answer.done():  # its caller was cancelled meanwhile
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():  # its caller was cancelled meanwhile
         return
     if exc is not None:
-        answer.set_exception(exc)
+        future.set_exception(exc)
     else:
-        answer.set_result(result)
+        future.set_result(result)

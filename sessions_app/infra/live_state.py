@@ -18,6 +18,7 @@ import hashlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -360,7 +361,8 @@ def frames_for(first_seq: int, bodies: Sequence[bytes]) -> list[str]:
 
 _sync_lock = threading.Lock()
 _sync_client: redis.Redis | None = None
-_async_clients: dict[int, aioredis.Redis] = {}
+# Per event loop, forgotten with it (an id could be reused by a later loop).
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
 # A burst beyond the pool's size waits for a free connection rather than failing.
 _POOL_WAIT_SECONDS = 20
 
@@ -380,13 +382,13 @@ def sync_redis() -> redis.Redis:
 def async_redis() -> aioredis.Redis:
     """One client per event loop: asyncio connections cannot cross loops."""
     loop = asyncio.get_running_loop()
-    client = _async_clients.get(id(loop))
+    client = _async_clients.get(loop)
     if client is None:
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.REDIS_URL, max_connections=app_settings.REDIS_MAX_CONNECTIONS, timeout=_POOL_WAIT_SECONDS
         )
         client = aioredis.Redis(connection_pool=pool)
-        _async_clients[id(loop)] = client
+        _async_clients[loop] = client
     return client
 
 

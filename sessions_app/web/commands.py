@@ -5,6 +5,7 @@ call on a database thread, never on the event loop or Django's one shared sync t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -12,7 +13,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from sessions_app.cancellation.services import CancelOutcome, turns_cancel
 from sessions_app.infra.batching import GroupedCall, grouped
-from sessions_app.infra.db_threads import db
+from sessions_app.infra.db_threads import answering_first
 from sessions_app.ops import metrics
 from sessions_app.schemas import CancelFilter, SendBody
 from sessions_app.turns.sending import SendRequest, SendResult, turns_send
@@ -24,16 +25,33 @@ from sessions_app.turns.sending import SendRequest, SendResult, turns_send
 SEND_SET_LIMIT = 128
 
 
-async def send(*, session_id: Any, user: AbstractBaseUser, body: SendBody) -> SendResult:
-    """Start (or queue) a turn; raises the send's error (a ChatError)."""
-    sends = grouped("send", lambda: GroupedCall.on_thread(turns_send, max_batch=SEND_SET_LIMIT))
+async def send(*, session_id: Any, user: AbstractBaseUser, body: SendBody, events_first: bool = True) -> SendResult:
+    """Start (or queue) a turn; raises the send's error (a ChatError). `events_first`: return
+    once the send's events are published (a websocket's ack follows them); else as soon as
+    it has committed (an HTTP answer)."""
+    sends = grouped("send", _send_sets)
     started = time.perf_counter()
-    result = await sends.call(SendRequest(session_id, user, body))
+    result, published = await sends.call(SendRequest(session_id, user, body))
     metrics.SEND_SECONDS.observe(time.perf_counter() - started)
+    if events_first:
+        await published
     return result
 
 
-async def cancel(*, session_id: Any, user: AbstractBaseUser, flt: CancelFilter) -> CancelOutcome:
-    """Cancel what the filter matches that the user may cancel."""
-    outcome: CancelOutcome = await db(turns_cancel)(session_id=session_id, user=user, flt=flt)
+def _send_sets() -> GroupedCall[SendRequest, tuple[SendResult, asyncio.Future[None]]]:
+    async def run(requests: list[SendRequest]) -> list[tuple[SendResult, asyncio.Future[None]] | Exception]:
+        outcomes, published = await answering_first(turns_send)(requests)
+        return [o if isinstance(o, Exception) else (o, published) for o in outcomes]
+
+    return GroupedCall(run, max_batch=SEND_SET_LIMIT)
+
+
+async def cancel(
+    *, session_id: Any, user: AbstractBaseUser, flt: CancelFilter, events_first: bool = True
+) -> CancelOutcome:
+    """Cancel what the filter matches that the user may cancel (`events_first` as for
+    `send`)."""
+    outcome, published = await answering_first(turns_cancel)(session_id=session_id, user=user, flt=flt)
+    if events_first:
+        await published
     return outcome

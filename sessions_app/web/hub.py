@@ -31,6 +31,7 @@ import os
 import socket
 import sys
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
@@ -356,13 +357,14 @@ def _close_before_daphne_stops(instance: Hub) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", close)  # type: ignore[attr-defined]
 
 
-_hubs: dict[int, Hub] = {}
+# Per event loop, forgotten with it (an id could be reused by a later loop).
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
 
 
 def hub() -> Hub:
     """The hub of the running event loop (one per Daphne process)."""
     loop = asyncio.get_running_loop()
-    instance = _hubs.get(id(loop))
+    instance = _hubs.get(loop)
     if instance is None:
-        instance = _hubs[id(loop)] = Hub()
+        instance = _hubs[loop] = Hub()
     return instance

@@ -17,7 +17,9 @@ from knox.models import AuthToken
 from sessions_app.infra import live_state
 from sessions_app.web import token_cache, tokens
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# A loop of each test's own: its database threads (and their connections) end with it, and
+# do not serve later tests that have no database.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="function")]
 
 
 @pytest.fixture

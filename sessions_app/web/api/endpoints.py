@@ -145,7 +145,7 @@ def _member_leave(user: AbstractBaseUser, session_id: str) -> None:
 async def send(request: HttpRequest, session_id: str, body: SendBody) -> HttpResponse:
     """Send message(s): a turn starts, queues or is refused by the double-texting policy.
     Sends arriving together (over HTTP or websockets) are decided as one set."""
-    result = await commands.send(session_id=session_id, user=_user(request), body=body)
+    result = await commands.send(session_id=session_id, user=_user(request), body=body, events_first=False)
     return json_response(result.as_dict(), status=202 if result.created else 200)
 
 
@@ -177,7 +177,7 @@ def _turn_detail(user: AbstractBaseUser, session_id: str, turn_id: str) -> dict[
 @api.post(S + "/cancel", response={200: CancelOut, **ERRORS}, tags=["turns"])
 async def cancel(request: HttpRequest, session_id: str, body: CancelFilter) -> HttpResponse:
     """Cancel the turns a filter matches (`{}`: the caller's own)."""
-    outcome = await commands.cancel(session_id=session_id, user=_user(request), flt=body)
+    outcome = await commands.cancel(session_id=session_id, user=_user(request), flt=body, events_first=False)
     return json_response(outcome.as_dict())
 
 
