@@ -10,10 +10,18 @@ line (every option of `daphne`), with two differences on websockets:
 - that limit bounds what clients send, not what the server sends: autobahn applies it to
   both, so that under plain `daphne` a snapshot of a session holding more than 1 MiB of
   messages cannot be sent, and its devices cannot connect.
+
+And one on every TCP listener: its listen backlog is LISTEN_BACKLOG (2048, the kernel caps
+it at `net.core.somaxconn`) where Twisted's default is 50. With 50, a hundred clients
+connecting at once overflow the accept queue; the kernel drops the overflow's handshakes
+and the clients retry after one second, then three: sends that arrive together over new
+connections were answered after 1-3 s. An endpoint given with `-e tcp:...:backlog=N` keeps
+its own.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from daphne.cli import CommandLineInterface
@@ -35,11 +43,25 @@ class UnboundedSendProtocol(WebSocketProtocol):
             self.maxMessagePayloadSize = limit
 
 
+LISTEN_BACKLOG = int(os.environ.get("LISTEN_BACKLOG", "2048"))
+
+
+def with_backlog(endpoint: str, backlog: int = LISTEN_BACKLOG) -> str:
+    """A Twisted endpoint description with a listen backlog: TCP ones that name none."""
+    kind = endpoint.split(":", 1)[0]
+    if kind in ("tcp", "tcp6") and ":backlog=" not in endpoint:
+        return f"{endpoint}:backlog={backlog}"
+    return endpoint
+
+
 class CleanCloseServer(Server):
     """Daphne's server, its websocket factory set to fail a connection with a close
     handshake (autobahn's default, `failByDrop`, drops TCP instead) and to build the
     protocol above. Daphne creates the factory in `run()` and offers no option for either,
-    so both are set as the factory is stored."""
+    so both are set as the factory is stored. Its TCP listeners get LISTEN_BACKLOG."""
+
+    def __init__(self, application: Any, endpoints: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(application, [with_backlog(e) for e in endpoints or []], **kwargs)
 
     @property  # type: ignore[override]
     def ws_factory(self) -> Any:

@@ -302,11 +302,21 @@ wrk.headers["Content-Type"] = "application/json"
 local paths = {{{paths}}}
 local body = {body}
 local n = 0
+-- Each wrk thread has a Lua state of its own, with the same random sequence: a thread
+-- number keeps the threads' message ids (and their first paths) apart.
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("number", threads)
+end
+function init(args)
+  n = number * 7919
+end
 request = function()
   n = n + 1
   local path = paths[(n % #paths) + 1]
   if body == nil then return wrk.format(nil, path) end
-  local id = string.format("rps-%d-%d-%d", math.random(1, 1000000000), n, os.time())
+  local id = string.format("rps-%d-%d-%d", number, n, os.time())
   return wrk.format(nil, path, nil, string.format(body, id))
 end
 """
