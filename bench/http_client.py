@@ -30,6 +30,11 @@ class _Connection:
         self.reader, self.writer = reader, writer
         self.protocol = h11.Connection(h11.CLIENT)
 
+    @property
+    def reusable(self) -> bool:
+        """Ready for the next request (an answer with `Connection: close` leaves it not)."""
+        return self.protocol.our_state is h11.IDLE and self.protocol.their_state is h11.IDLE
+
     async def exchange(self, request: h11.Request, body: bytes) -> tuple[int, bytes]:
         out = self.protocol.send(request) or b""
         if body:
@@ -49,7 +54,8 @@ class _Connection:
             elif isinstance(event, h11.Data):
                 chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
-                self.protocol.start_next_cycle()
+                if self.protocol.our_state is h11.DONE and self.protocol.their_state is h11.DONE:
+                    self.protocol.start_next_cycle()
                 return status, b"".join(chunks)
 
     def close(self) -> None:
@@ -89,7 +95,10 @@ class LeanHttp:
             connection.close()
             raise
         elapsed = time.perf_counter() - started
-        self._idle.append(connection)
+        if connection.reusable:
+            self._idle.append(connection)
+        else:
+            connection.close()
         if status >= 400:
             raise HttpError(status, answer)
         return elapsed, json.loads(answer) if answer else None
