@@ -43,7 +43,14 @@ class UnboundedSendProtocol(WebSocketProtocol):
             self.maxMessagePayloadSize = limit
 
 
-LISTEN_BACKLOG = int(os.environ.get("LISTEN_BACKLOG", "2048"))
+def _listen_backlog() -> int:
+    value = os.environ.get("LISTEN_BACKLOG", "2048")
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"LISTEN_BACKLOG must be a positive whole number, not {value!r}")
+    return int(value)
+
+
+LISTEN_BACKLOG = _listen_backlog()
 
 
 def with_backlog(endpoint: str, backlog: int = LISTEN_BACKLOG) -> str:
