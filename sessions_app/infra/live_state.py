@@ -262,6 +262,12 @@ class Keys:
         return f"{key_prefix()}:cancel"
 
     @staticmethod
+    def offered_turns() -> str:
+        """The list on which workers waiting for work block; a set of turns (a JSON list
+        of pks) pushed to it goes to one of them or is taken back at once (decision 027)."""
+        return f"{key_prefix()}:offered-turns"
+
+    @staticmethod
     def workers() -> str:
         """Sorted set of worker ids scored by their last heartbeat."""
         return f"{key_prefix()}:workers"
@@ -666,6 +672,26 @@ def expire_live_contents_sync(answers: Sequence[tuple[str, str]], seconds: int =
         for key in _live_keys(session_id, message_id):
             pipe.expire(key, seconds)
     pipe.execute()
+
+
+def offer_turns_sync(turn_pks: Sequence[int]) -> bool:
+    """Offer a set of turns to the workers waiting for work (`take_offered_turns`); whether
+    one took it. One round trip: Redis hands a pushed element to a client blocked on the
+    list as soon as the push has run, before the next command of the pipeline (not inside
+    MULTI or a script), so the LREM takes the offer back only if no worker was waiting."""
+    key = Keys.offered_turns()
+    offer = orjson.dumps(list(turn_pks)).decode()
+    pipe = sync_redis().pipeline(transaction=False)
+    pipe.rpush(key, offer)
+    pipe.lrem(key, 1, offer)
+    _pushed, taken_back = pipe.execute()
+    return not taken_back
+
+
+async def take_offered_turns(wait_seconds: float) -> list[int] | None:
+    """The oldest offered set of turns, waiting up to `wait_seconds` for one; None if none."""
+    popped = await async_redis().blpop([Keys.offered_turns()], timeout=wait_seconds)
+    return None if popped is None else [int(pk) for pk in orjson.loads(popped[1])]
 
 
 def signal_cancel_sync(session_id: str, turn_pks: Sequence[int]) -> None:

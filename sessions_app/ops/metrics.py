@@ -50,6 +50,12 @@ CANCEL_SECONDS = Histogram(
     "From a cancel's commit to the end of the active turn it stopped (hosts' clocks apart).",
     buckets=_LATENCY_BUCKETS,
 )
+HANDOVERS = Counter(
+    "chat_turn_sets_handed_over",
+    "Sets of started turns handed to the workers, by way: to a worker waiting for work, or as "
+    "a Celery task (no worker was waiting: all full, or none running).",
+    ["way"],
+)
 WEBSOCKETS = Gauge("chat_websocket_connections", "Open websocket connections.", multiprocess_mode="livesum")
 HEARTBEATS = Counter("chat_worker_heartbeats", "Heartbeats written by worker processes.")
 ERRORS = Counter(

@@ -7,11 +7,15 @@ turn this process runs, plus background duties:
 - the heartbeat: this worker's liveness in a sorted set;
 - the reaper: ends turns whose worker stopped heartbeating with error `worker_lost`, hands
   again to the workers the active turns nobody claimed whose task was lost (Redis lost its
-  queue), and ends turns an interrupt waits for too long.
+  queue), and ends turns an interrupt waits for too long;
+- the offer taker: while this process streams fewer sets of turns than its pool has
+  threads, it waits for work on the Redis list of offered turns, and starts a set it is
+  handed at once (decision 027).
 
-Celery pool threads call `engine().run_many(turn_pks)` with the turns a set of sends started
-together (often one) and block until those turns end, so the pool's size bounds how many
-tasks, and so sets of turns, a process streams at once.
+A set of turns that started together (a set of sends, often one turn) reaches a worker in
+one of two ways: handed to a worker waiting for work (the taker above), or, when none is
+waiting, as a Celery task: a pool thread calls `engine().run_many(turn_pks)` and blocks until
+those turns end. Either way the pool's size bounds how many sets a process streams at once.
 
 The database or Redis away for a while: a claim or a finish is tried again until it goes
 through (a turn is never left half-done by a blip), the duties go on once they are back.
@@ -33,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import orjson
-from celery.signals import worker_shutdown
+from celery.signals import worker_shutdown, worker_shutting_down
 from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -70,6 +74,8 @@ CLAIM_SET_LIMIT = 128
 TRANSIENT = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
 CLAIM_RETRY_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 2.0
+# How long one wait for an offer lasts (then the taker checks it should still take any).
+OFFER_WAIT_SECONDS = 5.0
 
 
 async def _persist(what: str, call: Callable[[], Awaitable[T]], give_up_after: float | None) -> T:
@@ -109,6 +115,13 @@ class Engine:
         self._started = time.time()
         self._unclaimed_since: dict[int, float] = {}
         self._duties: set[asyncio.Task[Any]] = set()
+        # Sets of turns streaming in this process (from tasks or offers), and how many may
+        # before the offer taker stops taking offers (the pool's size; 0: takes none).
+        self._sets_running = 0
+        self._sets_limit = 0
+        self._room = asyncio.Event()
+        self._offer_taker: asyncio.Task[None] | None = None
+        self._offered_sets: set[asyncio.Task[None]] = set()
         metrics.serve_worker_metrics()  # without a metrics directory: this process's own
         self._thread = threading.Thread(target=self._main, name="turn-engine", daemon=True)
         self._ready = threading.Event()
@@ -120,10 +133,20 @@ class Engine:
     def run_many(self, turn_pks: list[int]) -> None:
         asyncio.run_coroutine_threadsafe(self._run_turns(turn_pks), self.loop).result()
 
+    def take_offers(self, sets_limit: int) -> None:
+        """Wait for offered turns while fewer than `sets_limit` sets stream here."""
+        self.loop.call_soon_threadsafe(self._start_taking_offers, sets_limit)
+
+    def stop_taking_offers(self) -> None:
+        self.loop.call_soon_threadsafe(self._stop_taking_offers)
+
     def close(self, timeout: float = 10) -> None:
-        """Cancel and await every task of the loop, then stop it (the worker shuts down)."""
+        """Let the sets of turns taken from offers end (as Celery's warm shutdown lets its
+        tasks end), then cancel and await every task of the loop and stop it."""
         if self.loop.is_closed() or not self.loop.is_running():
             return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._offered_sets_ended(), self.loop).result()
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(self._aclose(), self.loop).result(timeout)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -138,6 +161,47 @@ class Engine:
             self._duties.add(task)
         self.loop.call_soon(self._ready.set)
         self.loop.run_forever()
+
+    # --- offered turns ---
+
+    def _start_taking_offers(self, sets_limit: int) -> None:
+        self._sets_limit = sets_limit
+        self._update_room()
+        if self._offer_taker is None:
+            self._offer_taker = self.loop.create_task(self._forever(self._take_offers), name="engine-take-offers")
+            self._duties.add(self._offer_taker)
+
+    def _stop_taking_offers(self) -> None:
+        if self._offer_taker is not None:
+            self._offer_taker.cancel()
+
+    def _update_room(self) -> None:
+        if self._sets_running < self._sets_limit:
+            self._room.set()
+        else:
+            self._room.clear()
+
+    async def _take_offers(self) -> None:
+        """Block on the offers while there is room. A set handed over between the pop and
+        the claim is lost if this process dies then: a reaper hands its turns out again
+        after WORKER_LOST_AFTER_SECONDS, as for a lost task."""
+        while True:
+            await self._room.wait()
+            turn_pks = await live_state.take_offered_turns(OFFER_WAIT_SECONDS)
+            if turn_pks:
+                offered = self.loop.create_task(self._run_turns(turn_pks))
+                self._offered_sets.add(offered)
+                offered.add_done_callback(self._offered_set_done)
+
+    def _offered_set_done(self, offered: asyncio.Task[None]) -> None:
+        """Log what a Celery task's failure would have logged (a claim that gave up)."""
+        self._offered_sets.discard(offered)
+        if not offered.cancelled() and offered.exception() is not None:
+            logger.error("running offered turns failed", exc_info=offered.exception())
+
+    async def _offered_sets_ended(self) -> None:
+        self._stop_taking_offers()
+        await asyncio.gather(*self._offered_sets, return_exceptions=True)
 
     async def _aclose(self) -> None:
         current = asyncio.current_task()
@@ -169,9 +233,17 @@ class Engine:
         return min(app_settings.COALESCE_WINDOW_MS, app_settings.COALESCE_PER_TURN_MS * others) / 1000
 
     async def _run_turns(self, turn_pks: list[int]) -> None:
-        await asyncio.gather(*(self._run_turn(pk) for pk in turn_pks))
+        self._sets_running += 1
+        self._update_room()
+        try:
+            await asyncio.gather(*(self._run_turn(pk) for pk in turn_pks))
+        finally:
+            self._sets_running -= 1
+            self._update_room()
 
     async def _run_turn(self, turn_pk: int) -> None:
+        if turn_pk in self.aborts:
+            return  # this process runs it already (handed out twice: a reaper, a redelivery)
         abort = asyncio.Event()
         self.aborts[turn_pk] = abort  # before the claim reads the cancel flag: no cancel slips by
         metrics.TURNS_STREAMING.inc()
@@ -304,6 +376,15 @@ def engine() -> Engine:
         if _engine is None:
             _engine = Engine()
         return _engine
+
+
+@worker_shutting_down.connect
+def stop_taking_offers(**_kwargs: Any) -> None:
+    """Celery starts to shut down: take no more offered turns (their tasks go to others)."""
+    with _engine_lock:
+        running = _engine
+    if running is not None:
+        running.stop_taking_offers()
 
 
 @worker_shutdown.connect

@@ -1,0 +1,90 @@
+"""How a started turn reaches a worker (decision 027): handed straight to a worker waiting
+for work, with no Celery task; as a Celery task when no worker waits; and, should the
+worker it was handed to die before claiming it, handed out again by another's reaper."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+
+import httpx
+import redis
+
+from tests.faults.helpers import assert_shows_what_the_server_stored, settled
+from tests.integration.helpers import session_with
+
+
+def wait_for_waiting_workers(client: redis.Redis, count: int, timeout: float = 30) -> None:
+    """Until `count` clients block on the offered turns (the workers' takers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(1 for c in client.client_list() if c.get("cmd") == "blpop") >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{count} worker(s) never waited for offered turns")
+
+
+def celery_publishes(client: redis.Redis) -> int:
+    """Messages published to Celery's queues so far (kombu's Redis transport LPUSHes them)."""
+    return int(client.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
+
+
+def handed_over(base_url: str, way: str) -> float:
+    """The web process's count of sets handed over that way (its /metrics)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    match = re.search(rf'^chat_turn_sets_handed_over_total{{way="{way}"}} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_a_waiting_worker_takes_a_turn_without_a_celery_task(fault_redis, fault_stack, login):
+    stack = fault_stack(redis_url=fault_redis.url)
+    alice = await login(stack.base_url, "alice")
+    session = await session_with(alice, tokens=20, rate=200)
+    device = await alice.connect(session["id"])
+    wait_for_waiting_workers(fault_redis.client(), 1)
+
+    turns = [await device.send(f"question {n}") for n in range(3)]
+
+    for turn in turns:
+        assert await settled(device, turn.turn_id) == "complete"
+    assert celery_publishes(fault_redis.client()) == 0
+    assert handed_over(stack.base_url, "waiting_worker") == 3
+    assert handed_over(stack.base_url, "celery_task") == 0
+    await assert_shows_what_the_server_stored(alice, session["id"], device)
+
+
+async def test_a_turn_no_worker_waits_for_goes_as_a_celery_task(fault_redis, fault_stack, login):
+    stack = fault_stack(redis_url=fault_redis.url, workers=0)
+    alice = await login(stack.base_url, "alice")
+    session = await session_with(alice, tokens=20, rate=200)
+    device = await alice.connect(session["id"])
+
+    turn = await device.send("waiting for a worker")
+    assert turn.status == "active"
+    assert celery_publishes(fault_redis.client()) == 1  # its task waits in the queue
+    assert handed_over(stack.base_url, "celery_task") == 1
+    stack.start_worker()
+
+    assert await settled(device, turn.turn_id) == "complete"
+    await assert_shows_what_the_server_stored(alice, session["id"], device)
+
+
+async def test_a_turn_whose_worker_died_before_claiming_it_is_handed_out_again(fault_redis, fault_stack, login):
+    stack = fault_stack(redis_url=fault_redis.url, env={"CHAT_HAND_OUT_LOST_TASKS": "true"})
+    alice = await login(stack.base_url, "alice")
+    session = await session_with(alice, tokens=20, rate=200)
+    device = await alice.connect(session["id"])
+    wait_for_waiting_workers(fault_redis.client(), 1)
+    worker = stack.processes["worker"]
+    worker.send_signal(signal.SIGSTOP)  # still blocked on the offers: Redis hands it the next one
+
+    turn = await device.send("handed to a worker that dies")
+    assert turn.status == "active"
+    assert celery_publishes(fault_redis.client()) == 0  # it went to the stopped worker
+    stack.kill("worker")
+    stack.start_worker("worker-2")
+
+    assert await settled(device, turn.turn_id) == "complete"  # worker-2's reaper handed it out again
+    assert "handing out again turns whose task was lost" in stack.log_text("worker-2")
+    await assert_shows_what_the_server_stored(alice, session["id"], device)
