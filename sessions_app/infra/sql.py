@@ -5,7 +5,7 @@ database stores them. Every value goes to the database as a parameter."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -53,6 +53,29 @@ def execute(sql: str, params: Sequence[Any]) -> int:
     with database().cursor() as cursor:
         cursor.execute(sql, params)
         return int(cursor.rowcount)
+
+
+def update(model: type[Model], changes: Mapping[str, Any], where: Mapping[str, Any]) -> int:
+    """`model.objects.filter(**where).update(**changes)` for plain values and equality
+    filters (a list or tuple: IN), as one statement that skips the ORM's compilation
+    (~0.2 ms of Python per update here; a cancel and a turn's end make three). Values go
+    through their field's `get_db_prep_save` (filters: `get_db_prep_value`), as in the ORM's
+    own update; like it, no signal and no `auto_now`. The number of rows changed."""
+    db = database()
+    assignments, conditions, params = [], [], []
+    for name, value in changes.items():
+        field: Any = model._meta.get_field(name)
+        assignments.append(f"{db.ops.quote_name(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, db))
+    for name, value in where.items():
+        field = model._meta.get_field(name)
+        if isinstance(value, list | tuple):
+            conditions.append(f"{db.ops.quote_name(field.column)} IN ({marks(value)})")
+            params.extend(field.get_db_prep_value(item, db) for item in value)
+        else:
+            conditions.append(f"{db.ops.quote_name(field.column)} = %s")
+            params.append(field.get_db_prep_value(value, db))
+    return execute(f"UPDATE {table(model)} SET {', '.join(assignments)} WHERE {' AND '.join(conditions)}", params)
 
 
 # Values per INSERT statement at most: under SQLite's oldest bound on parameters (999).

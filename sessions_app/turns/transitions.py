@@ -1,5 +1,6 @@
 """The turn state machine: every change of a turn's state is a function here, and each is
-one guarded `UPDATE … WHERE status = …` whose row count says whether it happened.
+one guarded `UPDATE … WHERE status = …` whose row count says whether it happened (the
+cancel's and the end's as plain statements: they are on every cancel's path).
 
     queued ──activate──▶ active ──claim──▶ active, claimed by a worker ──finish──▶ complete
        │                   │                       │                              cancelled
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 
 from django.utils import timezone
 
+from sessions_app.infra.sql import update
 from sessions_app.models import IN_FLIGHT, MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.turns._queries import ClaimRow, claim_turns
 from sessions_app.turns.types import TurnOutcome
@@ -43,12 +45,14 @@ def end_unstarted(turn: Turn, *, by: str) -> bool:
     """A turn no worker has claimed (queued, or active and not yet picked up) ends
     `cancelled` without ever calling the model."""
     now = timezone.now()
-    ended = Turn.objects.filter(pk=turn.pk, status__in=IN_FLIGHT, worker_id="").update(
-        status=TurnStatus.CANCELLED, cancel_requested_by=by, ended_at=now
+    ended = update(
+        Turn,
+        {"status": TurnStatus.CANCELLED, "cancel_requested_by": by, "ended_at": now},
+        {"id": turn.pk, "status": list(IN_FLIGHT), "worker_id": ""},
     )
     if not ended:
         return False
-    MessageNode.objects.filter(pk=turn.assistant_message_id or 0).update(status=NodeStatus.CANCELLED)
+    update(MessageNode, {"status": NodeStatus.CANCELLED}, {"id": turn.assistant_message_id or 0})
     turn.status, turn.cancel_requested_by, turn.ended_at = TurnStatus.CANCELLED, by, now
     return True
 
@@ -56,9 +60,8 @@ def end_unstarted(turn: Turn, *, by: str) -> bool:
 def request_cancel(turn: Turn, *, by: str) -> bool:
     """Flag an active turn for cancelling (its worker stops it and ends it `cancelled`);
     False if it has ended or a cancel was asked already."""
-    flagged = Turn.objects.filter(pk=turn.pk, status=TurnStatus.ACTIVE, cancel_requested_by="").update(
-        cancel_requested_by=by
-    )
+    asking = {"id": turn.pk, "status": TurnStatus.ACTIVE, "cancel_requested_by": ""}
+    flagged = update(Turn, {"cancel_requested_by": by}, asking)
     if flagged:
         turn.cancel_requested_by = by
     return bool(flagged)
@@ -69,19 +72,18 @@ def finish(turn: Turn, outcome: TurnOutcome) -> bool:
     if outcome.status not in ENDED:
         raise ValueError(f"a turn cannot end as {outcome.status!r}")
     now = timezone.now()
-    ended = Turn.objects.filter(pk=turn.pk, status=TurnStatus.ACTIVE).update(
-        status=outcome.status,
-        ended_at=now,
-        error_code=outcome.error_code,
-        error_message=outcome.error_message,
-        usage=outcome.usage,
-        finish_reason=outcome.finish_reason,
-    )
-    if not ended:
+    changes = {
+        "status": outcome.status,
+        "ended_at": now,
+        "error_code": outcome.error_code,
+        "error_message": outcome.error_message,
+        "usage": outcome.usage,
+        "finish_reason": outcome.finish_reason,
+    }
+    if not update(Turn, changes, {"id": turn.pk, "status": TurnStatus.ACTIVE}):
         return False
-    MessageNode.objects.filter(pk=turn.assistant_message_id or 0).update(
-        parts=outcome.parts, content_seq=outcome.content_seq, status=outcome.status
-    )
+    answer = {"parts": outcome.parts, "content_seq": outcome.content_seq, "status": outcome.status}
+    update(MessageNode, answer, {"id": turn.assistant_message_id or 0})
     turn.status, turn.ended_at = outcome.status, now
     turn.error_code, turn.error_message = outcome.error_code, outcome.error_message
     turn.usage, turn.finish_reason = outcome.usage, outcome.finish_reason
