@@ -1,6 +1,6 @@
 """The turn state machine: every change of a turn's state is a function here, and each is
-one guarded `UPDATE … WHERE status = …` whose row count says whether it happened (the
-cancel's and the end's as plain statements: they are on every cancel's path).
+one guarded `UPDATE … WHERE status = …` whose row count says whether it happened (as
+plain statements: a cancel, an end and an interrupt's start make several each).
 
     queued ──activate──▶ active ──claim──▶ active, claimed by a worker ──finish──▶ complete
        │                   │                       │                              cancelled
@@ -28,9 +28,9 @@ ENDED = (TurnStatus.COMPLETE, TurnStatus.CANCELLED, TurnStatus.ERROR)
 def activate(turn: Turn) -> bool:
     """A queued turn becomes active (its answer starts streaming)."""
     now = timezone.now()
-    if not Turn.objects.filter(pk=turn.pk, status=TurnStatus.QUEUED).update(status=TurnStatus.ACTIVE, started_at=now):
+    if not update(Turn, {"status": TurnStatus.ACTIVE, "started_at": now}, {"id": turn.pk, "status": TurnStatus.QUEUED}):
         return False
-    MessageNode.objects.filter(pk=turn.assistant_message_id or 0).update(status=NodeStatus.STREAMING)
+    update(MessageNode, {"status": NodeStatus.STREAMING}, {"id": turn.assistant_message_id or 0})
     turn.status, turn.started_at = TurnStatus.ACTIVE, now
     return True
 
