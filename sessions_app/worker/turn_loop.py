@@ -378,19 +378,21 @@ def engine() -> Engine:
         return _engine
 
 
+def _started_engine() -> Engine | None:
+    """The process's engine if one was started (a shutdown starts none)."""
+    with _engine_lock:
+        return _engine
+
+
 @worker_shutting_down.connect
 def stop_taking_offers(**_kwargs: Any) -> None:
-    """Celery starts to shut down: take no more offered turns (their tasks go to others)."""
-    with _engine_lock:
-        running = _engine
-    if running is not None:
+    """Celery starts to shut down: take no more offered turns (they go as tasks to others)."""
+    if (running := _started_engine()) is not None:
         running.stop_taking_offers()
 
 
 @worker_shutdown.connect
 def stop_engine(**_kwargs: Any) -> None:
     """Celery is stopping (its tasks have ended): cancel and await the loop's tasks."""
-    with _engine_lock:
-        running = _engine
-    if running is not None:
+    if (running := _started_engine()) is not None:
         running.close()
