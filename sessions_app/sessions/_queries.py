@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sessions_app.infra.sql import column, marks, table, values
+from sessions_app.infra.sql import column, instances, marks, select_list, table, values
 from sessions_app.models import ChatSession, Membership
 
 
@@ -20,8 +20,8 @@ def sessions_of_members(session_ids: Sequence[Any], user_ids: Sequence[Any]) -> 
     session_fk, user_fk = column(Membership, "session"), column(Membership, "user")
     session_pk = column(ChatSession, "id")
     sql = (
-        f"SELECT s.*, m.{user_fk} AS member_id FROM {table(ChatSession)} s "
+        f"SELECT {select_list(ChatSession, 's')}, m.{user_fk} FROM {table(ChatSession)} s "
         f"JOIN {table(Membership)} m ON m.{session_fk} = s.{session_pk} "
         f"WHERE s.{session_pk} IN ({marks(sessions)}) AND m.{user_fk} IN ({marks(members)})"
     )
-    return list(ChatSession.objects.raw(sql, [*sessions, *members]))
+    return instances(ChatSession, sql, [*sessions, *members], extra=("member_id",))

@@ -78,7 +78,8 @@ def session_payload(session: ChatSession, *, detail: bool = False) -> dict[str, 
         "agents": list(session.agents or []),
     }
     if detail:
-        in_flight = list(_turns(session).filter(status__in=IN_FLIGHT).order_by("id"))
+        # Sorted here, not by the query: turns/_queries.oldest_first says why.
+        in_flight = sorted(_turns(session).filter(status__in=IN_FLIGHT), key=lambda turn: turn.pk)
         payload.update(
             lastSeq=live_state.last_seq_sync(str(session.pk)),
             members=list(session.memberships.select_related("user").values_list("user__username", flat=True)),

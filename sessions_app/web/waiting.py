@@ -31,7 +31,7 @@ def matched_turns(*, session_id: str, user: AbstractBaseUser, flt: CancelFilter)
     requester = client_id_of(user)
     return [
         {"turnId": t.turn_id, "status": t.status, "reason": t.reason}
-        for t in turns.order_by("id")
+        for t in sorted(turns, key=lambda turn: turn.pk)  # not ORDER BY: see turns/_queries.oldest_first
         if matches(flt, turn_id=t.turn_id, client_id=t.client_id, requester_client_id=requester)
     ]
 

@@ -8,11 +8,22 @@ import uuid
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.db.models import Q
+from django.test.utils import CaptureQueriesContext
 
 from sessions_app.events.archive import archive_many
-from sessions_app.infra.sql import insert_new, values
-from sessions_app.models import IN_FLIGHT, EventRecord, Membership, MessageNode, NodeStatus, Turn, TurnStatus
+from sessions_app.infra.sql import insert_new, instances, select_list, table, values
+from sessions_app.models import (
+    IN_FLIGHT,
+    ChatSession,
+    EventRecord,
+    Membership,
+    MessageNode,
+    NodeStatus,
+    Turn,
+    TurnStatus,
+)
 from sessions_app.sessions._queries import sessions_of_members
 from sessions_app.sessions.services import member_add, session_create
 from sessions_app.turns import _queries as turn_queries
@@ -163,6 +174,42 @@ def test_cancellable_turns(world, only_active, client_id, turn_id, count):
     found = turn_queries.cancellable_turns(chat.pk, only_active=only_active, client_id=client_id, turn_id=turn_id)
     assert pks(found) == pks(expected.order_by("id"))
     assert len(found) == count
+
+
+def test_instances_are_what_the_orm_loads(world):
+    """Every field typed as the ORM types it: UUIDs, datetimes, JSON, foreign keys."""
+    Turn.objects.update(model_options={"tokens": 3, "nested": {"a": [1, None]}})
+    for model in (Turn, MessageNode, ChatSession):
+        found = instances(model, f"SELECT {select_list(model)} FROM {table(model)}", [])
+        expected = {obj.pk: obj for obj in model.objects.all()}
+        assert len(found) == len(expected) > 0
+        for obj in found:
+            assert _row(obj, exclude=()) == _row(expected[obj.pk], exclude=())
+            assert obj._state.adding is False  # saved later as an update, as the ORM's would be
+
+
+def test_instances_of_some_fields_defer_the_rest(world):
+    loaded = ("id", "node_id", "session")
+    sql = f"SELECT {select_list(MessageNode, fields=loaded)} FROM {table(MessageNode)}"
+    found = instances(MessageNode, sql, [], fields=loaded)
+    assert {n.node_id for n in found} == set(MessageNode.objects.values_list("node_id", flat=True))
+    assert all(n.get_deferred_fields() >= {"parts", "status"} for n in found)
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="the plan asserted is SQLite's")
+def test_in_flight_reads_look_up_the_few_turns_in_flight_not_every_turn_of_the_session(world):
+    """A long session's sends and cancels stay as quick as a new one's: the reads of the
+    turns in flight go through the (session, status) index."""
+    chat = world["chats"][0]
+    with CaptureQueriesContext(connection) as queries:
+        turn_queries.in_flight_turns([chat.pk])
+        turn_queries.cancellable_turns(chat.pk, only_active=False, client_id=None, turn_id=None)
+    assert len(queries.captured_queries) == 2
+    with connection.cursor() as cursor:
+        for query in queries.captured_queries:
+            cursor.execute(f"EXPLAIN QUERY PLAN {query['sql']}")
+            plan = " | ".join(str(row[-1]) for row in cursor.fetchall())
+            assert "turn_session_status" in plan, plan
 
 
 def test_a_session_id_that_is_not_a_uuid_is_refused_before_any_sql():
