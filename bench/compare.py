@@ -8,7 +8,8 @@ so two `make bench` runs one after the other cannot tell two builds apart. Here 
 stack of each checkout runs at once, and each round takes one sample of every figure from
 both, in alternating order, so that both see the same phases. The figures are the one-at-a-
 time HTTP ones: a trivial GET, a send accepted, its first token at a device (less the
-model's delay), the cancel call, and cancel -> `turn.end` with tokens flowing.
+model's delay), a read of the turn while it streams (`GET .../turns/<turnId>`, as a client
+polling it), the cancel call, and cancel -> `turn.end` with tokens flowing.
 
 OTHER_CHECKOUT is a directory with the project (for instance `git worktree add /tmp/base
 HEAD~1`) that can import its dependencies with this interpreter (a symlink to this
@@ -34,7 +35,7 @@ from bench.scenarios.http import MODEL_DELAY_MS, Api, first_delta_index, has_tok
 from chat_client import ChatClient
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ("GET", "send accepted", "first token", "cancel call", "cancel -> turn.end")
+FIGURES = ("GET", "send accepted", "first token", "turn detail", "cancel call", "cancel -> turn.end")
 
 
 # Run in each checkout's own process, with that checkout's code (the other checkout may
@@ -90,7 +91,7 @@ async def open_side(side: Side) -> None:
 
 async def one_round(side: Side) -> None:
     """One sample of each figure: five GETs (the median counts), a send, its first token,
-    its cancel after three tokens, and the cancel's `turn.end`."""
+    a read of the turn, its cancel after three tokens, and the cancel's `turn.end`."""
     api, device, samples = side.api, side.device, side.samples
     assert api is not None and device is not None
     gets = [ms((await api.call("GET", "/api/models"))[0]) for _ in range(5)]
@@ -102,6 +103,8 @@ async def one_round(side: Side) -> None:
     turn_id = answer["turnId"]
     index = await device.wait_for(partial(first_delta_index, device, turn_id, start), 30)
     samples["first token"].append(ms(device.receive_times[index] - sent_at) - MODEL_DELAY_MS)
+    elapsed, _ = await api.call("GET", f"/api/sessions/{side.session}/turns/{turn_id}")
+    samples["turn detail"].append(ms(elapsed))
     await device.wait_for(partial(has_tokens, device, turn_id, 3), 30)
     cancelled_at = time.time()
     elapsed, _ = await api.call("POST", f"/api/sessions/{side.session}/cancel", {"turnId": turn_id})

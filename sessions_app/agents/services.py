@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from sessions_app.agents.config import Agent, configured_agents
 from sessions_app.errors import Conflict, Forbidden, Invalid, NotFound
+from sessions_app.infra.sql import unique_row
 from sessions_app.models import IN_FLIGHT, ChatSession, Policy, Turn
 from sessions_app.schemas import Id, SendBody
 from sessions_app.sessions.services import require_member
@@ -132,7 +133,7 @@ def agent_turn_start(
 
 def _session(session_id: Any) -> ChatSession:
     try:
-        session = ChatSession.objects.select_related("owner").filter(pk=uuid.UUID(str(session_id))).first()
+        session = unique_row(ChatSession.objects.select_related("owner").filter(pk=uuid.UUID(str(session_id))))
     except ValueError:
         session = None
     if session is None:
@@ -141,7 +142,7 @@ def _session(session_id: Any) -> ChatSession:
 
 
 def _parent(session: ChatSession, turn_id: str) -> Turn:
-    parent = Turn.objects.filter(session=session, turn_id=turn_id).select_related("user_message").first()
+    parent = unique_row(Turn.objects.filter(session=session, turn_id=turn_id).select_related("user_message"))
     if parent is None:
         raise NotFound(f"no turn {turn_id!r} in this session")
     if parent.status not in IN_FLIGHT:

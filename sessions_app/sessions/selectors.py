@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 
 from sessions_app.errors import Invalid, NotFound
 from sessions_app.infra import live_state
+from sessions_app.infra.sql import unique_row
 from sessions_app.models import (
     IN_FLIGHT,
     ChatSession,
@@ -100,7 +101,7 @@ def turns_list(*, session: ChatSession, status: str | None) -> list[dict[str, An
 
 
 def turn_detail(*, session: ChatSession, turn_id: str) -> dict[str, Any]:
-    turn = _turns(session).filter(turn_id=turn_id).first()
+    turn = unique_row(_turns(session).filter(turn_id=turn_id))
     if turn is None:
         raise NotFound(f"no turn {turn_id!r} in this session")
     content = None

@@ -32,7 +32,7 @@ from sessions_app.errors import Busy, ChatError, Conflict, Invalid, NotFound, Qu
 from sessions_app.events import build, emit
 from sessions_app.infra import db_threads, live_state
 from sessions_app.infra.live_state import Event
-from sessions_app.infra.sql import insert_new
+from sessions_app.infra.sql import insert_new, unique_row
 from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Role, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody, UserMessage
 from sessions_app.sessions.services import members_of, require_member
@@ -391,7 +391,7 @@ def _sub_agent_again(answer: MessageNode) -> Acting | None:
 
 
 def _node(session: ChatSession, node_id: str, what: str) -> MessageNode:
-    node = MessageNode.objects.filter(session=session, node_id=node_id).select_related("parent").first()
+    node = unique_row(MessageNode.objects.filter(session=session, node_id=node_id).select_related("parent"))
     if node is None:
         raise NotFound(f"{what} {node_id!r} is not a message of this session")
     return node
@@ -520,10 +520,10 @@ def _existing(session: ChatSession, body: SendBody) -> SendResult | None:
     different content."""
     turn: Turn | None = None
     if body.turn_id:
-        turn = (
-            Turn.objects.filter(session=session, turn_id=body.turn_id)
-            .select_related("user_message", "assistant_message__fork_of")
-            .first()
+        turn = unique_row(
+            Turn.objects.filter(session=session, turn_id=body.turn_id).select_related(
+                "user_message", "assistant_message__fork_of"
+            )
         )
     ids = [m.id for m in body.messages]
     nodes = {n.node_id: n for n in MessageNode.objects.filter(session=session, node_id__in=ids)}
@@ -531,10 +531,8 @@ def _existing(session: ChatSession, body: SendBody) -> SendResult | None:
         return None
     if turn is None:
         first = nodes[ids[0]] if ids[0] in nodes else next(iter(nodes.values()))
-        turn = (
-            Turn.objects.filter(pk=first.turn_id or 0)
-            .select_related("user_message", "assistant_message__fork_of")
-            .first()
+        turn = unique_row(
+            Turn.objects.filter(pk=first.turn_id or 0).select_related("user_message", "assistant_message__fork_of")
         )
         if turn is None or first.role != Role.USER:
             raise Conflict("a message id of this send is already used")

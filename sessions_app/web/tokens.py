@@ -26,6 +26,7 @@ from knox.settings import knox_settings
 
 from sessions_app.conf import app_settings, key_prefix
 from sessions_app.infra import live_state
+from sessions_app.infra.sql import unique_row
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def lookup(key: str) -> tuple[AbstractBaseUser, AuthToken] | None:
     key = key.strip()
     if not well_formed(key):
         return None
-    row = AuthToken.objects.select_related("user").filter(digest=hash_token(key)).first()
+    row = unique_row(AuthToken.objects.select_related("user").filter(digest=hash_token(key)))
     if row is None:
         return None
     if row.expiry is not None and row.expiry <= timezone.now():

@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 
 from sessions_app.events.archive import archive_many
-from sessions_app.infra.sql import insert_new, instances, select_list, table, values
+from sessions_app.infra.sql import insert_new, instances, select_list, table, unique_row, values
 from sessions_app.models import (
     IN_FLIGHT,
     ChatSession,
@@ -210,6 +210,18 @@ def test_in_flight_reads_look_up_the_few_turns_in_flight_not_every_turn_of_the_s
             cursor.execute(f"EXPLAIN QUERY PLAN {query['sql']}")
             plan = " | ".join(str(row[-1]) for row in cursor.fetchall())
             assert "turn_session_status" in plan, plan
+
+
+def test_a_lookup_by_unique_key_reads_its_row_without_ordering(world):
+    chat = world["chats"][0]
+    turn = Turn.objects.filter(session=chat).last()
+    related = Turn.objects.select_related("user_message", "assistant_message", "parent_turn")
+    with CaptureQueriesContext(connection) as queries:
+        found = unique_row(related.filter(session=chat, turn_id=turn.turn_id))
+        missing = unique_row(related.filter(session=chat, turn_id="no-such-turn"))
+    assert found == turn and _row(found, exclude=()) == _row(turn, exclude=())
+    assert missing is None
+    assert all("ORDER BY" not in query["sql"] for query in queries.captured_queries)
 
 
 def test_a_session_id_that_is_not_a_uuid_is_refused_before_any_sql():
