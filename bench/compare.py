@@ -7,7 +7,7 @@ same code's figures move by up to 2x between two runs, more than most changes mo
 so two `make bench` runs one after the other cannot tell two builds apart. Here a bench
 stack of each checkout runs at once, and each round takes one sample of every figure from
 both, in alternating order, so that both see the same phases. The figures are the one-at-a-
-time HTTP ones: a trivial GET, a send accepted, its first token at a device (less the
+time HTTP ones: a trivial GET, a session created, a send accepted, its first token at a device (less the
 model's delay), a read of the turn while it streams (`GET .../turns/<turnId>`, as a client
 polling it), the cancel call, and cancel -> `turn.end` with tokens flowing.
 
@@ -30,12 +30,20 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from bench.harness import PASSWORD, BenchDevice, close_all, connect, ms, new_prompt, new_sessions
+from bench.harness import PASSWORD, WORKLOAD, BenchDevice, close_all, connect, ms, new_prompt, new_sessions
 from bench.scenarios.http import MODEL_DELAY_MS, Api, first_delta_index, has_tokens
 from chat_client import ChatClient
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ("GET", "send accepted", "first token", "turn detail", "cancel call", "cancel -> turn.end")
+FIGURES = (
+    "GET",
+    "create a session",
+    "send accepted",
+    "first token",
+    "turn detail",
+    "cancel call",
+    "cancel -> turn.end",
+)
 
 
 # Run in each checkout's own process, with that checkout's code (the other checkout may
@@ -90,12 +98,15 @@ async def open_side(side: Side) -> None:
 
 
 async def one_round(side: Side) -> None:
-    """One sample of each figure: five GETs (the median counts), a send, its first token,
-    a read of the turn, its cancel after three tokens, and the cancel's `turn.end`."""
+    """One sample of each figure: five GETs (the median counts), a session created, a send,
+    its first token, a read of the turn, its cancel after three tokens, and the cancel's
+    `turn.end`."""
     api, device, samples = side.api, side.device, side.samples
     assert api is not None and device is not None
     gets = [ms((await api.call("GET", "/api/models"))[0]) for _ in range(5)]
     samples["GET"].append(statistics.median(gets))
+    elapsed, _ = await api.call("POST", "/api/sessions", {"title": "ab", "modelOptions": WORKLOAD})
+    samples["create a session"].append(ms(elapsed))
     start = len(device.events)
     sent_at = time.time()
     elapsed, answer = await api.call("POST", f"/api/sessions/{side.session}/turns", api.send_body(new_prompt("ab")))

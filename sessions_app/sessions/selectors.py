@@ -91,6 +91,20 @@ def session_payload(session: ChatSession, *, detail: bool = False) -> dict[str, 
     return payload
 
 
+def new_session_payload(session: ChatSession) -> dict[str, Any]:
+    """A session `session_create` has just made, as `session_payload(detail=True)` shows
+    it, from what the creation wrote: its owner the one member, nothing sent yet (no seq, no
+    turns). Nobody else knows its id before this answer, so nothing can have changed it;
+    the three reads and the Redis round trip of a detail are skipped."""
+    return session_payload(session) | {
+        "lastSeq": 0,
+        "members": [session.owner.get_username()],
+        "activeTurns": {},
+        "turns": [],
+        "queuedTurns": [],
+    }
+
+
 def turns_list(*, session: ChatSession, status: str | None) -> list[dict[str, Any]]:
     turns = _turns(session).order_by("id")
     if status:

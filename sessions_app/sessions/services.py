@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from django.contrib.auth import get_user_model
@@ -74,7 +74,7 @@ def session_create(
     _check_model(model)
     with transaction.atomic():
         session = ChatSession.objects.create(
-            owner_id=owner.pk,
+            owner=cast(Any, owner),  # the configured user model; given as an object, it is not read again
             title=title,
             model=model,
             model_options=model_options or {},

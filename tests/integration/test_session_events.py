@@ -47,3 +47,13 @@ async def test_only_the_owner_changes_the_default_policy_and_the_model(make_clie
         else:
             raise AssertionError(f"a member changed {change}")
     assert (await bob.session(session["id"]))["policy"] == "concurrent"
+
+
+async def test_a_new_session_answers_as_its_detail_reads(make_client):
+    """The create answer is built from what the creation wrote: it must be the session a
+    GET shows, members, seq and turns included."""
+    alice = await make_client("alice")
+    created = await alice.create_session(title="fresh", model_options={"tokens": 2}, policy="queue")
+    detail = await alice.request("GET", f"/api/sessions/{created['id']}")
+    assert created == detail
+    assert (created["members"], created["lastSeq"], created["owner"]) == ([alice.client_id], 0, alice.client_id)

@@ -215,6 +215,7 @@ def test_in_flight_reads_look_up_the_few_turns_in_flight_not_every_turn_of_the_s
 def test_a_lookup_by_unique_key_reads_its_row_without_ordering(world):
     chat = world["chats"][0]
     turn = Turn.objects.filter(session=chat).last()
+    assert turn is not None
     related = Turn.objects.select_related("user_message", "assistant_message", "parent_turn")
     with CaptureQueriesContext(connection) as queries:
         found = unique_row(related.filter(session=chat, turn_id=turn.turn_id))

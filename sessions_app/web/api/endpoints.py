@@ -84,7 +84,7 @@ def _session_new(user: AbstractBaseUser, body: SessionCreateBody) -> dict[str, A
     session = session_create(
         owner=user, title=body.title, model=body.model, model_options=body.model_options, policy=body.policy
     )
-    return selectors.session_payload(session, detail=True)
+    return selectors.new_session_payload(session)
 
 
 @api.get(S, response={200: dict[str, Any], **ERRORS}, tags=["sessions"])
