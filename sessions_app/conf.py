@@ -28,6 +28,12 @@ DEFAULTS: dict[str, Any] = {
     "GC_FREEZE_AT_START": True,
     # Connections each process's Redis pools may open; beyond it a caller waits for one.
     "REDIS_MAX_CONNECTIONS": 64,
+    # A web process trusts the API tokens it knows while a subscription tells it nothing
+    # changed (decision 029): no Redis read per request. False: it reads the credentials
+    # generation from Redis on every request instead (~0.4 ms), for deployments where the
+    # network between web processes and Redis may drop packets and a revocation must not
+    # wait for a retransmission.
+    "CREDENTIALS_WATCH": True,
     # Dotted paths of the hooks.
     "CANCEL_AUTHORISER": "sessions_app.cancellation.authorisers.allow_any_member",
     "ON_ABORT": None,

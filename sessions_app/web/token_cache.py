@@ -1,18 +1,23 @@
-"""API tokens a web process has already checked: a request with a known token costs one
-Redis read on the event loop instead of a database query on a thread (the query and its
-thread hop were ~1 ms of a trivial API request's ~1.8; decision 024).
+"""API tokens a web process has already checked: a request with a known token costs no
+database query (the query and its thread hop were ~1 ms of a trivial API request's ~1.8;
+decision 024) and, while the credentials watch vouches for it, no Redis read either
+(decision 029).
 
 Revocation stays immediate everywhere. Every change that can turn a token away (a token
 changed or deleted: revoke, logout, the admin, expiry; a user saved or deleted: deactivated, password
-changed) renews one credentials generation in Redis as it commits, before the revoking
-request answers. A known token is trusted only while the generation is the one read before
-its database check; anything else (a bump, Redis unreachable) checks the database again.
-Known tokens are also forgotten after KNOWN_SECONDS, so that a change made without model
-signals (a queryset `update()`) shows within a minute.
+changed) renews one credentials generation in Redis and publishes it, in one MULTI/EXEC,
+as it commits, before the revoking request answers. A known token is trusted only while
+the generation is the one read before its database check; anything else (a change, Redis
+unreachable) checks the database again. The generation is read from Redis unless the
+process's credentials watch (web/credentials_watch.py) has heard nothing since the last
+read, which it checks before every token is trusted. Known tokens are also forgotten after
+KNOWN_SECONDS, so that a change made without model signals (a queryset `update()`) shows
+within a minute.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,11 +32,12 @@ from django.utils import timezone
 from knox.crypto import hash_token
 from knox.models import AuthToken
 
-from sessions_app.conf import key_prefix
+from sessions_app.conf import app_settings, key_prefix
 from sessions_app.infra import live_state
 from sessions_app.infra.batching import GroupedCall, grouped
 from sessions_app.infra.db_threads import db
 from sessions_app.web import tokens
+from sessions_app.web.credentials_watch import CredentialsWatch
 
 KNOWN_SECONDS = 60.0
 KNOWN_LIMIT = 10_000  # tokens remembered per process; the oldest go first
@@ -46,10 +52,22 @@ class _Known:
 
 
 _known: dict[str, _Known] = {}
+_watch: CredentialsWatch | None = None
+# The generation last read, with what the watch had heard then: (heard, generation).
+_read: tuple[int, bytes] | None = None
 
 
 def _generation_key() -> str:
     return f"{key_prefix()}:credentials-generation"
+
+
+def _channel() -> str:
+    return f"{key_prefix()}:credentials-changed"
+
+
+def watch_client_name(pid: int) -> str:
+    """The Redis client name of a process's credentials watch (`CLIENT LIST` shows it)."""
+    return f"{key_prefix()}:credentials-watch:{pid}"
 
 
 async def user_for_token(key: str) -> AbstractBaseUser | None:
@@ -59,7 +77,7 @@ async def user_for_token(key: str) -> AbstractBaseUser | None:
     if not tokens.well_formed(key):
         return None
     digest = hash_token(key)
-    generation = await grouped("credentials-generation", lambda: GroupedCall(_generations, max_batch=None)).call(None)
+    generation = await current_generation()
     known = _known.get(digest)
     if known is not None and generation is not None and known.generation == generation:
         if known.until > time.monotonic() and (known.expiry is None or known.expiry > timezone.now()):
@@ -72,6 +90,28 @@ async def user_for_token(key: str) -> AbstractBaseUser | None:
     if generation is not None:
         _remember(digest, _Known(user, row.expiry, generation, time.monotonic() + KNOWN_SECONDS))
     return user
+
+
+async def current_generation() -> bytes | None:
+    """The credentials generation: the one read last while the watch has heard nothing since,
+    else read from Redis (one read for the requests that arrive together)."""
+    global _read
+    heard = _heard()
+    if heard is not None and _read is not None and _read[0] == heard:
+        return _read[1]
+    generation = await grouped("credentials-generation", lambda: GroupedCall(_generations, max_batch=None)).call(None)
+    if generation is not None and heard is not None and _heard() == heard:
+        _read = (heard, generation)  # nothing arrived while it was read
+    return generation
+
+
+def _heard() -> int | None:
+    global _watch
+    if not app_settings.CREDENTIALS_WATCH:
+        return None
+    if _watch is None:
+        _watch = CredentialsWatch(_channel(), watch_client_name(os.getpid()))
+    return _watch.heard()
 
 
 async def _generations(requests: list[None]) -> list[bytes | None]:
@@ -109,8 +149,14 @@ def credentials_changed() -> None:
 
 
 def _bump() -> None:
+    global _read
     _known.clear()
-    live_state.sync_redis().set(_generation_key(), uuid.uuid4().hex)
+    _read = None
+    generation = uuid.uuid4().hex
+    with live_state.sync_redis().pipeline(transaction=True) as pipe:
+        pipe.set(_generation_key(), generation)
+        pipe.publish(_channel(), generation)  # every process's watch hears it with the change
+        pipe.execute()
 
 
 # --- what changes credentials ------------------------------------------------------------

@@ -3,6 +3,8 @@ bad input answers the documented error code and loses nothing."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import orjson
 import pytest
@@ -146,3 +148,35 @@ async def test_a_token_login_then_a_session_visible_to_its_members(stack, create
         assert renamed["title"] == "Renamed" and renamed["lastSeq"] == 1  # its session.updated event
     finally:
         await client.aclose()
+
+
+# --- a revocation, seen by every web process at once -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def second_web_url(stack):
+    """A second Daphne on the shared stack."""
+    return stack.start_web("web-access-2")
+
+
+async def test_a_token_revoked_through_one_web_process_is_refused_by_another_at_once(
+    stack, second_web_url, create_user
+):
+    username = create_user("revoked")
+    watch = f"{stack.key_prefix}:credentials-watch:{stack.processes['web-access-2'].pid}"
+    redis = stack.redis
+    async with httpx.AsyncClient(base_url=stack.base_url) as one, httpx.AsyncClient(base_url=second_web_url) as two:
+        for attempt in range(10):
+            login = await one.post("/api/auth/token", json={"username": username, "password": PASSWORD})
+            headers = {"Authorization": f"Token {login.json()['token']}"}
+            assert (await two.get("/api/models", headers=headers)).status_code == 200
+            async with asyncio.timeout(10):  # the second process subscribes on its first request
+                while attempt == 0 and not any(c.get("name") == watch for c in redis.client_list()):
+                    await asyncio.sleep(0.01)
+            # Known to the second process now, and answered from what it remembers.
+            assert (await two.get("/api/models", headers=headers)).status_code == 200
+
+            assert (await one.post("/api/auth/token/revoke", headers=headers)).status_code == 200
+
+            refused = await two.get("/api/models", headers=headers)
+            assert refused.status_code == 401, f"attempt {attempt}"

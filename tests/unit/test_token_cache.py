@@ -1,10 +1,15 @@
 """A web process remembers the API tokens it has checked (web/token_cache.py), and still
 refuses a token at once when it expires or another process revokes it. Real Redis and
-database; the other process's revocation is what it writes to Redis."""
+database; the other process's revocation is what it writes to Redis. While the process's
+credentials watch is subscribed, a known token costs no Redis read; when the watch is down
+or silent, the generation is read again."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +20,7 @@ from django.utils import timezone
 from knox.models import AuthToken
 
 from sessions_app.infra import live_state
-from sessions_app.web import token_cache, tokens
+from sessions_app.web import credentials_watch, token_cache, tokens
 
 # A loop of each test's own: its database threads (and their connections) end with it, and
 # do not serve later tests that have no database.
@@ -28,19 +33,106 @@ def key() -> str:
     return tokens.issue(user)
 
 
+@pytest.fixture
+async def watching() -> AsyncIterator[None]:
+    """This process's credentials watch, subscribed (it connects on a thread of its own)."""
+    async with asyncio.timeout(10):
+        while token_cache._heard() is None:
+            await asyncio.sleep(0.005)
+    yield
+
+
+async def change_elsewhere(*, publish: bool = True) -> None:
+    """What another process's revocation writes as it commits (without `publish`: a change
+    this process's watch could not hear, made while its connection was down)."""
+    async with live_state.async_redis().pipeline(transaction=True) as pipe:
+        generation = uuid.uuid4().hex
+        pipe.set(token_cache._generation_key(), generation)
+        if publish:
+            pipe.publish(token_cache._channel(), generation)
+        await pipe.execute()
+
+
+async def cut_the_watch() -> None:
+    """Close this process's watch connection from Redis's side (a restart, a network cut)."""
+    client = live_state.async_redis()
+    name = token_cache.watch_client_name(os.getpid())
+    for entry in await client.client_list():
+        if entry.get("name") == name:
+            await client.client_kill_filter(_id=entry["id"])
+
+
 def expire_without_signals(key: str) -> None:
     """The database now refuses the token; no model signal says so (a queryset update)."""
     AuthToken.objects.filter(digest=tokens.hash_token(key)).update(expiry=timezone.now() - timedelta(seconds=1))
 
 
-async def test_a_known_token_is_trusted_until_another_process_changes_credentials(key: str) -> None:
+async def test_a_known_token_is_trusted_until_another_process_changes_credentials(key: str, watching: None) -> None:
     user = await token_cache.user_for_token(key)
     assert user is not None
     await sync_to_async(expire_without_signals)(key)
     assert await token_cache.user_for_token(key) == user  # remembered: no database read
 
-    # What another process's revocation writes as it commits.
-    await live_state.async_redis().set(token_cache._generation_key(), uuid.uuid4().hex)
+    await change_elsewhere()
+
+    assert await token_cache.user_for_token(key) is None
+
+
+async def test_a_known_token_costs_no_redis_read_while_the_watch_is_subscribed(
+    key: str, watching: None, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(credentials_watch, "HEARTBEAT_SECONDS", 60.0)  # no heartbeat mid-test
+    assert await token_cache.user_for_token(key) is not None
+    reads = 0
+    read = token_cache._generation
+
+    async def counted() -> bytes | None:
+        nonlocal reads
+        reads += 1
+        return await read()
+
+    monkeypatch.setattr(token_cache, "_generation", counted)
+    await sync_to_async(expire_without_signals)(key)
+
+    for _ in range(20):
+        assert await token_cache.user_for_token(key) is not None
+    assert reads == 0
+
+    await change_elsewhere()
+    assert await token_cache.user_for_token(key) is None
+    assert reads == 1
+
+
+async def test_without_a_watch_the_generation_is_read_on_every_request(key: str, settings: Any) -> None:
+    settings.SESSIONS_APP = {**settings.SESSIONS_APP, "CREDENTIALS_WATCH": False}
+    assert await token_cache.user_for_token(key) is not None
+    await sync_to_async(expire_without_signals)(key)
+
+    await change_elsewhere(publish=False)
+
+    assert await token_cache.user_for_token(key) is None
+
+
+async def test_a_change_made_while_the_watch_was_cut_off_is_read_from_redis(key: str, watching: None) -> None:
+    assert await token_cache.user_for_token(key) is not None
+    await sync_to_async(expire_without_signals)(key)
+
+    await cut_the_watch()
+    await change_elsewhere(publish=False)  # the watch heard nothing of it
+
+    assert await token_cache.user_for_token(key) is None
+
+
+async def test_a_watch_that_hears_nothing_for_a_while_is_not_trusted(
+    key: str, watching: None, monkeypatch: Any
+) -> None:
+    user = await token_cache.user_for_token(key)
+    assert await token_cache.user_for_token(key) == user
+    await sync_to_async(expire_without_signals)(key)
+    await change_elsewhere(publish=False)  # as if its message were lost on a partitioned network
+
+    silent_until = credentials_watch.time.monotonic() + credentials_watch.TRUST_SECONDS
+    monkeypatch.setattr(credentials_watch.time, "monotonic", lambda: silent_until)
 
     assert await token_cache.user_for_token(key) is None
 
@@ -64,8 +156,9 @@ async def test_a_known_token_is_refused_once_its_expiry_passes(key: str, monkeyp
     assert await token_cache.user_for_token(key) is None
 
 
-async def test_without_redis_every_token_is_checked_in_the_database(key: str, monkeypatch: Any) -> None:
+async def test_without_redis_every_token_is_checked_in_the_database(key: str, watching: None, monkeypatch: Any) -> None:
     assert await token_cache.user_for_token(key) is not None
+    await cut_the_watch()
 
     def unreachable() -> Any:
         raise ConnectionError("Redis is down")
@@ -76,10 +169,12 @@ async def test_without_redis_every_token_is_checked_in_the_database(key: str, mo
     assert await token_cache.user_for_token(key) is None
 
 
-async def test_a_lost_generation_matches_nothing_remembered(key: str) -> None:
+async def test_a_lost_generation_matches_nothing_remembered(key: str, watching: None) -> None:
     assert await token_cache.user_for_token(key) is not None
     await sync_to_async(expire_without_signals)(key)
 
-    await live_state.async_redis().delete(token_cache._generation_key())  # Redis lost its data
+    # Redis restarted without its data: the connections closed, the generation is gone.
+    await cut_the_watch()
+    await live_state.async_redis().delete(token_cache._generation_key())
 
     assert await token_cache.user_for_token(key) is None

@@ -1,6 +1,7 @@
 """Who is asking, for the HTTP API: `Authorization: Token <key>` (API clients), or the
 Django session cookie with its CSRF token (the browser page). A token the process has
-checked before costs one Redis read (web/token_cache.py); the database is read on a
+checked before costs no database query and, while the process hears every credential
+change (web/credentials_watch.py), no Redis read either; the database is read on a
 database thread, so a request never waits for another on Django's one shared sync thread."""
 
 from __future__ import annotations
