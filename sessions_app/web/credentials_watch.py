@@ -87,7 +87,8 @@ class CredentialsWatch:
 
     def _connect(self) -> None:
         try:
-            connection = live_state.sync_redis().connection_pool.make_connection()
+            pool = live_state.sync_redis().connection_pool  # its settings; the connection is not the pool's
+            connection = pool.connection_class(**pool.connection_kwargs)
             connection.connect()
             connection.send_command("CLIENT", "SETNAME", self.client_name)
             connection.read_response()
