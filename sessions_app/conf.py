@@ -82,7 +82,9 @@ DEFAULTS: dict[str, Any] = {
     # `?ticket=` of POST /api/auth/ws-ticket, valid this many seconds.
     "ALLOW_QUERY_TOKEN": True,
     "WS_TICKET_SECONDS": 30,
-    # Sends per user per minute (429 rate_limited beyond it); 0 switches the limit off.
+    # Sends per user per minute, across every process (429 rate_limited beyond it); each
+    # process reserves them from Redis in blocks of a twentieth, at most 30 (decision
+    # 030). 0 switches the limit off.
     "SENDS_PER_MINUTE": 600,
     # The models sessions may use; "demo" is always there.
     "DEFAULT_MODEL": "demo",

@@ -14,7 +14,6 @@ turns the earlier sends of its session created, exactly as if they had come one 
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -30,14 +29,14 @@ from sessions_app.cancellation.services import cancel_locked, client_id_of, take
 from sessions_app.conf import app_settings
 from sessions_app.errors import Busy, ChatError, Conflict, Invalid, NotFound, QueueFull, RateLimited, TooLarge
 from sessions_app.events import build, emit
-from sessions_app.infra import db_threads, live_state
+from sessions_app.infra import db_threads
 from sessions_app.infra.live_state import Event
 from sessions_app.infra.sql import insert_new, unique_row
 from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Role, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody, UserMessage
 from sessions_app.sessions.services import members_of, require_member
 from sessions_app.tree import default_parent
-from sessions_app.turns import announce, transitions
+from sessions_app.turns import announce, send_rate, transitions
 from sessions_app.turns._queries import in_flight_turns, link_turns_to_messages, newest_settled_nodes
 from sessions_app.turns.locking import lock_sessions
 
@@ -143,7 +142,7 @@ def _admitted(requests: Sequence[SendRequest], outcomes: dict[int, Outcome]) -> 
         except TooLarge as exc:
             outcomes[i] = exc
     admitted = [i for i in range(len(requests)) if i not in outcomes]
-    for i, refusal in zip(admitted, _rate_refusals([requests[i].user for i in admitted]), strict=True):
+    for i, refusal in zip(admitted, send_rate.refusals([requests[i].user for i in admitted]), strict=True):
         if refusal is not None:
             outcomes[i] = refusal
     return {i: member for i, member in enumerate(members) if i not in outcomes and isinstance(member, ChatSession)}
@@ -155,24 +154,6 @@ def _check_sizes(body: SendBody) -> None:
     for message in body.messages:
         if sum(len(p.text) for p in message.parts) > app_settings.MAX_MESSAGE_CHARS:
             raise TooLarge(f"a message holds at most {app_settings.MAX_MESSAGE_CHARS} characters")
-
-
-def _rate_refusals(users: Sequence[AbstractBaseUser]) -> list[RateLimited | None]:
-    """Count each send against its user's minute (one Redis pipeline for them all)."""
-    limit = int(app_settings.SENDS_PER_MINUTE)
-    if limit <= 0 or not users:
-        return [None] * len(users)
-    window = int(time.time() // 60)
-    pipe = live_state.sync_redis().pipeline(transaction=False)
-    for user in users:
-        key = live_state.Keys.rate(int(user.pk), window)
-        pipe.incr(key)
-        pipe.expire(key, 120)
-    counts = pipe.execute()[::2]
-    return [
-        RateLimited(f"more than {limit} sends a minute; wait a moment") if int(count) > limit else None
-        for count in counts
-    ]
 
 
 def _waves(sessions: dict[int, ChatSession]) -> list[list[int]]:

@@ -17,7 +17,7 @@ from sessions_app.events.archive import archive_many
 from sessions_app.models import MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody
 from sessions_app.sessions.services import member_add, session_create
-from sessions_app.turns import announce
+from sessions_app.turns import announce, send_rate
 from sessions_app.turns.running import overdue_interrupts, turn_finish, turns_claim, turns_fail_lost, turns_finish
 from sessions_app.turns.sending import SendRequest, turn_send, turns_send
 from sessions_app.turns.types import TurnOutcome
@@ -247,6 +247,7 @@ def test_sends_beyond_the_rate_limit_are_refused(session, alice, settings):
     window = int(time.time() // 60)
     # rolled-back tests reuse user ids: start from a clean counter
     live_state.sync_redis().delete(*(live_state.Keys.rate(alice.pk, w) for w in (window, window + 1)))
+    send_rate.forget()
     send(session, alice)
     send(session, alice)
     with pytest.raises(RateLimited):
@@ -262,6 +263,7 @@ def test_a_set_counts_each_send_against_its_own_users_rate(session, alice, bob, 
     settings.SESSIONS_APP = {**settings.SESSIONS_APP, "SENDS_PER_MINUTE": 2}
     window = int(time.time() // 60)
     live_state.sync_redis().delete(*(live_state.Keys.rate(u.pk, w) for u in (alice, bob) for w in (window, window + 1)))
+    send_rate.forget()
     other = session_create(owner=alice, title="other")
 
     outcomes: list[Any] = turns_send(
@@ -276,6 +278,57 @@ def test_a_set_counts_each_send_against_its_own_users_rate(session, alice, bob, 
     assert [type(o).__name__ for o in outcomes] == ["SendResult", "SendResult", "SendResult", "RateLimited"]
     assert isinstance(outcomes[3], RateLimited) and outcomes[3].code == "rate_limited"
     assert not MessageNode.objects.filter(session=other, parts__0__text="a3").exists()  # nothing of it stayed
+
+
+@pytest.fixture
+def one_minute(monkeypatch, alice):
+    """A fixed minute, its count of alice's sends in Redis empty, nothing reserved here."""
+    from sessions_app.infra import live_state
+
+    now = 60.0 * 30_000_000
+    monkeypatch.setattr(send_rate.time, "time", lambda: now)
+    key = live_state.Keys.rate(alice.pk, int(now // 60))
+    live_state.sync_redis().delete(key)
+    send_rate.forget()
+    yield key
+    send_rate.forget()
+
+
+def test_the_send_limit_holds_across_processes(session, alice, settings, one_minute):
+    from sessions_app.errors import RateLimited
+    from sessions_app.infra import live_state
+
+    settings.SESSIONS_APP = {**settings.SESSIONS_APP, "SENDS_PER_MINUTE": 40}  # blocks of 2
+    live_state.sync_redis().incrby(one_minute, 37)  # what other processes reserved of alice's minute
+
+    accepted = 0
+    with pytest.raises(RateLimited):
+        for _ in range(10):
+            send(session_create(owner=alice, title="r"), alice)
+            accepted += 1
+
+    assert accepted == 3  # 37 + 3: the limit, not a block more
+
+
+def test_sends_through_one_process_reserve_the_limit_in_blocks(session, alice, settings, one_minute, monkeypatch):
+    from sessions_app.infra import live_state
+
+    settings.SESSIONS_APP = {**settings.SESSIONS_APP, "SENDS_PER_MINUTE": 600}  # blocks of 30
+    reservations = 0
+    reserve = send_rate._reserve
+
+    def counted(*args, **kwargs):
+        nonlocal reservations
+        reservations += 1
+        return reserve(*args, **kwargs)
+
+    monkeypatch.setattr(send_rate, "_reserve", counted)
+
+    for _ in range(31):
+        send(session_create(owner=alice, title="r"), alice)
+
+    assert reservations == 2  # one Redis round trip per 30 sends, not one per send
+    assert live_state.sync_redis().get(one_minute) == b"60"
 
 
 def test_signals_announce_messages_and_turns_after_commit(session, alice, django_capture_on_commit_callbacks):
