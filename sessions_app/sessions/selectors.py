@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
@@ -66,11 +67,13 @@ def _turns(session: ChatSession) -> QuerySet[Turn]:
     return Turn.objects.filter(session=session).select_related("user_message", "assistant_message", "parent_turn")
 
 
-def session_payload(session: ChatSession, *, detail: bool = False) -> dict[str, Any]:
-    payload: dict[str, Any] = {
+def session_payload(session: ChatSession, *, detail: bool = False, owner: str | None = None) -> dict[str, Any]:
+    if detail:
+        return _session_detail(session)
+    return {
         "id": str(session.pk),
         "title": session.title,
-        "owner": session.owner.get_username(),
+        "owner": owner if owner is not None else session.owner.get_username(),
         "model": session.model,
         "modelOptions": json_safe(session.model_options),  # stored before the checks existed
         "policy": session.policy,
@@ -78,17 +81,28 @@ def session_payload(session: ChatSession, *, detail: bool = False) -> dict[str, 
         "updatedAt": int(session.updated_at.timestamp() * 1000),
         "agents": list(session.agents or []),
     }
-    if detail:
-        # Sorted here, not by the query: turns/_queries.oldest_first says why.
-        in_flight = sorted(_turns(session).filter(status__in=IN_FLIGHT), key=lambda turn: turn.pk)
-        payload.update(
-            lastSeq=live_state.last_seq_sync(str(session.pk)),
-            members=list(session.memberships.select_related("user").values_list("user__username", flat=True)),
-            activeTurns=active_turns_map(session=session),
-            turns=[turn_payload(t) for t in in_flight if t.status == TurnStatus.ACTIVE],
-            queuedTurns=[turn_payload(t) for t in in_flight if t.status == TurnStatus.QUEUED],
-        )
-    return payload
+
+
+def _session_detail(session: ChatSession) -> dict[str, Any]:
+    """A session with its members, last seq and in-flight turns: two reads (its members,
+    the owner's name among them; its turns in flight, the active ones mapped by clientId
+    from them) and the seq from Redis."""
+    username = f"user__{get_user_model().USERNAME_FIELD}"
+    members = list(session.memberships.values_list("user_id", "user__username", username))
+    owner = next((name for user_id, _, name in members if user_id == session.owner_id), None)
+    # Sorted here, not by the query: turns/_queries.oldest_first says why.
+    in_flight = sorted(_turns(session).filter(status__in=IN_FLIGHT), key=lambda turn: turn.pk)
+    active = [t for t in in_flight if t.status == TurnStatus.ACTIVE]
+    active_by_client: dict[str, list[str]] = {}
+    for turn in active:
+        active_by_client.setdefault(turn.client_id, []).append(turn.turn_id)
+    return session_payload(session, owner=owner) | {
+        "lastSeq": live_state.last_seq_sync(str(session.pk)),
+        "members": [member for _, member, _ in members],
+        "activeTurns": active_by_client,
+        "turns": [turn_payload(t) for t in active],
+        "queuedTurns": [turn_payload(t) for t in in_flight if t.status == TurnStatus.QUEUED],
+    }
 
 
 def new_session_payload(session: ChatSession) -> dict[str, Any]:

@@ -57,3 +57,21 @@ async def test_a_new_session_answers_as_its_detail_reads(make_client):
     detail = await alice.request("GET", f"/api/sessions/{created['id']}")
     assert created == detail
     assert (created["members"], created["lastSeq"], created["owner"]) == ([alice.client_id], 0, alice.client_id)
+
+
+async def test_a_session_detail_shows_its_members_and_turns_in_flight(make_client):
+    alice, bob = await make_client("alice"), await make_client("bob")
+    session = await session_with(alice, bob, tokens=2000, rate=20)  # a turn that streams on
+    sid = session["id"]
+    first = await bob.send(sid, "long one")
+    mine = await alice.send(sid, "alongside")
+    waiting = await alice.send(sid, "after them", policy="queue")
+
+    detail = await bob.request("GET", f"/api/sessions/{sid}")
+
+    assert (detail["owner"], detail["members"]) == (alice.client_id, [alice.client_id, bob.client_id])
+    assert detail["activeTurns"] == {bob.client_id: [first["turnId"]], alice.client_id: [mine["turnId"]]}
+    assert [t["turnId"] for t in detail["turns"]] == [first["turnId"], mine["turnId"]]
+    assert [t["turnId"] for t in detail["queuedTurns"]] == [waiting["turnId"]]
+    assert detail["lastSeq"] > 0
+    await alice.request("POST", f"/api/sessions/{sid}/cancel", json={"all": True})

@@ -314,3 +314,17 @@ def test_insert_new_batches_past_the_parameter_limit(world):
     insert_new(nodes)
     stored = dict(MessageNode.objects.filter(pk__in=pks(nodes)).values_list("pk", "node_id"))
     assert [stored[n.pk] for n in nodes] == [f"m{i}" for i in range(300)]
+
+
+def test_a_session_detail_reads_its_members_and_its_turns_in_flight_once_each(world):
+    from sessions_app.sessions import selectors
+
+    chat = ChatSession.objects.get(pk=world["chats"][0].pk)  # as require_member gives it: no owner loaded
+    with CaptureQueriesContext(connection) as reads:
+        detail = selectors.session_payload(chat, detail=True)
+
+    assert len(reads.captured_queries) == 2
+    alice, bob, _ = world["users"]
+    assert (detail["owner"], detail["members"]) == (alice.username, [alice.username, bob.username])
+    assert detail["activeTurns"] == {t["clientId"]: [t["turnId"]] for t in detail["turns"]}
+    assert [t["clientId"] for t in detail["turns"]] == ["alice", "bob"] and len(detail["queuedTurns"]) == 1
