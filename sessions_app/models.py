@@ -6,6 +6,7 @@ State changes go through `services/`; the turn state machine lives in services/t
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -193,6 +194,16 @@ class Turn(models.Model):
     @property
     def reason(self) -> str | None:
         return None if not self.is_ended else self.status
+
+
+def oldest_first(turns: Iterable[Turn]) -> list[Turn]:
+    """Turns in creation order, sorted in Python rather than by the query. For reads of a
+    session's turns in flight: with `ORDER BY id` beside `status IN (queued, active)`,
+    SQLite reads the session's turns through the session index (already in id order) and
+    filters every turn the session ever had, instead of looking up the few in flight
+    through (session, status). A session's 1,000th send then cost ~0.1 ms more per read,
+    growing with the session."""
+    return sorted(turns, key=lambda turn: turn.pk)
 
 
 class HeldCancel(models.Model):

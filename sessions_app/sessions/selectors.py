@@ -4,6 +4,7 @@ device missed."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -22,6 +23,7 @@ from sessions_app.models import (
     Turn,
     TurnStatus,
     node_payload,
+    oldest_first,
 )
 from sessions_app.schemas import json_safe
 
@@ -32,12 +34,14 @@ def sessions_for_user(*, user: AbstractBaseUser) -> QuerySet[ChatSession]:
 
 def active_turns_map(*, session: ChatSession) -> dict[str, list[str]]:
     """clientId -> [turnId] of the session's active turns."""
+    active = Turn.objects.filter(session=session, status=TurnStatus.ACTIVE).order_by("id")
+    return _by_client(active.values_list("client_id", "turn_id"))
+
+
+def _by_client(turns: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """clientId -> [turnId] of (clientId, turnId) pairs, in their order."""
     result: dict[str, list[str]] = {}
-    for client_id, turn_id in (
-        Turn.objects.filter(session=session, status=TurnStatus.ACTIVE)
-        .order_by("id")
-        .values_list("client_id", "turn_id")
-    ):
+    for client_id, turn_id in turns:
         result.setdefault(client_id, []).append(turn_id)
     return result
 
@@ -67,13 +71,15 @@ def _turns(session: ChatSession) -> QuerySet[Turn]:
     return Turn.objects.filter(session=session).select_related("user_message", "assistant_message", "parent_turn")
 
 
-def session_payload(session: ChatSession, *, detail: bool = False, owner: str | None = None) -> dict[str, Any]:
-    if detail:
-        return _session_detail(session)
+def session_payload(session: ChatSession, *, detail: bool = False) -> dict[str, Any]:
+    return _session_detail(session) if detail else _summary(session, session.owner.get_username())
+
+
+def _summary(session: ChatSession, owner: str) -> dict[str, Any]:
     return {
         "id": str(session.pk),
         "title": session.title,
-        "owner": owner if owner is not None else session.owner.get_username(),
+        "owner": owner,
         "model": session.model,
         "modelOptions": json_safe(session.model_options),  # stored before the checks existed
         "policy": session.policy,
@@ -90,16 +96,12 @@ def _session_detail(session: ChatSession) -> dict[str, Any]:
     username = f"user__{get_user_model().USERNAME_FIELD}"
     members = list(session.memberships.values_list("user_id", "user__username", username))
     owner = next((name for user_id, _, name in members if user_id == session.owner_id), None)
-    # Sorted here, not by the query: turns/_queries.oldest_first says why.
-    in_flight = sorted(_turns(session).filter(status__in=IN_FLIGHT), key=lambda turn: turn.pk)
+    in_flight = oldest_first(_turns(session).filter(status__in=IN_FLIGHT))
     active = [t for t in in_flight if t.status == TurnStatus.ACTIVE]
-    active_by_client: dict[str, list[str]] = {}
-    for turn in active:
-        active_by_client.setdefault(turn.client_id, []).append(turn.turn_id)
-    return session_payload(session, owner=owner) | {
+    return _summary(session, owner if owner is not None else session.owner.get_username()) | {
         "lastSeq": live_state.last_seq_sync(str(session.pk)),
         "members": [member for _, member, _ in members],
-        "activeTurns": active_by_client,
+        "activeTurns": _by_client((t.client_id, t.turn_id) for t in active),
         "turns": [turn_payload(t) for t in active],
         "queuedTurns": [turn_payload(t) for t in in_flight if t.status == TurnStatus.QUEUED],
     }
@@ -110,7 +112,7 @@ def new_session_payload(session: ChatSession) -> dict[str, Any]:
     it, from what the creation wrote: its owner the one member, nothing sent yet (no seq, no
     turns). Nobody else knows its id before this answer, so nothing can have changed it;
     the three reads and the Redis round trip of a detail are skipped."""
-    return session_payload(session) | {
+    return _summary(session, session.owner.get_username()) | {
         "lastSeq": 0,
         "members": [session.owner.get_username()],
         "activeTurns": {},

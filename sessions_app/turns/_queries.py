@@ -30,14 +30,14 @@ from sessions_app.infra.sql import (
     table,
     values,
 )
-from sessions_app.models import IN_FLIGHT, ChatSession, MessageNode, NodeStatus, Role, Turn, TurnStatus
+from sessions_app.models import IN_FLIGHT, ChatSession, MessageNode, NodeStatus, Role, Turn, TurnStatus, oldest_first
 
 UNSETTLED = (NodeStatus.QUEUED, NodeStatus.STREAMING)
 
 
 def in_flight_turns(session_ids: Sequence[Any]) -> list[Turn]:
     """The queued and active turns of some sessions, oldest first (sorted here: see
-    `oldest_first`)."""
+    `models.oldest_first`)."""
     if not session_ids:
         return []
     sessions = values(Turn, "session", session_ids)
@@ -46,15 +46,6 @@ def in_flight_turns(session_ids: Sequence[Any]) -> list[Turn]:
         f"AND {column(Turn, 'status')} IN ({marks(IN_FLIGHT)})"
     )
     return oldest_first(instances(Turn, sql, [*sessions, *IN_FLIGHT]))
-
-
-def oldest_first(turns: Iterable[Turn]) -> list[Turn]:
-    """A session's in-flight turns in creation order, sorted in Python rather than by the
-    query: with `ORDER BY id` beside `status IN (queued, active)`, SQLite reads the session's
-    turns through the session index (already in id order) and filters every turn the
-    session ever had, instead of looking up the few in flight through (session, status). A
-    session's 1,000th send then cost ~0.1 ms more per read, growing with the session."""
-    return sorted(turns, key=lambda turn: turn.pk)
 
 
 def newest_settled_nodes(session_ids: Sequence[Any]) -> dict[Any, MessageNode]:

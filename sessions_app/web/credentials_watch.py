@@ -96,8 +96,8 @@ class CredentialsWatch:
             connection.read_response(push_request=True)  # the subscription is in place from here on
         except Exception:
             logger.warning("the credentials watch cannot subscribe; tokens are checked against Redis", exc_info=True)
+        else:
+            self._heard, self._heard_at = next(self._count), time.monotonic()
+            self._connection = connection
+        finally:
             self._connecting.release()
-            return
-        self._heard, self._heard_at = next(self._count), time.monotonic()
-        self._connection = connection
-        self._connecting.release()

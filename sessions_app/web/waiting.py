@@ -17,7 +17,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from sessions_app.cancellation.filters import matches
 from sessions_app.cancellation.services import client_id_of
 from sessions_app.infra.db_threads import db
-from sessions_app.models import IN_FLIGHT, Turn
+from sessions_app.models import IN_FLIGHT, Turn, oldest_first
 from sessions_app.schemas import CancelFilter
 from sessions_app.web.hub import hub
 
@@ -31,7 +31,7 @@ def matched_turns(*, session_id: str, user: AbstractBaseUser, flt: CancelFilter)
     requester = client_id_of(user)
     return [
         {"turnId": t.turn_id, "status": t.status, "reason": t.reason}
-        for t in sorted(turns, key=lambda turn: turn.pk)  # not ORDER BY: see turns/_queries.oldest_first
+        for t in oldest_first(turns)
         if matches(flt, turn_id=t.turn_id, client_id=t.client_id, requester_client_id=requester)
     ]
 
