@@ -75,7 +75,9 @@ TRANSIENT = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeou
 CLAIM_RETRY_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 2.0
 # How long one wait for an offer lasts (then the taker checks it should still take any).
-OFFER_WAIT_SECONDS = 5.0
+# Well under the Redis client's socket timeout (redis-py's default, 5 s): a BLPOP as long
+# as that races the read's own timeout, which drops the connection and pauses the taker.
+OFFER_WAIT_SECONDS = 2.0
 
 
 async def _persist(what: str, call: Callable[[], Awaitable[T]], give_up_after: float | None) -> T:
