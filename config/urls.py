@@ -16,4 +16,5 @@ urlpatterns = [
 
 # A server error answers JSON under /api/, and 503 `unavailable` while the database or
 # Redis is away (sessions_app/ops/errors.py).
+handler404 = "sessions_app.ops.errors.not_found"
 handler500 = "sessions_app.ops.errors.server_error"

@@ -1,8 +1,9 @@
-"""The site's answer to a server error (Django's `handler500`): when the cause is the
-database or Redis being unreachable for a moment, `503` with code `unavailable` and a
-`Retry-After`; under `/api/`, always the protocol's JSON envelope, never an HTML page. The
-API's own views map their errors themselves (web/api/app.py); this catches what fails
-around them (middleware, pages)."""
+"""The site's answers to a server error (Django's `handler500`) and to a path no URL matches
+(`handler404`). A server error whose cause is the database or Redis being unreachable for a
+moment answers `503` with code `unavailable` and a `Retry-After`. Under `/api/`, both
+answer the protocol's JSON envelope, never an HTML page. The API's own views map their
+errors themselves (web/api/app.py); this catches what fails around them (middleware,
+pages) and the API paths that name no endpoint."""
 
 from __future__ import annotations
 
@@ -11,12 +12,20 @@ import sys
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 
-from sessions_app.web.errors import INTERNAL, describe
+from sessions_app.web.errors import INTERNAL, WireError, describe
+
+NO_SUCH_ENDPOINT = WireError(404, "not_found", "no such endpoint")
 
 UNAVAILABLE_PAGE = (
     "<!doctype html><title>Unavailable for a moment</title>"
     "<h1>Unavailable for a moment</h1><p>The service cannot reach its database. Try again in a few seconds.</p>"
 )
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": NO_SUCH_ENDPOINT.as_dict()}, status=404)
+    return defaults.page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -23,6 +23,12 @@ class TokenAuth(APIKeyHeader):
 
     param_name = "Authorization"
 
+    def _get_key(self, request: HttpRequest) -> str | None:
+        # Read where Django keeps it: `request.headers` (Ninja's way) builds a mapping of
+        # every header first, for each request.
+        value = request.META.get("HTTP_AUTHORIZATION")
+        return value if isinstance(value, str) else None
+
     async def authenticate(self, request: HttpRequest, key: str | None) -> Any:  # type: ignore[override]
         if not key:
             return None
