@@ -15,7 +15,12 @@ from sessions_app.infra.batching import GroupedCall
 
 TIMEOUT = 10  # seconds: a bound on each wait, far above what any of them takes
 
+# `GroupedCall.on_thread` runs its work where ORM work runs: a database thread, which
+# checks the connection it holds (if any) before each call.
+on_a_database_thread = pytest.mark.django_db
 
+
+@on_a_database_thread
 async def test_requests_arriving_during_a_call_go_together_in_the_next():
     loop = asyncio.get_running_loop()
     calls: list[list[int]] = []
@@ -58,6 +63,7 @@ async def test_requests_arriving_during_a_call_go_together_in_the_next():
     assert calls == [[1], [2, -3, 4], [5]]  # grouped, in order, at most max_batch per call
 
 
+@on_a_database_thread
 async def test_a_failing_call_fails_each_of_its_requests_and_the_next_call_runs():
     def run_many(requests: list[int]) -> list[int | Exception]:
         if 0 in requests:

@@ -20,7 +20,10 @@ from sessions_app.sessions.services import session_create
 from sessions_app.web import tokens
 from sessions_app.web.http_entry import HttpHandler
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# A loop of its own: the database threads it leaves connected end with it, not carried
+# into later tests on the session's loop (where a test without database access would trip
+# over their connections).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="function")]
 
 
 class Asgi:
