@@ -111,6 +111,7 @@ def _heard() -> int | None:
         return None
     if _watch is None:
         _watch = CredentialsWatch(_channel(), watch_client_name(os.getpid()))
+    _watch.keep_polled()
     return _watch.heard()
 
 

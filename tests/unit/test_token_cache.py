@@ -103,6 +103,68 @@ async def test_a_known_token_costs_no_redis_read_while_the_watch_is_subscribed(
     assert reads == 1
 
 
+class CountedReads:
+    """Counts the process's reads of the credentials generation from Redis."""
+
+    def __init__(self, monkeypatch: Any) -> None:
+        self.reads = 0
+        read = token_cache._generation
+
+        async def counted() -> bytes | None:
+            self.reads += 1
+            return await read()
+
+        monkeypatch.setattr(token_cache, "_generation", counted)
+
+
+async def heartbeats_answered(count: int, *, while_: Any = None) -> None:
+    """Wait until the watch's connection has answered `count` more heartbeats, calling
+    `while_()` (if given) between polls."""
+    watch = token_cache._watch
+    assert watch is not None
+    target = watch.heartbeats_answered + count
+    async with asyncio.timeout(10):
+        while watch.heartbeats_answered < target:
+            if while_ is not None:
+                await while_()
+            await asyncio.sleep(0.005)
+
+
+async def test_a_heartbeats_answer_costs_the_requests_after_it_no_redis_read(
+    key: str, watching: None, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(credentials_watch, "HEARTBEAT_SECONDS", 0.01)
+    assert await token_cache.user_for_token(key) is not None
+    counted = CountedReads(monkeypatch)
+
+    async def request() -> None:
+        assert await token_cache.user_for_token(key) is not None
+
+    await heartbeats_answered(5, while_=request)
+
+    assert counted.reads == 0
+    await change_elsewhere()
+    await sync_to_async(expire_without_signals)(key)
+    assert await token_cache.user_for_token(key) is None  # a message still counts
+
+
+async def test_an_idle_process_keeps_its_watch_trusted(key: str, watching: None, monkeypatch: Any) -> None:
+    monkeypatch.setattr(credentials_watch, "HEARTBEAT_SECONDS", 0.01)
+    monkeypatch.setattr(credentials_watch, "TRUST_SECONDS", 0.05)
+    monkeypatch.setattr(credentials_watch, "POLL_SECONDS", 0.005)
+    assert await token_cache.user_for_token(key) is not None
+    counted = CountedReads(monkeypatch)
+    started = credentials_watch.time.monotonic()
+
+    await heartbeats_answered(3)  # no request meanwhile: the loop polls the watch by itself
+    async with asyncio.timeout(10):
+        while credentials_watch.time.monotonic() - started < 2 * credentials_watch.TRUST_SECONDS:
+            await heartbeats_answered(1)
+
+    assert await token_cache.user_for_token(key) is not None
+    assert counted.reads == 0
+
+
 async def test_without_a_watch_the_generation_is_read_on_every_request(key: str, settings: Any) -> None:
     settings.SESSIONS_APP = {**settings.SESSIONS_APP, "CREDENTIALS_WATCH": False}
     assert await token_cache.user_for_token(key) is not None
