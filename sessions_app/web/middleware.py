@@ -11,16 +11,19 @@ Each class is the stock one otherwise, and behaves the same under WSGI and the t
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
+from django.contrib.messages.storage import default_storage
 from django.contrib.sessions import middleware as sessions
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.middleware import clickjacking, common, csrf, security
+from django.utils.functional import SimpleLazyObject, empty
 
 
 class InlineHooks:
@@ -57,7 +60,18 @@ class AuthenticationMiddleware(InlineHooks, auth.AuthenticationMiddleware):
 
 
 class MessageMiddleware(InlineHooks, messages.MessageMiddleware):
-    pass
+    """The request's message storage made when it is first used: making it (a cookie signer
+    from the settings, a session store and a cookie store) was ~3% of every API request,
+    which never shows a message. A request that never used it has nothing to store."""
+
+    def process_request(self, request: HttpRequest) -> None:
+        request._messages = SimpleLazyObject(functools.partial(default_storage, request))  # type: ignore[attr-defined]
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        storage = getattr(request, "_messages", None)
+        if isinstance(storage, SimpleLazyObject) and storage._wrapped is empty:
+            return response
+        return super().process_response(request, response)
 
 
 class XFrameOptionsMiddleware(InlineHooks, clickjacking.XFrameOptionsMiddleware):
