@@ -137,6 +137,29 @@ def test_a_bad_value_already_stored_does_not_break_reads(user):
     assert detail.json()["modelOptions"] == {"a": "\ufffd", "\ufffd": 1}
 
 
+def test_a_request_without_credentials_is_told_how_to_authenticate():
+    answer = Client().get("/api/sessions")
+
+    assert error_of(answer) == (401, "unauthenticated")
+    assert "Authorization: Token <key>" in answer.json()["error"]["message"]
+    assert answer["WWW-Authenticate"] == "Token"
+
+
+def test_a_method_a_path_does_not_take_answers_the_envelope_with_the_allowed_ones(user):
+    token = token_of(user)
+    session = session_create(owner=user, title="t")
+
+    for method, path, allowed in (
+        ("delete", "/api/models", "GET"),
+        ("put", f"/api/sessions/{session.pk}/turns", "GET, POST"),
+        ("get", f"/api/sessions/{session.pk}/cancel/", "POST"),  # the trailing-slash twin too
+    ):
+        answer = getattr(api(token), method)(path)
+
+        assert error_of(answer) == (405, "invalid"), (method, path)
+        assert answer["Allow"] == allowed
+
+
 # --- /wait from a browser ----------------------------------------------------------------
 
 

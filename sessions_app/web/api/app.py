@@ -5,13 +5,17 @@ the same code and the command schemas (sessions_app/schemas.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http.response import HttpResponseBase
 from ninja import NinjaAPI
-from ninja.errors import HttpError
+from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.renderers import BaseRenderer
 
@@ -22,6 +26,9 @@ from sessions_app.web.errors import INTERNAL, WireError, describe
 
 logger = logging.getLogger(__name__)
 
+NO_CREDENTIALS = WireError(
+    401, "unauthenticated", "send 'Authorization: Token <key>' (POST /api/auth/token gives one) or log in"
+)
 HTTP_STATUS_CODES = {400: "invalid", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 429: "rate_limited"}
 
 
@@ -58,6 +65,33 @@ api = NinjaAPI(
 )
 
 
+def answering_unknown_methods_with_the_envelope(view: Callable[..., Any]) -> Callable[..., Any]:
+    """`view` (one of the API's paths), its 405 for a method the path does not take
+    answered with the envelope (Ninja answers a plain-text page), the `Allow` header kept."""
+
+    def envelope(response: HttpResponseBase) -> HttpResponseBase:
+        if not isinstance(response, HttpResponseNotAllowed):
+            return response
+        allowed = ", ".join(sorted(m.strip() for m in response["Allow"].split(",")))  # Ninja's: a set's order
+        answer = error_response(WireError(405, "invalid", f"this path takes {allowed}"))
+        answer["Allow"] = allowed
+        return answer
+
+    if asyncio.iscoroutinefunction(view):
+
+        @functools.wraps(view)
+        async def answering(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            return envelope(await view(request, *args, **kwargs))
+
+        return answering
+
+    @functools.wraps(view)
+    def answering_sync(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        return envelope(view(request, *args, **kwargs))
+
+    return answering_sync
+
+
 def on_error(request: HttpRequest, exc: Exception) -> HttpResponse:
     """Every failure answers the protocol's envelope `{"error": {code, message}}` with the
     documented status; anything unexpected is a logged `internal` 500, never a page."""
@@ -81,8 +115,8 @@ def _wire_error(request: HttpRequest, exc: Exception) -> WireError:
         cause = describe(exc.__cause__) if isinstance(exc.__cause__, Exception) else None
         if cause is not None:  # the body parser's own error (malformed or too deep JSON)
             return cause
-        if exc.status_code == 405:
-            return WireError(405, "invalid", "method not allowed")
+        if isinstance(exc, AuthenticationError):  # no credentials at all (Ninja says "Unauthorized")
+            return NO_CREDENTIALS
         code = HTTP_STATUS_CODES.get(exc.status_code)
         if code is not None:
             return WireError(exc.status_code, code, str(exc) or code)
