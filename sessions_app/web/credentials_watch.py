@@ -71,8 +71,11 @@ class CredentialsWatch:
             loop.call_later(POLL_SECONDS, self._poll, loop)
 
     def _poll(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._polled_by is loop:
+        if self._polled_by is not loop:
+            return  # another loop polls it now
+        try:
             self.heard()
+        finally:  # polled again whatever happened: the next poll may find a new connection
             loop.call_later(POLL_SECONDS, self._poll, loop)
 
     def heard(self) -> int | None:
