@@ -135,7 +135,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Repeats per figure: {report['repeat']}{' (quick run)' if report['quick'] else ''}; "
         f"wall time {report['seconds']:.0f} s.",
         "",
-        "| figure | median | spread (min..max) | unit | target (issue 5) | met |",
+        "| figure | median | spread (min..max) | unit | target | met |",
         "| --- | ---: | ---: | --- | --- | --- |",
     ]
     for scenario in report["scenarios"]:
@@ -171,7 +171,7 @@ def plot(report: dict[str, Any]) -> list[str]:
             err = [[r["median"] - r["min"] for r in rows], [r["max"] - r["median"] for r in rows]]
             ax.errorbar(levels, med, yerr=err, marker="o", capsize=4, label=f"token latency {q}", color=colour)
         targets = [(n, t) for n, t in latency.TOKEN_TARGETS.items() if n in levels]
-        ax.plot([n for n, _ in targets], [t for _, t in targets], "k--", marker="x", label="p99 target (issue 5)")
+        ax.plot([n for n, _ in targets], [t for _, t in targets], "k--", marker="x", label="p99 target")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("concurrent turns (100 tokens at 50 tokens/s, one device each)")

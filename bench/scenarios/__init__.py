@@ -15,7 +15,7 @@ class Figure:
     key: str
     label: str
     unit: str
-    target: str = ""  # the issue 5 target, as written there
+    target: str = ""  # the target the figure is held to, as the issue that set it wrote it
     met: Callable[[float], bool] | None = None  # applied to the median across repeats
 
 
