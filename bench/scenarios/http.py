@@ -1,7 +1,8 @@
 """The HTTP path, as integrations meet it: a trivial authenticated GET, session create, send
-accepted, send -> first token, 100 sends released together, the cancel call and cancel ->
-`turn.end` at a device (streaming and silent), interrupt -> the new turn's first token, and
-requests per second of the one Daphne process for GETs and for sends (50 clients).
+accepted, send -> first token, 100 sends released together (then their 100 turns cancelled
+together), the cancel call and cancel -> `turn.end` at a device (streaming and silent),
+interrupt -> the new turn's first token, and requests per second of the one Daphne process
+for GETs and for sends (50 clients).
 
 A device (websocket) watches the session, as a page would, for the token and end figures.
 Latencies are taken with a lean keep-alive client (bench/http_client.py: its own cost is
@@ -55,6 +56,8 @@ def figures(quick: bool) -> list[Figure]:
         Figure(
             "http_burst_first_token_p99", "100 HTTP sends together: first token p99", "ms", "<= 150 ms", at_most(150)
         ),
+        Figure("http_burst_cancel_p99", "100 HTTP cancels together: answered p99", "ms"),
+        Figure("http_burst_cancel_end_p99", "100 HTTP cancels together: turn.end p99", "ms"),
         Figure("http_cancel_call_p50", "HTTP cancel round trip p50", "ms", "<= 3 ms", at_most(3)),
         Figure("http_cancel_p50:flowing", "HTTP cancel -> turn.end p50, flowing", "ms", "<= 5 ms", at_most(5)),
         Figure("http_cancel_p99:flowing", "HTTP cancel -> turn.end p99, flowing", "ms", "<= 10 ms", at_most(10)),
@@ -167,6 +170,8 @@ async def _sends(api: Api, client: Any, measured: Measured, samples: int) -> Non
 
 async def _burst(api: Api, client: Any, measured: Measured, turns: int = 100) -> None:
     """100 sends to 100 sessions released together; each session's device times its token.
+    Then the 100 turns are cancelled together (each over its own connection, as 100
+    clients stopping at once): the cancel's answer, and its `turn.end` at the device.
     The client has a connection open for each (a client's pool, warm), so that the figure
     is the server's deciding of the burst, not 100 TCP handshakes."""
     sessions = await new_sessions(client, turns)
@@ -175,29 +180,46 @@ async def _burst(api: Api, client: Any, measured: Measured, turns: int = 100) ->
     try:
         release = asyncio.Event()
 
-        async def one(session: str, device: BenchDevice) -> tuple[float, float]:
+        async def one(session: str, device: BenchDevice) -> tuple[float, float, str]:
             body = api.send_body(new_prompt("burst"))
             await release.wait()
             sent_at = time.time()
             elapsed, answer = await api.call("POST", f"/api/sessions/{session}/turns", body)
             turn_id = answer["turnId"]
             index = await device.wait_for(partial(first_delta_index, device, turn_id), 60)
-            first = ms(device.receive_times[index] - sent_at) - MODEL_DELAY_MS
-            # Stopped, so that the next figures are not taken beside 100 streaming turns.
-            await api.call("POST", f"/api/sessions/{session}/cancel", {"turnId": turn_id})
-            await device.wait_turn_end(turn_id, 60)
-            return ms(elapsed), first
+            return ms(elapsed), ms(device.receive_times[index] - sent_at) - MODEL_DELAY_MS, turn_id
 
         tasks = [asyncio.create_task(one(s, d)) for s, d in zip(sessions, devices, strict=True)]
         await asyncio.sleep(0.2)  # every request built and waiting on the release
         release.set()
         results = await asyncio.gather(*tasks)
+        stop = asyncio.Event()
+
+        async def cancel(session: str, device: BenchDevice, turn_id: str) -> tuple[float, float]:
+            await stop.wait()
+            cancelled_at = time.time()
+            elapsed, _ = await api.call("POST", f"/api/sessions/{session}/cancel", {"turnId": turn_id})
+            end = await device.wait_turn_end(turn_id, 60)
+            index = next(i for i in range(len(device.events) - 1, -1, -1) if device.events[i] is end)
+            return ms(elapsed), ms(device.receive_times[index] - cancelled_at)
+
+        cancels = [asyncio.create_task(cancel(s, d, r[2])) for s, d, r in zip(sessions, devices, results, strict=True)]
+        await asyncio.sleep(0.1)
+        stop.set()
+        stopped = await asyncio.gather(*cancels)
     finally:
         await close_all(devices)
     accepted, firsts = [r[0] for r in results], [r[1] for r in results]
     measured.figures["http_burst_accept_p99"] = percentile(accepted, 99)
     measured.figures["http_burst_first_token_p99"] = percentile(firsts, 99)
-    measured.details["burst"] = {"turns": turns, "accept_p50_ms": percentile(accepted, 50)}
+    measured.figures["http_burst_cancel_p99"] = percentile([c[0] for c in stopped], 99)
+    measured.figures["http_burst_cancel_end_p99"] = percentile([c[1] for c in stopped], 99)
+    measured.details["burst"] = {
+        "turns": turns,
+        "accept_p50_ms": percentile(accepted, 50),
+        "cancel_p50_ms": percentile([c[0] for c in stopped], 50),
+        "cancel_end_p50_ms": percentile([c[1] for c in stopped], 50),
+    }
 
 
 async def _cancels(api: Api, client: Any, measured: Measured, samples: int) -> None:

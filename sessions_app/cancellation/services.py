@@ -1,10 +1,16 @@
 """Cancelling turns: the one place that decides a cancel. Match a filter, ask the
 authoriser, end the turns no worker runs yet at once, flag the active ones and signal their
 workers; hold a cancel for a turn not created yet. The state changes themselves are the
-turns package's transitions."""
+turns package's transitions.
+
+Cancels that arrive together (a process's devices and HTTP clients cancelling at once:
+web/commands.py) are decided in one transaction, like sends (`turns_cancel_many`): one
+membership read for all, one commit, one Redis pipeline for their workers' signals and one
+for their events, instead of a transaction and two round trips each."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,17 +24,19 @@ from django.utils.module_loading import import_string
 from sessions_app.agents.config import AGENT_PREFIX
 from sessions_app.cancellation.authorisers import CancelRequest
 from sessions_app.conf import app_settings
-from sessions_app.errors import Forbidden, NotFound
+from sessions_app.errors import ChatError, Forbidden, NotFound
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
 from sessions_app.infra.db_threads import after_commit
 from sessions_app.infra.live_state import Event
 from sessions_app.models import IN_FLIGHT, ChatSession, HeldCancel, Turn
 from sessions_app.schemas import CancelFilter
-from sessions_app.sessions.services import require_member
+from sessions_app.sessions.services import members_of, require_member
 from sessions_app.turns import announce, transitions
 from sessions_app.turns._queries import cancellable_turns
 from sessions_app.turns.locking import lock_sessions
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -99,6 +107,70 @@ def _hold(session: ChatSession, requester: AbstractBaseUser, turn_id: str) -> bo
     return True
 
 
+@dataclass(frozen=True)
+class CancelCommand:
+    """One member's cancel of a session's turns, as a device or an HTTP client sends it."""
+
+    session_id: Any
+    user: AbstractBaseUser
+    flt: CancelFilter
+
+
+def turns_cancel_many(commands: Sequence[CancelCommand]) -> list[CancelOutcome | Exception]:
+    """Many members' cancels in one transaction, in order, each seeing what the earlier ones
+    did (two cancels of one session as if one came after the other). One outcome per
+    command: what it cancelled, or the error it alone raised (a session it may not use, a
+    reserved clientId); the others still commit. If the transaction itself fails (the
+    database, an authoriser that raises something else), each command runs again alone."""
+    if len(commands) == 1:
+        return [_alone(commands[0])]
+    outcomes: dict[int, CancelOutcome | Exception] = {}
+    admitted: dict[int, ChatSession] = {}
+    for i, member in enumerate(members_of([(c.session_id, c.user) for c in commands])):
+        if isinstance(member, ChatSession):
+            admitted[i] = member
+        else:
+            outcomes[i] = member
+    if not admitted:
+        return [outcomes[i] for i in range(len(commands))]
+    try:
+        with transaction.atomic():
+            fresh = lock_sessions({session.pk for session in admitted.values()})
+            signals: list[tuple[str, list[int]]] = []
+            for i, session in admitted.items():
+                command = commands[i]
+                try:
+                    # A ChatError comes before the cancel writes anything (cancel_locked).
+                    outcomes[i] = cancel_locked(
+                        session=fresh.get(session.pk, session), requester=command.user, flt=command.flt, signals=signals
+                    )
+                except ChatError as exc:
+                    outcomes[i] = exc
+            decided = [(str(admitted[i].pk), o) for i, o in outcomes.items() if isinstance(o, CancelOutcome)]
+            after_commit(lambda: _after_cancels(signals, decided))
+    except Exception:
+        logger.warning("a set of cancels failed; running its cancels one by one", exc_info=True)
+        return [_alone(command) if i in admitted else outcomes[i] for i, command in enumerate(commands)]
+    return [outcomes[i] for i in range(len(commands))]
+
+
+def _alone(command: CancelCommand) -> CancelOutcome | Exception:
+    try:
+        return turns_cancel(session_id=command.session_id, user=command.user, flt=command.flt)
+    except Exception as exc:  # its caller's alone, not the set's
+        return exc
+
+
+def _after_cancels(signals: Sequence[tuple[str, list[int]]], decided: Sequence[tuple[str, CancelOutcome]]) -> None:
+    """After a set of cancels commits: the workers first (one pipeline), so that they stop
+    the turns as soon as can be; then every device (one pipeline), then the site's signals."""
+    live_state.signal_cancels_sync(signals)
+    batches = [(session_id, outcome.events) for session_id, outcome in decided if outcome.events]
+    if batches:
+        emit.many_now(batches)
+    announce.ended([turn for _, outcome in decided for turn in outcome.ended])
+
+
 def turns_cancel(
     *,
     session_id: Any,
@@ -131,9 +203,12 @@ def cancel_locked(
     flt: CancelFilter,
     only_active: bool = False,
     bypass_authoriser: bool = False,
+    signals: list[tuple[str, list[int]]] | None = None,
 ) -> CancelOutcome:
     """Cancel what `flt` matches. The caller holds the session lock and emits
-    `outcome.events` on commit; workers are signalled on commit from here."""
+    `outcome.events` on commit; workers are signalled on commit from here, or, given
+    `signals`, by the caller, who finds there (session id, turn pks) to signal. A ChatError
+    is raised before anything is written (turns_cancel_many relies on it)."""
     outcome = CancelOutcome()
     matched = _match(session, requester, flt, only_active)
     if flt.turn_id is not None and not matched:
@@ -171,7 +246,9 @@ def cancel_locked(
         parents = [child.pk for child in children]
     outcome.events.append(build.cancel(flt.as_dict(), by, outcome.cancelled, outcome.rejected))
     outcome.events.extend(build.turn_end(t) for t in outcome.ended)
-    if to_signal:
+    if to_signal and signals is not None:
+        signals.append((str(session.pk), to_signal))
+    elif to_signal:
         session_id = str(session.pk)
         after_commit(lambda: live_state.signal_cancel_sync(session_id, to_signal))
     return outcome

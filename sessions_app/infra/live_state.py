@@ -696,9 +696,23 @@ async def take_offered_turns(wait_seconds: float) -> list[int] | None:
 
 def signal_cancel_sync(session_id: str, turn_pks: Sequence[int]) -> None:
     """Tell every worker which turns to abort (a worker acts on the ones it runs)."""
-    if turn_pks:
-        payload = orjson.dumps({"session": session_id, "turns": list(turn_pks), "at": now_ms()})
-        sync_redis().publish(Keys.cancel_channel(), payload)
+    signal_cancels_sync([(session_id, turn_pks)])
+
+
+def signal_cancels_sync(signals: Sequence[tuple[str, Sequence[int]]]) -> None:
+    """`signal_cancel_sync` for many sessions' turns, one message each, in one round trip."""
+    signals = [(session_id, turn_pks) for session_id, turn_pks in signals if turn_pks]
+    if not signals:
+        return
+    at = now_ms()
+    payloads = [orjson.dumps({"session": s, "turns": list(pks), "at": at}) for s, pks in signals]
+    if len(payloads) == 1:
+        sync_redis().publish(Keys.cancel_channel(), payloads[0])
+        return
+    pipe = sync_redis().pipeline(transaction=False)
+    for payload in payloads:
+        pipe.publish(Keys.cancel_channel(), payload)
+    pipe.execute()
 
 
 # --- presence ------------------------------------------------------------------------------

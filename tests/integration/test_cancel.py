@@ -250,3 +250,25 @@ async def test_refused_cancel_is_reported_to_the_requester_and_the_turn_goes_on(
         await bob_device.cancel(turn_id="x" * 101)  # and a malformed filter is an error, not a no-op
     own = await alice_device.send("again")
     assert (await alice_device.cancel(turn_id=own.turn_id))["cancelled"] == [own.turn_id]
+
+
+async def test_cancels_sent_together_over_http_and_websockets_each_stop_their_own_turn(make_client):
+    """Cancels arriving at once are decided as one set: each caller still gets its own
+    answer (a stranger its own error), and every turn ends cancelled on every device."""
+    alice, eve = await make_client("alice"), await make_client("eve")
+    sessions = [await session_with(alice, **SLOW) for _ in range(6)]
+    devices = [await alice.connect(s["id"]) for s in sessions]
+    turns = [await device.send(f"t{i}") for i, device in enumerate(devices)]
+    for device, turn in zip(devices, turns, strict=True):
+        await first_delta(device, turn)
+
+    over_http = [alice.cancel(s["id"], turn_id=t.turn_id) for s, t in zip(sessions[:3], turns[:3], strict=True)]
+    over_websockets = [d.cancel(turn_id=t.turn_id) for d, t in zip(devices[3:], turns[3:], strict=True)]
+    answers = await asyncio.gather(*over_http, *over_websockets, eve.cancel(sessions[0]["id"]), return_exceptions=True)
+
+    *mine, stranger = answers
+    assert [a["cancelled"] if isinstance(a, dict) else a for a in mine] == [[t.turn_id] for t in turns]
+    assert isinstance(stranger, ChatClientError) and stranger.code in {"not_found", "forbidden"}
+    for device, turn in zip(devices, turns, strict=True):
+        assert (await device.wait_turn_end(turn.turn_id))["reason"] == "cancelled"
+        assert_clean(device)

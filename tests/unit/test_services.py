@@ -10,10 +10,11 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from sessions_app.cancellation.authorisers import CancelRequest, turn_owner_only, turn_owner_or_session_owner
-from sessions_app.cancellation.services import turns_cancel
-from sessions_app.errors import Busy, Conflict, Forbidden, QueueFull
+from sessions_app.cancellation.services import CancelCommand, turns_cancel, turns_cancel_many
+from sessions_app.errors import Busy, Conflict, Forbidden, NotFound, QueueFull
 from sessions_app.events import emit
 from sessions_app.events.archive import archive_many
+from sessions_app.infra import live_state
 from sessions_app.models import MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody
 from sessions_app.sessions.services import member_add, session_create
@@ -455,6 +456,70 @@ def test_a_cancel_held_for_a_turn_id_ends_that_turn_when_its_send_arrives_in_a_s
 
     assert cancelled.turn.status == "cancelled" and running.turn.status == "active"
     assert MessageNode.objects.get(pk=cancelled.turn.assistant_message_id).status == NodeStatus.CANCELLED
+
+
+def _cancel(chat, user, **flt):
+    return CancelCommand(chat.pk, user, CancelFilter.model_validate(flt))
+
+
+def test_a_set_of_cancels_is_decided_as_if_they_came_one_by_one(
+    session, alice, bob, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Cancels in one set: each its own outcome (an error of its own for a stranger), two
+    of one session see each other, and after the commit the workers hear of every active
+    turn in one signal round trip, before the devices' events go out in one pipeline."""
+    other = session_create(owner=alice, title="other")
+    mine, bobs, elsewhere = send(session, alice), send(session, bob), send(other, alice)
+    for result in (mine, bobs, elsewhere):
+        turn_claim(turn_pk=result.turn.pk, worker_id="w")  # streaming: a worker must stop them
+    stranger = get_user_model().objects.create_user(username=f"eve-{uuid.uuid4().hex[:6]}", password="x")
+    order: list[tuple[str, object]] = []
+    monkeypatch.setattr(
+        live_state,
+        "signal_cancels_sync",
+        lambda signals: order.append(("signal", sorted(p for _, ps in signals for p in ps))),
+    )
+    monkeypatch.setattr(emit, "many_now", lambda batches: order.append(("publish", [len(b) for _, b in batches])))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        outcomes: list[Any] = turns_cancel_many(
+            [
+                _cancel(session, alice, turnId=mine.turn.turn_id),
+                _cancel(session, stranger),
+                _cancel(other, alice, all=True),
+                _cancel(session, bob, all=True),  # after alice's: hers is no longer there to match
+            ]
+        )
+
+    first, refused, everything_else, bobs_all = outcomes
+    assert first.cancelled == [mine.turn.turn_id]
+    assert isinstance(refused, NotFound | Forbidden)
+    assert everything_else.cancelled == [elsewhere.turn.turn_id]
+    assert bobs_all.cancelled == [bobs.turn.turn_id] and bobs_all.rejected == []
+    assert sorted(Turn.objects.filter(cancel_requested_by__gt="").values_list("pk", flat=True)) == sorted(
+        [mine.turn.pk, bobs.turn.pk, elsewhere.turn.pk]
+    )
+    assert order == [("signal", sorted([mine.turn.pk, elsewhere.turn.pk, bobs.turn.pk])), ("publish", [1, 1, 1])]
+
+
+def test_a_cancel_of_a_set_that_fails_alone_leaves_the_others_to_commit(session, alice, monkeypatch):
+    """An authoriser that raises for one cancel: the set runs again one by one, that cancel
+    gets its error, the others cancel their turns."""
+    other = session_create(owner=alice, title="other")
+    kept, stopped = send(session, alice), send(other, alice)
+
+    def fussy(request: CancelRequest) -> list[str]:
+        if request.session_id == str(session.pk):
+            raise RuntimeError("the authoriser broke")
+        return request.matched_turn_ids
+
+    monkeypatch.setattr("sessions_app.cancellation.services.import_string", lambda _path: fussy)
+    broken, fine = turns_cancel_many([_cancel(session, alice, all=True), _cancel(other, alice, all=True)])
+
+    assert isinstance(broken, RuntimeError)
+    assert not isinstance(fine, Exception) and fine.cancelled == [stopped.turn.turn_id]
+    assert Turn.objects.get(pk=kept.turn.pk).status == TurnStatus.ACTIVE
+    assert Turn.objects.get(pk=stopped.turn.pk).status == TurnStatus.CANCELLED  # no worker had it: ended at once
 
 
 def test_grouped_claims_and_finishes(session, alice):
