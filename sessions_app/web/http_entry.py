@@ -18,7 +18,7 @@ sync, keep Django's thread per request.
 An API path, once resolved, is not resolved again: Django's resolver tries every pattern
 before the match and, at each level of includes, rebuilds the list of those it tried (for
 its 404 page), a fifth to a sixth of a trivial API request's Python. The matches of recent
-paths are kept (`_resolved`); each request gets a copy of its own.
+paths are kept (`_resolved`), sharing their lists; each request gets a copy of its own.
 """
 
 from __future__ import annotations
@@ -103,8 +103,41 @@ class HttpHandler(ASGIHandler):
 @functools.lru_cache(maxsize=4096)
 def _resolved(resolver: URLResolver, path: str) -> ResolverMatch:
     """A path's match under a resolver (a new urlconf is a new resolver: Django's
-    `clear_url_caches`). Paths that match nothing raise Resolver404 and are not kept."""
-    return resolver.resolve(path)
+    `clear_url_caches`). Paths that match nothing raise Resolver404 and are not kept.
+
+    The lists a match holds (`tried`, the patterns tried before it, and its namespaces) are
+    the same for every path of a route, so the kept matches share one of each: a match
+    owns ~26 objects the garbage collector walks, 22 of them `tried`'s lists, and 4,096
+    kept paths (each session has its own) made every full collection of a web process
+    ~30 ms longer."""
+    match = resolver.resolve(path)
+    if match.tried is not None:
+        match.tried = _shared(match.tried)
+    match.app_names, match.namespaces = _shared(match.app_names), _shared(match.namespaces)
+    return match
+
+
+_SHARED_LIMIT = 1024  # distinct lists: a few per route; more only as urlconfs come and go
+_shared_lists: dict[Any, list[Any]] = {}
+
+
+def _shared(value: list[Any]) -> list[Any]:
+    """The kept list equal to `value` (patterns compared by identity), else `value`, kept."""
+    key = _identity(value)
+    kept = _shared_lists.get(key)
+    if kept is None:
+        if len(_shared_lists) >= _SHARED_LIMIT:
+            _shared_lists.clear()
+        kept = _shared_lists[key] = value
+    return kept
+
+
+def _identity(value: Any) -> Any:
+    """A hashable stand-in for a list of (lists of) patterns or names; the kept list holds
+    the patterns, so their ids stay theirs while it is kept."""
+    if isinstance(value, list):
+        return tuple(_identity(item) for item in value)
+    return value if isinstance(value, str) else id(value)
 
 
 def http_application() -> HttpHandler:
@@ -113,6 +146,10 @@ def http_application() -> HttpHandler:
 
     django.setup(set_prefix=False)
     run_request_started_on_the_loop()
+    # The URLconf loaded now rather than at the first request: what it builds (the API's
+    # routes and its schemas, ~10,000 objects) is then part of start-up, which a server
+    # process moves out of the garbage collector's walks (interpreter.freeze_start_up_objects).
+    get_resolver().url_patterns  # noqa: B018
     return HttpHandler()
 
 
