@@ -9,7 +9,8 @@ in order, each failure logged. A send's or a cancel's Redis work after its commi
 (publishing its events, handing its turns to the workers, signalling a worker: ~1 to 2 ms)
 then does not hold up an HTTP answer; the work starts as soon as before, so devices see
 nothing later. A websocket ack still waits for it, so that a device has the events of its
-own command when the ack comes (decision 025).
+own command when the ack comes (decision 025). A set of HTTP sends holds that work until
+its answers are written (`Hold`, decision 033), so that the two do not compete.
 """
 
 from __future__ import annotations
@@ -65,16 +66,42 @@ def db(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     return call
 
 
-def answering_first(fn: Callable[..., T]) -> Callable[..., Awaitable[tuple[T, asyncio.Future[None]]]]:
+class Hold:
+    """What the work after a commit may wait for once `answering_first` has answered:
+    `count` releases (each from the loop, as an answer is written), or `limit` seconds,
+    whichever comes first."""
+
+    def __init__(self, count: int, limit: float) -> None:
+        self._left = count
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+        if count <= 0:
+            self._released.set()
+
+    def release_one(self) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left <= 0:
+                self._released.set()
+
+    def wait(self) -> None:
+        self._released.wait(self._limit)
+
+
+def answering_first(
+    fn: Callable[..., T], hold: Hold | None = None
+) -> Callable[..., Awaitable[tuple[T, asyncio.Future[None]]]]:
     """`db(fn)`, answering `(result, after)` as soon as `fn` returns: `after` is settled
-    (never with an error) once the work `fn` registered with `after_commit` has run."""
+    (never with an error) once the work `fn` registered with `after_commit` has run. With
+    a `hold`, that work waits for it first (the answers it lets out)."""
 
     async def call(*args: Any, **kwargs: Any) -> tuple[T, asyncio.Future[None]]:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[T] = loop.create_future()
         after: asyncio.Future[None] = loop.create_future()
         context = contextvars.copy_context()
-        loop.run_in_executor(None, context.run, _run, loop, answer, after, fn, args, kwargs)
+        loop.run_in_executor(None, context.run, _run, loop, answer, after, fn, args, kwargs, hold)
         return await answer, after
 
     return call
@@ -87,8 +114,10 @@ def _run(
     fn: Callable[..., T],
     args: Any,
     kwargs: Any,
+    hold: Hold | None = None,
 ) -> None:
-    """Run `fn` on this thread; answer; then, if `after` is given, the deferred work."""
+    """Run `fn` on this thread; answer; then, if `after` is given, the deferred work (once
+    `hold` lets it)."""
     work: list[Callable[[], Any]] = []
     _deferred.work = work if after is not None else None
     try:
@@ -102,6 +131,8 @@ def _run(
         _deferred.work = None
     if after is None:
         return
+    if hold is not None and work:
+        hold.wait()
     for item in work:
         try:
             item()

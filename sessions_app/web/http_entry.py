@@ -36,6 +36,8 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.urls import ResolverMatch, URLResolver, get_resolver, set_script_prefix
 
+from sessions_app.web import answering
+
 API_PREFIX = "/api/"
 
 
@@ -59,6 +61,7 @@ class HttpHandler(ASGIHandler):
         else:
             await signals.request_started.asend(sender=self.__class__, scope=scope)
         request, response = self.create_request(scope, body_file)
+        pending_answer = answering.PendingAnswer()
         try:
             if request is not None:
                 response = await self._response_unless_disconnected(request, receive)
@@ -66,6 +69,7 @@ class HttpHandler(ASGIHandler):
                 with contextlib.suppress(asyncio.CancelledError):  # the client left meanwhile
                     await self.send_response(response, send)
         finally:
+            pending_answer.done()  # written, or never to be
             body_file.close()
             if response is None:
                 await signals.request_finished.asend(sender=self.__class__)

@@ -6,6 +6,7 @@ that names no endpoint answers the envelope, and a receiver a site connects to
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from typing import Any
 
@@ -16,8 +17,9 @@ from django.contrib.auth import get_user_model
 from django.core import signals
 from django.urls import clear_url_caches
 
+from sessions_app.events import emit
 from sessions_app.sessions.services import session_create
-from sessions_app.web import tokens
+from sessions_app.web import commands, tokens
 from sessions_app.web.http_entry import HttpHandler
 
 # A loop of its own: the database threads it leaves connected end with it, not carried
@@ -34,17 +36,24 @@ class Asgi:
         self.token = token
 
     async def get(self, path: str) -> tuple[int, Any]:
+        return await self.request("GET", path)
+
+    async def request(self, method: str, path: str, body: Any = None, on_message: Any = None) -> tuple[int, Any]:
+        raw = b"" if body is None else orjson.dumps(body)
+        headers = [(b"host", b"testserver"), (b"authorization", f"Token {self.token}".encode())]
+        if body is not None:
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
-            "method": "GET",
+            "method": method,
             "scheme": "http",
             "path": path,
             "raw_path": path.encode(),
             "query_string": b"",
             "root_path": "",
-            "headers": [(b"host", b"testserver"), (b"authorization", f"Token {self.token}".encode())],
+            "headers": headers,
             "client": ("127.0.0.1", 5000),
             "server": ("testserver", 80),
         }
@@ -54,7 +63,7 @@ class Asgi:
             nonlocal received
             if not received:
                 received = True
-                return {"type": "http.request", "body": b"", "more_body": False}
+                return {"type": "http.request", "body": raw, "more_body": False}
             await asyncio.Event().wait()  # the client stays connected
             raise AssertionError
 
@@ -62,13 +71,12 @@ class Asgi:
 
         async def send(message: dict[str, Any]) -> None:
             messages.append(message)
+            if on_message is not None:
+                on_message(message)
 
         await self.handler(scope, receive, send)
-        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-        if not body.startswith(b"{"):
-            print(messages)
-            print(body.decode()[:3000])
-        return messages[0]["status"], orjson.loads(body)
+        body_bytes = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+        return messages[0]["status"], orjson.loads(body_bytes)
 
 
 @pytest.fixture
@@ -91,6 +99,32 @@ async def test_each_request_of_a_kept_path_gets_its_own_arguments(owner, asgi):
         assert (await asgi.get(f"/api/sessions/{first}"))[1]["title"] == "first"
         assert (await asgi.get(f"/api/sessions/{second}"))[1]["title"] == "second"
         assert (await asgi.get(f"/api/sessions/{second}/"))[1]["title"] == "second"
+
+
+async def test_an_http_send_is_answered_before_its_events_go_out(owner, asgi, monkeypatch):
+    """The work after a send's commit (its events, its turn handed to a worker) waits for
+    the HTTP answer to be written, so that the two do not compete (decision 033)."""
+    session = await sync_to_async(new_session)(owner, "first")
+    order: list[str] = []
+    publish, out = emit.many_now, threading.Event()
+
+    def published(batches: Any) -> Any:
+        order.append("events")
+        out.set()
+        return publish(batches)
+
+    monkeypatch.setattr(emit, "many_now", published)
+    monkeypatch.setattr(commands, "ANSWERS_FIRST_SECONDS", 30.0)  # only the answer lets them go
+    body = {"messages": [{"id": str(uuid.uuid4()), "role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
+
+    def on_message(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            order.append("answer")
+
+    status, answer = await asgi.request("POST", f"/api/sessions/{session}/turns", body, on_message)
+    assert status == 202 and answer["status"] == "active"
+    assert await asyncio.to_thread(out.wait, 30)
+    assert order == ["answer", "events"]
 
 
 async def test_an_api_path_that_names_no_endpoint_answers_the_envelope(asgi):
