@@ -121,7 +121,7 @@ async def one_round(side: Side) -> None:
     elapsed, _ = await api.call("POST", f"/api/sessions/{side.session}/cancel", {"turnId": turn_id})
     samples["cancel call"].append(ms(elapsed))
     end = await device.wait_turn_end(turn_id, 30)
-    index = next(i for i in range(len(device.events) - 1, -1, -1) if device.events[i] is end)
+    index = device.index_of(end)
     samples["cancel -> turn.end"].append(ms(device.receive_times[index] - cancelled_at))
 
 

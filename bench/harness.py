@@ -88,6 +88,10 @@ class BenchDevice(Device):
             self.acks.append((received_at, len(self.events), frame))
         super()._on_frame(frame, received_at)
 
+    def index_of(self, event: dict[str, Any]) -> int:
+        """The index of an event this device received (the newest such), for its receive time."""
+        return next(i for i in range(len(self.events) - 1, -1, -1) if self.events[i] is event)
+
 
 @dataclass
 class TurnResult:

@@ -54,7 +54,7 @@ async def one_cancel(device: BenchDevice, tag: str, after_tokens: int, settle: f
     await device.cancel(turn_id=handle.turn_id)
     ack_at, ack_index, _ = device.acks[-1]
     end = await device.wait_turn_end(handle.turn_id, 30)
-    end_index = next(i for i in range(len(device.events) - 1, -1, -1) if device.events[i] is end)
+    end_index = device.index_of(end)
     late = sum(
         1 for e in device.events[ack_index:end_index] if e["type"] == "delta" and e.get("turnId") == handle.turn_id
     )

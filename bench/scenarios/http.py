@@ -200,7 +200,7 @@ async def _burst(api: Api, client: Any, measured: Measured, turns: int = 100) ->
             cancelled_at = time.time()
             elapsed, _ = await api.call("POST", f"/api/sessions/{session}/cancel", {"turnId": turn_id})
             end = await device.wait_turn_end(turn_id, 60)
-            index = next(i for i in range(len(device.events) - 1, -1, -1) if device.events[i] is end)
+            index = device.index_of(end)
             return ms(elapsed), ms(device.receive_times[index] - cancelled_at)
 
         cancels = [asyncio.create_task(cancel(s, d, r[2])) for s, d, r in zip(sessions, devices, results, strict=True)]
@@ -241,7 +241,7 @@ async def _cancels(api: Api, client: Any, measured: Measured, samples: int) -> N
                 elapsed, _ = await api.call("POST", f"/api/sessions/{session}/cancel", {"turnId": turn_id})
                 calls.append(ms(elapsed))
                 end = await device.wait_turn_end(turn_id, 30)
-                index = next(i for i in range(len(device.events) - 1, -1, -1) if device.events[i] is end)
+                index = device.index_of(end)
                 latencies.append(ms(device.receive_times[index] - cancelled_at))
                 if end["reason"] != "cancelled":
                     measured.problems.append(f"http cancel ({mode}): turn ended {end['reason']}")

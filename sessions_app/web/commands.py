@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser
 
@@ -20,6 +20,8 @@ from sessions_app.ops import metrics
 from sessions_app.schemas import CancelFilter, SendBody
 from sessions_app.turns.sending import SendRequest, SendResult, turns_send
 from sessions_app.web.answering import after_answer
+
+Outcome = TypeVar("Outcome")
 
 # At most this many sends decided and written as one set. A set costs a fixed part plus
 # ~0.5 ms a send, so bigger sets start a burst's turns sooner (100 sends at once: first
@@ -71,7 +73,7 @@ def _send_sets() -> GroupedCall[_QueuedSend, tuple[SendResult, asyncio.Future[No
         for queued in answering:
             queued.hold = hold
         outcomes, published = await answering_first(turns_send, hold)([queued.request for queued in sends])
-        return [o if isinstance(o, Exception) else (o, published) for o in outcomes]
+        return _with_published(outcomes, published)
 
     return GroupedCall(run, max_batch=SEND_SET_LIMIT)
 
@@ -91,6 +93,13 @@ async def cancel(
 def _cancel_sets() -> GroupedCall[CancelCommand, tuple[CancelOutcome, asyncio.Future[None]]]:
     async def run(commands: list[CancelCommand]) -> list[tuple[CancelOutcome, asyncio.Future[None]] | Exception]:
         outcomes, published = await answering_first(turns_cancel_many)(commands)
-        return [o if isinstance(o, Exception) else (o, published) for o in outcomes]
+        return _with_published(outcomes, published)
 
     return GroupedCall(run, max_batch=CANCEL_SET_LIMIT)
+
+
+def _with_published(
+    outcomes: list[Outcome | Exception], published: asyncio.Future[None]
+) -> list[tuple[Outcome, asyncio.Future[None]] | Exception]:
+    """Each command's outcome of a set, with the set's `published` (its errors as they are)."""
+    return [o if isinstance(o, Exception) else (o, published) for o in outcomes]
