@@ -1,18 +1,4 @@
-from typing import Any
-
 from django.apps import AppConfig
-from django.core.signals import request_finished
-
-
-def close_request_connections(**_kwargs: Any) -> None:
-    """Under ASGI each sync request runs in a thread of its own, which a persistent
-    connection would outlive: a burst of requests would hold one database connection each
-    (beyond PostgreSQL's 100 by default). Close the request thread's connections when its
-    request is done; the fixed thread sets (websocket commands, the worker's engine) keep
-    theirs."""
-    from django.db import connections
-
-    connections.close_all()
 
 
 class SessionsAppConfig(AppConfig):
@@ -21,8 +7,10 @@ class SessionsAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        request_finished.connect(close_request_connections, dispatch_uid="sessions_app.close_request_connections")
         from sessions_app.infra.interpreter import tune_interpreter
+        from sessions_app.web import request_signals
+
+        request_signals.connect_request_finished()
 
         tune_interpreter()
         # Connects the receiver that hands ready turns to the Celery workers.

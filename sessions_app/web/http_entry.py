@@ -31,12 +31,11 @@ from typing import Any
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.db import close_old_connections, reset_queries
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.urls import ResolverMatch, URLResolver, get_resolver, set_script_prefix
 
-from sessions_app.web import answering
+from sessions_app.web import answering, request_signals
 
 API_PREFIX = "/api/"
 
@@ -56,8 +55,8 @@ class HttpHandler(ASGIHandler):
         except RequestAborted:
             return
         set_script_prefix(get_script_prefix(scope))
-        if only_our_request_started():
-            started_on_the_loop()  # what asend would run, without its gathered tasks
+        if request_signals.only_our_request_started():
+            request_signals.started()  # what asend would run, without its gathered tasks
         else:
             await signals.request_started.asend(sender=self.__class__, scope=scope)
         request, response = self.create_request(scope, body_file)
@@ -149,38 +148,9 @@ def http_application() -> HttpHandler:
     import django
 
     django.setup(set_prefix=False)
-    run_request_started_on_the_loop()
+    request_signals.run_request_started_on_the_loop()
     # The URLconf loaded now rather than at the first request: what it builds (the API's
     # routes and its schemas, ~10,000 objects) is then part of start-up, which a server
     # process moves out of the garbage collector's walks (interpreter.freeze_start_up_objects).
     get_resolver().url_patterns  # noqa: B018
     return HttpHandler()
-
-
-REQUEST_STARTED_UID = "sessions_app.request_started"
-
-
-def started_on_the_loop() -> None:
-    """Django's `request_started` receivers (reset the query log, close connections past
-    their age), on the event loop. Under ASGI they only ever saw a thread with no
-    connection: the request's own, new thread."""
-    reset_queries()
-    close_old_connections()
-
-
-async def request_started(**_kwargs: Any) -> None:
-    """`started_on_the_loop` as an async receiver, so that the signal needs no sync thread."""
-    started_on_the_loop()
-
-
-def only_our_request_started() -> bool:
-    """Whether `request_started` has no receiver but ours: then an API request calls it in
-    place (`asend` gathers its receivers as tasks, a tenth of a trivial request's Python)."""
-    receivers = signals.request_started.receivers
-    return len(receivers) == 1 and receivers[0][0][0] == REQUEST_STARTED_UID  # ((uid, sender), ...)
-
-
-def run_request_started_on_the_loop() -> None:
-    signals.request_started.disconnect(reset_queries)
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_started.connect(request_started, dispatch_uid=REQUEST_STARTED_UID)

@@ -19,9 +19,9 @@ from django.template.loader import render_to_string
 from django.test import Client, RequestFactory
 from django.views import defaults
 
-from sessions_app.apps import close_request_connections
 from sessions_app.models import ChatSession, MessageNode, NodeStatus, Role
 from sessions_app.sessions.services import member_add, session_create
+from sessions_app.web.request_signals import close_request_connections
 
 pytestmark = pytest.mark.django_db
 
