@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from sessions_app.infra import live_state
+from sessions_app.infra import live_state, sql
 from sessions_app.infra.live_state import Event
 from sessions_app.models import ChatSession, EventRecord
 
@@ -27,22 +27,28 @@ def archive_many(frames_by_session: Mapping[str, Sequence[ArchivedFrame]]) -> No
     """Write published frames of many sessions to the archive, in one transaction (a frame
     archived already is skipped), and move the sessions that got a new message to the top
     of their members' lists (`updated_at`: here rather than in each send's transaction,
-    which is on the path to the first token)."""
+    which is on the path to the first token).
+
+    Plain rows, each session's key and the time adapted once: `bulk_create` adapted every
+    value of every row, ~5% of a web process's CPU in a burst of sends (decision 034)."""
     created = timezone.now()
-    records = [
-        EventRecord(session_id=session_id, seq=seq, type=event_type, frame=frame)
+    [created_at] = sql.values(EventRecord, "created_at", [created])
+    sessions = list(frames_by_session)
+    session_keys = dict(zip(sessions, sql.values(EventRecord, "session", sessions), strict=True))
+    rows = [
+        (session_keys[session_id], seq, event_type, frame, created_at)
         for session_id, frames in frames_by_session.items()
         for seq, event_type, frame in frames
     ]
-    with_messages = {
+    with_messages = [
         session_id
         for session_id, frames in frames_by_session.items()
         if any(event_type == "message" for _, event_type, _ in frames)
-    }
+    ]
     with transaction.atomic():
-        EventRecord.objects.bulk_create(records, ignore_conflicts=True)
+        sql.insert_rows(EventRecord, ("session", "seq", "type", "frame", "created_at"), rows, ignore_conflicts=True)
         if with_messages:
-            ChatSession.objects.filter(pk__in=with_messages).update(updated_at=created)
+            sql.update(ChatSession, {"updated_at": created}, {"id": with_messages})
 
 
 ARCHIVE_DELAY_SECONDS = 0.1
