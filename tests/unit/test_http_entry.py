@@ -21,6 +21,7 @@ from sessions_app.events import emit
 from sessions_app.sessions.services import session_create
 from sessions_app.web import commands, tokens
 from sessions_app.web.http_entry import HttpHandler
+from sessions_app.web.hub import hub
 
 # A loop of its own: the database threads it leaves connected end with it, not carried
 # into later tests on the session's loop (where a test without database access would trip
@@ -38,7 +39,11 @@ class Asgi:
     async def get(self, path: str) -> tuple[int, Any]:
         return await self.request("GET", path)
 
-    async def request(self, method: str, path: str, body: Any = None, on_message: Any = None) -> tuple[int, Any]:
+    async def request(
+        self, method: str, path: str, body: Any = None, on_message: Any = None, leave: asyncio.Event | None = None
+    ) -> tuple[int, Any]:
+        """(status, JSON answer); with `leave`, the client disconnects once it is set (then
+        (0, None) if nothing was answered)."""
         raw = b"" if body is None else orjson.dumps(body)
         headers = [(b"host", b"testserver"), (b"authorization", f"Token {self.token}".encode())]
         if body is not None:
@@ -64,8 +69,8 @@ class Asgi:
             if not received:
                 received = True
                 return {"type": "http.request", "body": raw, "more_body": False}
-            await asyncio.Event().wait()  # the client stays connected
-            raise AssertionError
+            await (leave or asyncio.Event()).wait()  # the client stays connected until it leaves
+            return {"type": "http.disconnect"}
 
         messages: list[dict[str, Any]] = []
 
@@ -75,6 +80,8 @@ class Asgi:
                 on_message(message)
 
         await self.handler(scope, receive, send)
+        if not messages:
+            return 0, None
         body_bytes = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
         return messages[0]["status"], orjson.loads(body_bytes)
 
@@ -125,6 +132,30 @@ async def test_an_http_send_is_answered_before_its_events_go_out(owner, asgi, mo
     assert status == 202 and answer["status"] == "active"
     assert await asyncio.to_thread(out.wait, 30)
     assert order == ["answer", "events"]
+
+
+async def test_a_client_that_leaves_stops_its_request_and_gets_no_answer(owner, asgi, monkeypatch):
+    """A wait for a streaming turn (up to 60 s) stops as soon as its client disconnects:
+    the view is cancelled, its listener on the session's feed removed, nothing answered."""
+    session = await sync_to_async(new_session)(owner, "left")
+    body = {"messages": [{"id": str(uuid.uuid4()), "role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
+    status, sent = await asgi.request("POST", f"/api/sessions/{session}/turns", body)
+    assert status == 202 and sent["status"] == "active"  # no worker here: it stays in flight
+    feed, subscribed, leave = hub(), asyncio.Event(), asyncio.Event()
+    subscribe = feed.subscribe
+
+    async def subscribe_and_tell(session_id: str, listener: Any) -> None:
+        await subscribe(session_id, listener)
+        subscribed.set()
+
+    monkeypatch.setattr(feed, "subscribe", subscribe_and_tell)
+    wait = {"filter": {"turnId": sent["turnId"]}, "timeout": 60}
+    waiting = asyncio.ensure_future(asgi.request("POST", f"/api/sessions/{session}/wait", wait, leave=leave))
+    await subscribed.wait()  # the view waits on the session's feed for the turn's end
+    assert session in feed.feeds
+    leave.set()
+    assert await waiting == (0, None)
+    assert session not in feed.feeds  # its listener gone with it
 
 
 async def test_an_api_path_that_names_no_endpoint_answers_the_envelope(asgi):
