@@ -17,11 +17,16 @@ import asyncio
 import os
 from typing import Any
 
+from django.conf import settings
 from django.core import signals
+from django.core.cache import close_caches
+from django.core.cache.backends.base import BaseCache
 from django.db import close_old_connections, connections, reset_queries
+from django.utils.module_loading import import_string
 
 REQUEST_STARTED_UID = "sessions_app.request_started"
 CLOSE_REQUEST_CONNECTIONS_UID = "sessions_app.close_request_connections"
+CLOSE_OLD_CONNECTIONS_UID = "sessions_app.close_old_connections"
 
 
 def connections_possible_here() -> bool:
@@ -54,13 +59,32 @@ def only_our_request_started() -> bool:
     return len(receivers) == 1 and receivers[0][0][0] == REQUEST_STARTED_UID  # ((uid, sender), ...)
 
 
-def run_request_started_on_the_loop() -> None:
+def run_request_signals_on_the_loop() -> None:
     """In a web process: `request_started` through `request_started` above, Django's two
     receivers of it disconnected (a request's sync steps run in threads of their own, new
-    for the request, whose connections are `close_request_connections`'s to close)."""
+    for the request, whose connections are `close_request_connections`'s to close); and
+    `request_finished`'s Django receivers that close connections and caches in the forms
+    above. (Django's test client disconnects `close_old_connections` around its requests,
+    so this is for the server's process only.)"""
     signals.request_started.disconnect(reset_queries)
     signals.request_started.disconnect(close_old_connections)
     signals.request_started.connect(request_started, dispatch_uid=REQUEST_STARTED_UID)
+    signals.request_finished.disconnect(close_old_connections)
+    signals.request_finished.connect(close_old_connections_where_possible, dispatch_uid=CLOSE_OLD_CONNECTIONS_UID)
+    if not any_cache_closes():
+        signals.request_finished.disconnect(close_caches)
+
+
+def close_old_connections_where_possible(**_kwargs: Any) -> None:
+    """Django's `close_old_connections`, where this thread can hold a connection."""
+    if connections_possible_here():
+        close_old_connections()
+
+
+def any_cache_closes() -> bool:
+    """Whether a configured cache backend has a `close` of its own (memcached's); Django's
+    others, and a backend that does not override it, close nothing."""
+    return any(import_string(cache["BACKEND"]).close is not BaseCache.close for cache in settings.CACHES.values())
 
 
 def close_request_connections(**_kwargs: Any) -> None:

@@ -1,17 +1,22 @@
 """Django's request signals as the web process sends them (sessions_app/web/request_signals.py):
 a sync request's thread has its database connections closed when the request is done; on
-the event loop's thread, where Django opens none, the look for them is skipped."""
+the event loop's thread, where Django opens none, the look for them is skipped; caches are
+closed where a backend has something to close."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection
 
-from sessions_app.web.request_signals import close_request_connections, connections_possible_here
+from sessions_app.web.request_signals import any_cache_closes, close_request_connections, connections_possible_here
 
 
 def in_a_thread(fn: Any) -> Any:
@@ -43,3 +48,38 @@ def test_the_event_loops_thread_holds_no_connection_to_look_for(monkeypatch: pyt
     assert in_a_thread(lambda: asyncio.run(on_the_loop())) is False
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Django then connects there: look
     assert in_a_thread(lambda: asyncio.run(on_the_loop())) is True
+
+
+def test_caches_are_closed_after_requests_only_where_a_backend_closes_something(settings: Any) -> None:
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    assert any_cache_closes() is False
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1"},
+        "sessions": {"BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache", "LOCATION": "127.0.0.1"},
+    }
+    assert any_cache_closes() is True
+
+
+def test_a_web_process_sends_the_request_signals_to_the_receivers_that_skip_the_loop() -> None:
+    """In the web process (config.asgi), Django's receivers that close connections are
+    replaced by those that skip the event loop's thread; a site's own receiver stays."""
+    script = (
+        "from django.core import signals\n"
+        "from sessions_app.web.http_entry import http_application\n"
+        "http_application()\n"
+        "def a_sites_receiver(**kwargs): pass\n"
+        "signals.request_finished.connect(a_sites_receiver)\n"
+        "for signal in (signals.request_started, signals.request_finished):\n"
+        "    print(sorted(r().__name__ for _, r, *_ in signal.receivers if r() is not None))\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    root = Path(__file__).resolve().parents[2]
+    answer = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    started, finished = answer.stdout.strip().splitlines()[-2:]
+    assert started == "['request_started']"
+    assert (
+        finished
+        == "['a_sites_receiver', 'close_old_connections_where_possible', 'close_request_connections', 'reset_urlconf']"
+    )
