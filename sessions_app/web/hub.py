@@ -337,9 +337,12 @@ class Hub:
         """One round trip for every session served: forward what pub/sub dropped; where
         the numbering went back (Redis lost it), move it forward and resync."""
         feeds = [f for f in self.feeds.values() if f.ready.is_set()]
+        # Compared with what was forwarded before the read: a feed that forwarded more
+        # while it was under way (every streaming session) did not see Redis go back.
+        forwarded = [f.seq for f in feeds]
         seqs = await live_state.last_seqs([f.session_id for f in feeds])
-        for feed, seq in zip(feeds, seqs, strict=True):
-            if seq < feed.seq:
+        for feed, seen, seq in zip(feeds, forwarded, seqs, strict=True):
+            if seq < seen:
                 seq = await live_state.renumber_above(feed.session_id, feed.seq)
             if seq > feed.seq:
                 await feed.catch_up(until=seq)
