@@ -6,9 +6,13 @@ request runs on the event loop's thread, where Django opens no database connecti
 raises SynchronousOnlyOperation: the API's queries run on database threads,
 `infra/db_threads`), so there those receivers only ever look and find nothing, yet the
 look (asgiref's per-context storage, asked for each database alias, answering "none" with
-an exception) was ~8% of Daphne's CPU for a burst of sends (decision 034). The receivers
-this project connects skip the look on the event loop's thread, unless
-DJANGO_ALLOW_ASYNC_UNSAFE lets Django connect there (as the test suite does).
+an exception) was ~8% of Daphne's CPU for a burst of sends and ~12% of a trivial GET's
+(decision 034). In a web process (`run_request_signals_on_the_loop`), the receivers of
+both signals that close connections skip the look on the event loop's thread, unless
+DJANGO_ALLOW_ASYNC_UNSAFE lets Django connect there (as the test suite does), and Django's
+`close_caches` is not connected where no configured cache backend has anything to close.
+Sync requests (pages, the admin) run in threads, where each receiver runs as in Django; a
+site's own receivers run as they always do.
 """
 
 from __future__ import annotations
