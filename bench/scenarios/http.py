@@ -130,7 +130,7 @@ async def _get_and_create(api: Api, measured: Measured, samples: int) -> None:
     measured.figures["http_get_p50"] = percentile(gets, 50)
     if shutil.which("wrk"):
         _, measured.figures["http_get_p50"] = await asyncio.to_thread(
-            _wrk, api.base_url.rstrip("/"), api.token, "GET", ["/api/models"], None, 3, 1
+            run_wrk, api.base_url.rstrip("/"), api.token, "GET", ["/api/models"], None, 3, 1
         )
     measured.figures["http_session_create_p50"] = percentile(creates, 50)
     measured.details["get"] = {
@@ -308,7 +308,7 @@ CLIENTS = 50
 
 async def _rate(base_url: str, token: str, method: str, paths: list[str], body: Any, seconds: int) -> float:
     if shutil.which("wrk"):
-        return (await asyncio.to_thread(_wrk, base_url, token, method, paths, body, seconds))[0]
+        return (await asyncio.to_thread(run_wrk, base_url, token, method, paths, body, seconds))[0]
     return await _client_rate(base_url, token, method, paths, body, seconds)
 
 
@@ -339,7 +339,7 @@ end
 """
 
 
-def _wrk(
+def run_wrk(
     base_url: str, token: str, method: str, paths: list[str], body: Any, seconds: int, clients: int = CLIENTS
 ) -> tuple[float, float]:
     """(requests per second, latency p50 in ms) of `clients` connections for `seconds`."""
