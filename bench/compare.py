@@ -174,12 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(compare(sides, args.rounds))
     finally:
-        for side in sides:
-            if side.process.stdin is not None:
-                side.process.stdin.close()
-        for side in sides:
-            side.process.wait(timeout=60)
+        stop_sides(sides)
     return 0
+
+
+def stop_sides(sides: list[Side]) -> None:
+    """Let each side's stack go (its process stops it when stdin closes), then wait."""
+    for side in sides:
+        if side.process.stdin is not None:
+            side.process.stdin.close()
+    for side in sides:
+        side.process.wait(timeout=60)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.compare import ROOT, Side, start_side
+from bench.compare import ROOT, Side, start_side, stop_sides
 from bench.harness import PASSWORD, BenchDevice, close_all, connect, ms, new_prompt, new_sessions, percentile
 from bench.scenarios.http import Api, first_delta_index, run_wrk
 from chat_client import ChatClient
@@ -154,11 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(compare(sides, args.rounds, args.devices))
     finally:
-        for side in sides:
-            if side.process.stdin is not None:
-                side.process.stdin.close()
-        for side in sides:
-            side.process.wait(timeout=60)
+        stop_sides(sides)
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 

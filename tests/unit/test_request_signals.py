@@ -6,17 +6,14 @@ closed where a backend has something to close."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection
 
 from sessions_app.web.request_signals import any_cache_closes, close_request_connections, connections_possible_here
+from tests.unit.web_process import lines_printed_by_a_web_process
 
 
 def in_a_thread(fn: Any) -> Any:
@@ -63,21 +60,14 @@ def test_caches_are_closed_after_requests_only_where_a_backend_closes_something(
 def test_a_web_process_sends_the_request_signals_to_the_receivers_that_skip_the_loop() -> None:
     """In the web process (config.asgi), Django's receivers that close connections are
     replaced by those that skip the event loop's thread; a site's own receiver stays."""
-    script = (
+    code = (
         "from django.core import signals\n"
-        "from sessions_app.web.http_entry import http_application\n"
-        "http_application()\n"
         "def a_sites_receiver(**kwargs): pass\n"
         "signals.request_finished.connect(a_sites_receiver)\n"
         "for signal in (signals.request_started, signals.request_finished):\n"
         "    print(sorted(r().__name__ for _, r, *_ in signal.receivers if r() is not None))\n"
     )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
-    root = Path(__file__).resolve().parents[2]
-    answer = subprocess.run(
-        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=120, check=True
-    )
-    started, finished = answer.stdout.strip().splitlines()[-2:]
+    started, finished = lines_printed_by_a_web_process(code)[-2:]
     assert started == "['request_started']"
     assert (
         finished
