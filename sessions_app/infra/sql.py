@@ -6,7 +6,7 @@ database stores them. Every value goes to the database as a parameter."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -180,15 +180,12 @@ def insert_new(objs: Sequence[Model]) -> None:
     for obj in objs:
         _take_related_keys(obj, fields)
     rows = [[field.get_db_prep_save(field.pre_save(obj, True), db) for field in fields] for obj in objs]
-    head = f"INSERT INTO {table(model)} ({', '.join(db.ops.quote_name(f.column) for f in fields)}) VALUES "  # type: ignore[arg-type]
-    row = f"({marks(fields)})"
-    per_statement = max(_PARAMETERS_PER_STATEMENT // max(len(fields), 1), 1)
+    head = f"INSERT INTO {table(model)} ({', '.join(db.ops.quote_name(f.column) for f in fields)})"  # type: ignore[arg-type]
+    tail = f"RETURNING {db.ops.quote_name(pk.column)}"  # type: ignore[arg-type]
     keys: list[Any] = []
     with db.cursor() as cursor:
-        for start in range(0, len(rows), per_statement):
-            batch = rows[start : start + per_statement]
-            sql = f"{head}{', '.join([row] * len(batch))} RETURNING {db.ops.quote_name(pk.column)}"  # type: ignore[arg-type]
-            cursor.execute(sql, [value for values in batch for value in values])
+        for sql, params in _insert_statements(head, tail, rows):
+            cursor.execute(sql, params)
             keys.extend(key for (key,) in cursor.fetchall())  # in VALUES order, as bulk_create relies on
     for obj, key in zip(objs, keys, strict=True):
         obj.pk = key
@@ -207,16 +204,21 @@ def insert_rows(
     db = database()
     on_conflict = OnConflict.IGNORE if ignore_conflicts else None
     model_fields = [model._meta.get_field(name) for name in fields]
-    head = f"{db.ops.insert_statement(on_conflict=on_conflict)} {table(model)} ({columns(model, fields)}) VALUES "
+    head = f"{db.ops.insert_statement(on_conflict=on_conflict)} {table(model)} ({columns(model, fields)})"
     tail = db.ops.on_conflict_suffix_sql(model_fields, on_conflict, None, None)
-    row = f"({marks(fields)})"
-    per_statement = max(_PARAMETERS_PER_STATEMENT // len(fields), 1)
     with db.cursor() as cursor:
-        for start in range(0, len(rows), per_statement):
-            batch = rows[start : start + per_statement]
-            cursor.execute(
-                f"{head}{', '.join([row] * len(batch))} {tail}", [value for values in batch for value in values]
-            )
+        for sql, params in _insert_statements(head, tail, rows):
+            cursor.execute(sql, params)
+
+
+def _insert_statements(head: str, tail: str, rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[Any]]]:
+    """`head VALUES (…), (…) tail` for the rows, as many statements as the bound on
+    parameters asks, each with its parameters."""
+    row = f"({marks(rows[0])})"
+    per_statement = max(_PARAMETERS_PER_STATEMENT // max(len(rows[0]), 1), 1)
+    for start in range(0, len(rows), per_statement):
+        batch = rows[start : start + per_statement]
+        yield f"{head} VALUES {', '.join([row] * len(batch))} {tail}", [value for values in batch for value in values]
 
 
 def _take_related_keys(obj: Model, fields: Sequence[Any]) -> None:
