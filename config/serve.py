@@ -15,6 +15,14 @@ line (every option of `daphne`), with three differences on websockets:
   for every frame sent, debug logging on or off, ~3% of a web process's CPU while it
   streams to many devices. Daphne never turns that logging on.
 
+And one on every connection: what the server writes goes out at the end of the event
+loop's turn in which it was written, by a plain `send`, rather than after Twisted has
+asked epoll to watch the socket for writability, waited a turn for the answer, written,
+and asked epoll to stop (two `epoll_ctl` calls, a wake-up and Twisted's per-event
+logging context for every HTTP response and every batch of websocket frames). What a
+turn writes to one connection still leaves as one `send`; what the socket does not take
+is left to Twisted as before (decision 035).
+
 And three on HTTP:
 
 - Twisted parses the body of every POST for its own `request.args` (the content type of
@@ -35,6 +43,7 @@ And three on HTTP:
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -42,6 +51,7 @@ from daphne.cli import CommandLineInterface
 from daphne.http_protocol import WebRequest
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet import tcp
 
 
 class UnboundedSendProtocol(WebSocketProtocol):
@@ -108,6 +118,10 @@ class CleanCloseServer(Server):
     def __init__(self, application: Any, endpoints: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(application, [with_backlog(e) for e in endpoints or []], **kwargs)
 
+    def listen_success(self, port: Any) -> None:
+        flush_soon_on(port)  # runs as the port starts listening, before its first accept
+        super().listen_success(port)
+
     @property  # type: ignore[override]
     def ws_factory(self) -> Any:
         return self._ws_factory
@@ -140,6 +154,42 @@ class CleanCloseServer(Server):
 
 def _no_twisted_log_line(_request: Any) -> None:
     """`HTTPFactory.log` where Twisted's log goes nowhere."""
+
+
+class FlushSoonServer(tcp.Server):
+    """Twisted's TCP connection, its writes flushed at the end of the loop's turn.
+
+    Twisted writes by registering the socket for writability (`startWriting`) and sending
+    when epoll reports it writable: for a socket with room, a wasted round through epoll on
+    every write. Here `startWriting` schedules one flush for the loop's next turn instead:
+    everything written meanwhile goes out in one `send` (`doWrite`, Twisted's own), and
+    only what the socket does not take, a failed send, or a closing connection is handed to
+    the reactor to watch for, exactly as Twisted does it."""
+
+    _flush_scheduled = False
+
+    def startWriting(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self.connected:  # lost meanwhile: nothing to write to
+            return
+        if self.disconnecting or self._writeDisconnecting:  # Twisted closes once flushed
+            super().startWriting()
+            return
+        lost = self.doWrite()
+        if lost or self.offset < len(self.dataBuffer) or self._tempDataLen:
+            # The rest when the socket has room; a lost connection is seen there again.
+            super().startWriting()
+
+
+def flush_soon_on(port: Any) -> None:
+    """Give a listening TCP port's new connections `FlushSoonServer` (before any is made)."""
+    if isinstance(port, tcp.Port) and port.transport is tcp.Server:
+        port.transport = FlushSoonServer
 
 
 class CommandLine(CommandLineInterface):
