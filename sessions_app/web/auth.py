@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from channels.auth import AuthMiddlewareStack
+from channels import sessions
+from channels.auth import AuthMiddleware
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import WebsocketDenier
@@ -68,9 +69,24 @@ class TokenAuthMiddleware(BaseMiddleware):
         return await super().__call__(scope, receive, send)
 
 
+class SessionMiddleware(sessions.SessionMiddleware):
+    """Channels' session middleware (the browser's Django session in the scope), without its
+    look at the session on every message a websocket sends. Channels saves a modified
+    session, and sets its cookie, only on an HTTP response's start, which a websocket never
+    sends; its wrapper still read the session's state for every frame (~3% of a web
+    process's CPU while it streams to many devices). A websocket's messages go straight
+    out; a consumer that changes the session saves it itself, as under Channels."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        wrapper = sessions.InstanceSessionWrapper(scope, send)
+        await wrapper.resolve_session()
+        return await self.inner(wrapper.scope, receive, send if scope["type"] == "websocket" else wrapper.send)
+
+
 def TokenAuthMiddlewareStack(inner: Any) -> Any:
-    """Session auth (browsers) wrapped by token and ticket auth (scripts); those win."""
-    return AuthMiddlewareStack(TokenAuthMiddleware(inner))
+    """Session auth (browsers) wrapped by token and ticket auth (scripts); those win.
+    Channels' `AuthMiddlewareStack` with the session middleware above."""
+    return sessions.CookieMiddleware(SessionMiddleware(AuthMiddleware(TokenAuthMiddleware(inner))))
 
 
 # --- Origin ------------------------------------------------------------------------------
