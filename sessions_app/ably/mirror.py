@@ -39,7 +39,7 @@ from sessions_app.ably.stats import Stats
 from sessions_app.ably.writer import Writer
 from sessions_app.conf import app_settings, key_prefix
 from sessions_app.infra.db_threads import db
-from sessions_app.infra.live_state import Keys, async_redis, sync_redis
+from sessions_app.infra.live_state import Keys, async_pubsub, async_redis, sync_redis
 
 logger = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ class Mirror:
 
     async def _follow_events(self) -> None:
         """Wake-ups: every batch the numbering script publishes, and token requests."""
-        pubsub = async_redis().pubsub()
+        pubsub = async_pubsub()
         await pubsub.psubscribe(f"{key_prefix()}:{{*}}:ev")
         await pubsub.subscribe(redis_key("watch"))
         async for message in pubsub.listen():

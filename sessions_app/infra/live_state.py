@@ -28,9 +28,11 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.asyncio.connection import DefaultParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.utils import HIREDIS_AVAILABLE
 
 from sessions_app.conf import app_settings, key_prefix
 from sessions_app.infra.batching import GroupedCall, grouped
@@ -396,6 +398,24 @@ def async_redis() -> aioredis.Redis:
         client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
+
+
+def async_pubsub(
+    client: aioredis.Redis | None = None, *, ignore_subscribe_messages: bool = False
+) -> aioredis.client.PubSub:
+    """A pub/sub of `client` (the loop's by default) that hands each message on as it came.
+    With hiredis every pub/sub message is a "push", and redis-py's default handler formats
+    the whole of it into a debug line, debug logging on or off (~3% of a web process's CPU
+    in a burst of sends). Only hiredis's parser takes another handler (Python's RESP2
+    parser has no push handling): elsewhere redis-py's default stays."""
+    client = client or async_redis()
+    parser = client.connection_pool.connection_kwargs.get("parser_class", DefaultParser)
+    as_received = _as_received if HIREDIS_AVAILABLE and parser is DefaultParser else None
+    return client.pubsub(ignore_subscribe_messages=ignore_subscribe_messages, push_handler_func=as_received)
+
+
+async def _as_received(message: Any) -> Any:
+    return message
 
 
 # --- running scripts ---------------------------------------------------------------------

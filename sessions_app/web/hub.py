@@ -39,8 +39,6 @@ from typing import Any, Protocol
 import orjson
 import redis.asyncio as aioredis
 from django.conf import settings
-from redis.asyncio.connection import DefaultParser
-from redis.utils import HIREDIS_AVAILABLE
 
 from sessions_app.conf import app_settings
 from sessions_app.events.archive import archiver
@@ -141,7 +139,7 @@ class Hub:
     async def _start(self) -> None:
         # A connection of its own: in subscribe mode it can carry nothing else.
         client = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=False)
-        pubsub = client.pubsub(ignore_subscribe_messages=True, push_handler_func=_push_handler_for(client))
+        pubsub = live_state.async_pubsub(client, ignore_subscribe_messages=True)
         # Ended memberships (sessions/services.py), for every session this process serves.
         self._membership_channel = membership_ended_channel().encode()
         await pubsub.subscribe(self._membership_channel)  # get_message needs a subscription
@@ -348,20 +346,6 @@ class Hub:
                 seq = await live_state.renumber_above(feed.session_id, feed.seq)
             if seq > feed.seq:
                 await feed.catch_up(until=seq)
-
-
-async def _as_received(message: Any) -> Any:
-    return message
-
-
-def _push_handler_for(client: aioredis.Redis) -> Any:
-    """What hands each pub/sub message to the hub as it came. redis-py's own handler (with
-    hiredis, every message is a push) logs the message at debug level, formatting the whole
-    of it first, debug logging on or off: ~3% of a web process's CPU while it forwards a
-    burst's events. Only hiredis's parser takes another handler (Python's RESP2 one has
-    no push handling); elsewhere redis-py's is kept."""
-    parser = client.connection_pool.connection_kwargs.get("parser_class", DefaultParser)
-    return _as_received if HIREDIS_AVAILABLE and parser is DefaultParser else None
 
 
 def _close_before_daphne_stops(instance: Hub) -> None:

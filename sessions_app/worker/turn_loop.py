@@ -281,7 +281,7 @@ class Engine:
             abort.set()
 
     async def _listen_for_cancels(self) -> None:
-        pubsub = live_state.async_redis().pubsub()
+        pubsub = live_state.async_pubsub()
         try:
             await pubsub.subscribe(live_state.Keys.cancel_channel())
             # Cancels signalled while this listener was away (Redis restarted): the flag is
