@@ -7,9 +7,12 @@ A site overrides only the keys it cares about:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 DEFAULTS: dict[str, Any] = {
     # Double texting: the policy of a new session, and the bound of a session's queue.
@@ -122,19 +125,34 @@ DEFAULTS: dict[str, Any] = {
 
 
 class AppSettings:
-    """Attribute access to SESSIONS_APP with defaults; read at access time so that tests
-    can override settings."""
+    """Attribute access to SESSIONS_APP with defaults, read at access time (a change of the
+    setting, as tests make it, is seen at once)."""
 
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
             raise AttributeError(f"unknown SESSIONS_APP setting {name!r}")
-        configured: dict[str, Any] = getattr(settings, "SESSIONS_APP", {})
-        return configured.get(name, DEFAULTS[name])
+        return _configured().get(name, DEFAULTS[name])
 
 
 app_settings = AppSettings()
 
 
+@functools.cache
 def key_prefix() -> str:
     """Prefix of every Redis key and channel of this deployment."""
     return str(getattr(settings, "KEY_PREFIX", "chat"))
+
+
+@functools.cache
+def _configured() -> dict[str, Any]:
+    return getattr(settings, "SESSIONS_APP", {})  # the dict itself: a change inside it is seen
+
+
+# Read on every event, key and request (a Django setting's read goes through its lazy
+# object, ~4% of a worker's CPU while it streams): kept until the setting changes.
+@receiver(setting_changed)
+def _forget_changed(*, setting: str, **_kwargs: Any) -> None:
+    if setting == "KEY_PREFIX":
+        key_prefix.cache_clear()
+    elif setting == "SESSIONS_APP":
+        _configured.cache_clear()
