@@ -69,7 +69,7 @@ class TokenAuthMiddleware(BaseMiddleware):
         return await super().__call__(scope, receive, send)
 
 
-class SessionMiddleware(sessions.SessionMiddleware):
+class ConsumerSessionMiddleware(sessions.SessionMiddleware):
     """Channels' session middleware (the browser's Django session in the scope), without its
     look at the session on every message a websocket sends. Channels saves a modified
     session, and sets its cookie, only on an HTTP response's start, which a websocket never
@@ -86,7 +86,7 @@ class SessionMiddleware(sessions.SessionMiddleware):
 def TokenAuthMiddlewareStack(inner: Any) -> Any:
     """Session auth (browsers) wrapped by token and ticket auth (scripts); those win.
     Channels' `AuthMiddlewareStack` with the session middleware above."""
-    return sessions.CookieMiddleware(SessionMiddleware(AuthMiddleware(TokenAuthMiddleware(inner))))
+    return sessions.CookieMiddleware(ConsumerSessionMiddleware(AuthMiddleware(TokenAuthMiddleware(inner))))
 
 
 # --- Origin ------------------------------------------------------------------------------
