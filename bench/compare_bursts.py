@@ -29,7 +29,17 @@ from pathlib import Path
 import psutil
 
 from bench.compare import ROOT, Side, start_side, stop_sides
-from bench.harness import PASSWORD, BenchDevice, close_all, connect, ms, new_prompt, new_sessions, percentile
+from bench.harness import (
+    PASSWORD,
+    BenchDevice,
+    close_all,
+    connect,
+    cpu_seconds,
+    ms,
+    new_prompt,
+    new_sessions,
+    percentile,
+)
 from bench.scenarios.http import Api, first_delta_index, run_wrk
 from chat_client import ChatClient
 
@@ -41,7 +51,7 @@ class BurstSide:
     side: Side
     api: Api
     client: ChatClient
-    daphne: psutil.Process
+    daphne: int  # its pid
     sessions: list[str]
     devices: list[BenchDevice]
     gets_per_second: list[float] = field(default_factory=list)
@@ -49,10 +59,10 @@ class BurstSide:
     accepted_p99_ms: list[float] = field(default_factory=list)
 
 
-def daphne_of(side: Side) -> psutil.Process:
+def daphne_of(side: Side) -> int:
     for child in psutil.Process(side.process.pid).children(recursive=True):
         if "config.serve" in " ".join(child.cmdline()):
-            return child
+            return child.pid
     raise RuntimeError(f"no Daphne process under the stack of {side.name}")
 
 
@@ -64,11 +74,6 @@ async def open_side(side: Side, devices: bool) -> BurstSide:
     await api.http.connections(TURNS)
     watching = await connect(client, sessions) if devices else []
     return BurstSide(side, api, client, daphne_of(side), sessions, watching)
-
-
-def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
 
 
 async def burst(side: BurstSide) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.db import SessionStore
+from django.test import Client
 
 from sessions_app.web.auth import TokenAuthMiddlewareStack
 
@@ -19,13 +20,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def logged_in_session() -> tuple[Any, str]:
+    """A user, and the key of the session a browser logged in as them holds."""
     user = get_user_model().objects.create_user(username="browser", password="pw-browser-1")
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.create()
-    return user, str(session.session_key)
+    browser = Client()
+    browser.force_login(user)
+    return user, browser.cookies[settings.SESSION_COOKIE_NAME].value
 
 
 def scope_of(kind: str, session_key: str) -> dict[str, Any]:
