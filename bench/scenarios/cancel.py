@@ -26,10 +26,12 @@ SILENT = {**WORKLOAD, "pauseAfter": 5, "pauseSeconds": 10}
 
 def figures(quick: bool) -> list[Figure]:
     out: list[Figure] = []
+    # The HTTP API's targets hold over the websocket too (issue 13, docs/performance.md):
+    # they replaced the first, laxer ones (p50 <= 10 ms, p99 <= 25 ms).
     for mode in ("flowing", "silent"):
         out += [
-            Figure(f"cancel_p50:{mode}", f"cancel -> turn.end p50, model {mode}", "ms", "<= 10 ms", at_most(10)),
-            Figure(f"cancel_p99:{mode}", f"cancel -> turn.end p99, model {mode}", "ms", "<= 25 ms", at_most(25)),
+            Figure(f"cancel_p50:{mode}", f"cancel -> turn.end p50, model {mode}", "ms", "<= 5 ms", at_most(5)),
+            Figure(f"cancel_p99:{mode}", f"cancel -> turn.end p99, model {mode}", "ms", "<= 10 ms", at_most(10)),
             Figure(
                 f"cancel_late_deltas:{mode}",
                 f"deltas after the cancel's ack (max), model {mode}",
