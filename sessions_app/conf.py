@@ -131,7 +131,7 @@ class AppSettings:
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
             raise AttributeError(f"unknown SESSIONS_APP setting {name!r}")
-        return _configured().get(name, DEFAULTS[name])
+        return configured().get(name, DEFAULTS[name])
 
 
 app_settings = AppSettings()
@@ -144,8 +144,9 @@ def key_prefix() -> str:
 
 
 @functools.cache
-def _configured() -> dict[str, Any]:
-    return getattr(settings, "SESSIONS_APP", {})  # the dict itself: a change inside it is seen
+def configured() -> dict[str, Any]:
+    """The site's SESSIONS_APP as it stands (the dict itself: a change inside it is seen)."""
+    return getattr(settings, "SESSIONS_APP", {})
 
 
 # Read on every event, key and request (a Django setting's read goes through its lazy
@@ -155,4 +156,4 @@ def _forget_changed(*, setting: str, **_kwargs: Any) -> None:
     if setting == "KEY_PREFIX":
         key_prefix.cache_clear()
     elif setting == "SESSIONS_APP":
-        _configured.cache_clear()
+        configured.cache_clear()

@@ -14,9 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
-
-from sessions_app.conf import DEFAULTS
+from sessions_app.conf import DEFAULTS, configured
 
 
 @dataclass(frozen=True)
@@ -46,9 +44,9 @@ def vendor_config(prefix: str) -> VendorConfig | None:
 
 def tuning(key: str) -> Any:
     """A SESSIONS_APP setting; else `CHAT_<KEY>` from the environment; else the default."""
-    configured: dict[str, Any] = getattr(settings, "SESSIONS_APP", {})
-    if key in configured:
-        return configured[key]
+    site = configured()
+    if key in site:
+        return site[key]
     default = DEFAULTS[key]
     raw = os.environ.get(f"CHAT_{key}")
     if raw is None:
