@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 
 from sessions_app.errors import Invalid, NotFound
 from sessions_app.infra import live_state
+from sessions_app.infra.batching import GroupedCall, grouped
 from sessions_app.infra.sql import unique_row
 from sessions_app.models import (
     IN_FLIGHT,
@@ -26,6 +27,7 @@ from sessions_app.models import (
     oldest_first,
 )
 from sessions_app.schemas import json_safe
+from sessions_app.sessions._queries import session_exists, session_rows
 
 
 def sessions_for_user(*, user: AbstractBaseUser) -> QuerySet[ChatSession]:
@@ -184,15 +186,40 @@ def events_page(*, session: ChatSession, after: int, limit: int) -> dict[str, An
 # --- the websocket's start: snapshot or resume -------------------------------------------
 
 
-def snapshot_rows(*, session_id: str) -> tuple[list[MessageNode], list[Turn], dict[str, list[str]]]:
-    session = ChatSession.objects.get(pk=session_id)
-    nodes = list(_nodes(session).order_by("id"))
-    turns = list(_turns(session).order_by("id"))
+SnapshotRows = tuple[list[MessageNode], list[Turn], dict[str, list[str]]]
+
+
+def snapshot_rows(*, session_id: str) -> SnapshotRows:
+    """A session's messages and turns in creation order, and its active turns by clientId;
+    ChatSession.DoesNotExist if there is no such session."""
+    if not session_exists(session_id):
+        raise ChatSession.DoesNotExist(f"no session {session_id}")
+    nodes, turns = session_rows(session_id)
     active: dict[str, list[str]] = {}
     for turn in turns:
         if turn.status == TurnStatus.ACTIVE:
             active.setdefault(turn.client_id, []).append(turn.turn_id)
     return nodes, turns, active
+
+
+async def snapshot_rows_shared(session_id: str) -> SnapshotRows:
+    """`snapshot_rows` for a device that connects now. Devices connecting meanwhile share
+    the read: those that asked while one read ran get the next, one read per session (a
+    shared session's page opened on a hundred screens reads it a handful of times, not a
+    hundred). Each read starts after its devices asked, and each device read its `lastSeq`
+    before asking, so the rows still hold everything up to it. The rows are shared: read
+    them, never change them."""
+    return await grouped("snapshot-rows", lambda: GroupedCall.on_thread(_snapshot_rows_of)).call(session_id)
+
+
+def _snapshot_rows_of(session_ids: list[str]) -> list[SnapshotRows | Exception]:
+    found: dict[str, SnapshotRows | Exception] = {}
+    for session_id in dict.fromkeys(session_ids):
+        try:
+            found[session_id] = snapshot_rows(session_id=session_id)
+        except ChatSession.DoesNotExist as exc:
+            found[session_id] = exc
+    return [found[session_id] for session_id in session_ids]
 
 
 async def build_snapshot(

@@ -186,7 +186,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             else await selectors.missed_frames(session_id=self.session_id, after=after, last_seq=last_seq)
         )
         if missed is None:
-            nodes, turns, active = await db(selectors.snapshot_rows)(session_id=self.session_id)
+            nodes, turns, active = await selectors.snapshot_rows_shared(self.session_id)
             snapshot = await selectors.build_snapshot(
                 session_id=self.session_id, last_seq=last_seq, nodes=nodes, turns=turns
             )

@@ -67,6 +67,33 @@ async def test_a_device_joining_mid_stream_gets_a_snapshot_then_the_rest(make_cl
     assert_clean(late)
 
 
+async def test_devices_joining_together_mid_stream_each_get_the_whole_conversation_once(make_client):
+    """Devices connecting at the same moment share their snapshot's read; each still gets
+    everything up to its own start in it, then the rest as events, nothing twice, also what
+    was sent while they connected."""
+    alice, bob = await make_client("alice"), await make_client("bob")
+    session = await session_with(alice, bob, tokens=100, rate=100)
+    device = await alice.connect(session["id"])
+    streaming = [await device.send("first"), await device.send("second")]
+    await device.wait_for(lambda: device.text_of(streaming[1].ack["assistantMessageId"]).count(" ") >= 10)
+
+    joining = asyncio.gather(*(bob.connect(session["id"]) for _ in range(40)))
+    sent_meanwhile = await device.send("third")
+    late = await joining
+    turns = [*streaming, sent_meanwhile]
+    for turn in turns:
+        await turn.end()
+        for other in late:
+            await other.wait_turn_end(turn.turn_id)
+
+    for other in late:
+        assert other.resumed is False and other.snapshots == 1
+        for prompt, turn in zip(("first", "second", "third"), turns, strict=True):
+            assert other.text_of(turn.ack["assistantMessageId"]) == expected_answer(prompt, 100)
+        assert set(other.messages) == set(device.messages)
+    assert_clean(*late)
+
+
 async def wait_archived(orm, session_id: str, count: int) -> None:
     """The archive is written in the background: wait until it holds `count` events."""
     loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@ replace answer (on the database the suite runs on: SQLite locally, PostgreSQL in
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -24,9 +25,12 @@ from sessions_app.models import (
     Turn,
     TurnStatus,
 )
+from sessions_app.schemas import SendBody
+from sessions_app.sessions import selectors
 from sessions_app.sessions._queries import sessions_of_members
 from sessions_app.sessions.services import member_add, session_create
 from sessions_app.turns import _queries as turn_queries
+from sessions_app.turns.sending import turn_send
 
 pytestmark = pytest.mark.django_db
 
@@ -317,8 +321,6 @@ def test_insert_new_batches_past_the_parameter_limit(world):
 
 
 def test_a_session_detail_reads_its_members_and_its_turns_in_flight_once_each(world):
-    from sessions_app.sessions import selectors
-
     chat = ChatSession.objects.get(pk=world["chats"][0].pk)  # as require_member gives it: no owner loaded
     with CaptureQueriesContext(connection) as reads:
         detail = selectors.session_payload(chat, detail=True)
@@ -328,3 +330,88 @@ def test_a_session_detail_reads_its_members_and_its_turns_in_flight_once_each(wo
     assert (detail["owner"], detail["members"]) == (alice.username, [alice.username, bob.username])
     assert detail["activeTurns"] == {t["clientId"]: [t["turnId"]] for t in detail["turns"]}
     assert [t["clientId"] for t in detail["turns"]] == ["alice", "bob"] and len(detail["queuedTurns"]) == 1
+
+
+def _conversation(exchanges: int) -> ChatSession:
+    """A session holding every shape of the tree: answered exchanges, an edit, a
+    regeneration, a send of two messages and a queued one (the turns in every state)."""
+    alice = user("alice")
+    chat = session_create(owner=alice, title="snapshot", policy="queue")
+
+    def send(**body) -> Turn:
+        return turn_send(session_id=chat.pk, user=alice, body=SendBody.model_validate(body)).turn
+
+    def text(node_id: str) -> dict:
+        return {"id": node_id, "role": "user", "parts": [{"type": "text", "text": node_id}]}
+
+    def settle(turn: Turn) -> None:
+        Turn.objects.filter(pk=turn.pk).update(status=TurnStatus.COMPLETE)
+        MessageNode.objects.filter(turn=turn).update(status=NodeStatus.COMPLETE)
+
+    first = send(messages=[text("first")])
+    settle(first)
+    for i in range(exchanges):
+        settle(send(messages=[text(f"q{i}")]))
+    settle(send(messages=[text("edited")], forkOf="first"))
+    assert first.assistant_message is not None
+    settle(send(regenerate=first.assistant_message.node_id))
+    send(messages=[text("two-a"), text("two-b")])
+    send(messages=[text("waiting")])  # queued behind the active one
+    return chat
+
+
+def _orm_snapshot_rows(chat: ChatSession) -> tuple[list[MessageNode], list[Turn]]:
+    nodes = MessageNode.objects.filter(session=chat).select_related("parent", "fork_of", "turn").order_by("id")
+    turns = Turn.objects.filter(session=chat).select_related("user_message", "assistant_message", "parent_turn")
+    return list(nodes), list(turns.order_by("id"))
+
+
+@pytest.mark.parametrize("exchanges", [0, 30])
+def test_a_snapshot_reads_what_the_orm_reads_in_three_statements_however_long_the_session(exchanges):
+    chat = _conversation(exchanges)
+    nodes, turns = _orm_snapshot_rows(chat)
+
+    with CaptureQueriesContext(connection) as reads:
+        found_nodes, found_turns, active = selectors.snapshot_rows(session_id=str(chat.pk))
+        # What a device's snapshot is made of, relations included, reads nothing more.
+        messages = [selectors.node_dict(node) for node in found_nodes]
+        turn_payloads = [selectors.turn_payload(turn) for turn in found_turns]
+
+    assert len(reads.captured_queries) == 3
+    assert messages == [selectors.node_dict(node) for node in nodes]
+    assert turn_payloads == [selectors.turn_payload(turn) for turn in turns]
+    assert len(messages) == 2 * exchanges + 10
+    assert active == {turns[-2].client_id: [turns[-2].turn_id]}
+    assert [t.status for t in found_turns][-2:] == [TurnStatus.ACTIVE, TurnStatus.QUEUED]
+
+
+def test_the_snapshot_of_a_session_that_is_gone_is_refused():
+    with pytest.raises(ChatSession.DoesNotExist):
+        selectors.snapshot_rows(session_id=str(uuid.uuid4()))
+
+
+@pytest.mark.django_db(transaction=True)  # the reads run on database threads: committed rows
+async def test_devices_connecting_together_share_one_read_per_session(monkeypatch):
+    from asgiref.sync import sync_to_async
+
+    chats = [await sync_to_async(_conversation)(exchanges) for exchanges in (2, 5)]
+    expected = [await sync_to_async(selectors.snapshot_rows)(session_id=str(chat.pk)) for chat in chats]
+    reads: list[str] = []
+    read_rows = selectors.snapshot_rows
+
+    def counted(*, session_id: str) -> selectors.SnapshotRows:
+        reads.append(session_id)
+        return read_rows(session_id=session_id)
+
+    monkeypatch.setattr(selectors, "snapshot_rows", counted)
+    asked = [str(chats[i % 2].pk) for i in range(12)] + [str(uuid.uuid4())]
+    found = await asyncio.gather(*(selectors.snapshot_rows_shared(s) for s in asked), return_exceptions=True)
+
+    for session_id, rows in zip(asked[:-1], found, strict=False):
+        nodes, turns, active = expected[0 if session_id == str(chats[0].pk) else 1]
+        assert not isinstance(rows, BaseException)
+        assert [n.node_id for n in rows[0]] == [n.node_id for n in nodes]
+        assert ([t.turn_id for t in rows[1]], rows[2]) == ([t.turn_id for t in turns], active)
+    assert isinstance(found[-1], ChatSession.DoesNotExist)  # only the device asking for it
+    # The first device's read runs alone; those asking meanwhile share the next ones.
+    assert len(reads) < len(asked) and set(reads) == set(asked)
