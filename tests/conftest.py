@@ -43,6 +43,34 @@ def django_db_setup(django_test_environment: Any, django_db_blocker: Any) -> Ite
         teardown_databases(config, verbosity=0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def flush_retried_after_a_deadlock() -> Iterator[None]:
+    """A transactional test ends by emptying every table (TRUNCATE on PostgreSQL) while a
+    process of the shared stack may still be writing for it: a turn it started ending, the
+    events of it being archived. The TRUNCATE takes its tables' locks in one order, such a
+    write in another, and PostgreSQL ends the deadlock by failing one of them; when that is
+    the TRUNCATE, it runs again, and then waits for the write to commit."""
+    from django.core.management.base import CommandError
+    from django.db import OperationalError
+    from django.test import TransactionTestCase
+
+    flush = TransactionTestCase._fixture_teardown  # type: ignore[attr-defined]  # private: not in the stubs
+
+    def flush_retried(self: TransactionTestCase) -> None:
+        for attempt in range(1, 4):
+            try:
+                flush(self)
+                return
+            except (CommandError, OperationalError) as exc:
+                deadlock = "deadlock detected" in f"{exc} {exc.__cause__}"
+                if not deadlock or attempt == 3:
+                    raise
+
+    TransactionTestCase._fixture_teardown = flush_retried  # type: ignore[attr-defined]
+    yield
+    TransactionTestCase._fixture_teardown = flush  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="session")
 def test_database_url(django_db_setup: Any, django_db_blocker: Any) -> str:
     with django_db_blocker.unblock():
