@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
@@ -14,6 +15,7 @@ from django.db.models import QuerySet
 from sessions_app.errors import Invalid, NotFound
 from sessions_app.infra import live_state
 from sessions_app.infra.batching import GroupedCall, grouped
+from sessions_app.infra.db_threads import db
 from sessions_app.infra.sql import unique_row
 from sessions_app.models import (
     IN_FLIGHT,
@@ -178,8 +180,6 @@ def events_page(*, session: ChatSession, after: int, limit: int) -> dict[str, An
         )
         if archived:
             frames = archived
-    import orjson
-
     return {"events": [orjson.loads(f) for f in frames], "lastSeq": last}
 
 
@@ -246,6 +246,12 @@ async def build_snapshot(
     }
 
 
+def _archived_frames(session_id: str, after: int, before: int) -> list[str]:
+    """The archived frames with `after < seq < before`, in order."""
+    frames = EventRecord.objects.filter(session_id=uuid.UUID(session_id), seq__gt=after, seq__lt=before)
+    return list(frames.order_by("seq").values_list("frame", flat=True))
+
+
 async def missed_frames(*, session_id: str, after: int, last_seq: int) -> list[str] | None:
     """Frames after `after` up to `last_seq`, or None when they are no longer all kept (the
     client then gets a snapshot)."""
@@ -256,16 +262,7 @@ async def missed_frames(*, session_id: str, after: int, last_seq: int) -> list[s
     frames = await live_state.read_log(session_id, after, last_seq)
     first_kept = live_state.seq_of(frames[0]) if frames else last_seq + 1
     if first_kept != after + 1:
-        from asgiref.sync import sync_to_async
-
-        older = await sync_to_async(
-            lambda: list(
-                EventRecord.objects.filter(session_id=uuid.UUID(session_id), seq__gt=after, seq__lt=first_kept)
-                .order_by("seq")
-                .values_list("frame", flat=True)
-            ),
-            thread_sensitive=False,
-        )()
+        older = await db(_archived_frames)(session_id, after, first_kept)
         if len(older) != first_kept - after - 1:
             return None
         frames = older + frames
