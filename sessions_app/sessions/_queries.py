@@ -41,16 +41,28 @@ def session_rows(session_id: Any) -> tuple[list[MessageNode], list[Turn]]:
     and `turn`, a turn's `user_message`, `assistant_message` and `parent_turn` all belong to
     the same session, so reading them costs no join, no query and no further instance. (The
     ORM's `select_related` built four instances per node and per turn, ~70% of a snapshot's
-    time.) A reference to a row outside the session, which the app never makes, is left to
-    the ORM to load if read."""
+    time.)
+
+    The messages are read first, then the turns, each by a statement of its own: a send that
+    commits between the two has its turn read but not its messages. Such a turn is left out
+    (it is newer than anything the caller read before: its events come after), so that every
+    relation read here is in hand and reading one never queries (the snapshot is built on
+    the event loop). A turn always commits with its messages, so every other turn's are
+    read, and every message's turn is."""
     [key] = values(MessageNode, "session", [session_id])
     nodes: list[MessageNode] = instances(MessageNode, _in_session(MessageNode), [key])
-    turns: list[Turn] = instances(Turn, _in_session(Turn), [key])
     node_by_pk = {node.pk: node for node in nodes}
+    turns = [
+        turn
+        for turn in instances(Turn, _in_session(Turn), [key])
+        if all(pk is None or pk in node_by_pk for pk in (turn.user_message_id, turn.assistant_message_id))
+    ]
     turn_by_pk = {turn.pk: turn for turn in turns}
     for node in nodes:
         _link(node, "parent", node.parent_id, node_by_pk)
         _link(node, "fork_of", node.fork_of_id, node_by_pk)
+        if node.turn_id is not None and node.turn_id not in turn_by_pk:
+            node.turn_id = None  # its turn was deleted between the two reads: SET_NULL's outcome
         _link(node, "turn", node.turn_id, turn_by_pk)
     for turn in turns:
         _link(turn, "user_message", turn.user_message_id, node_by_pk)

@@ -26,6 +26,7 @@ from sessions_app.models import (
     TurnStatus,
 )
 from sessions_app.schemas import SendBody
+from sessions_app.sessions import _queries as sessions_queries
 from sessions_app.sessions import selectors
 from sessions_app.sessions._queries import sessions_of_members
 from sessions_app.sessions.services import member_add, session_create
@@ -383,6 +384,34 @@ def test_a_snapshot_reads_what_the_orm_reads_in_three_statements_however_long_th
     assert len(messages) == 2 * exchanges + 10
     assert active == {turns[-2].client_id: [turns[-2].turn_id]}
     assert [t.status for t in found_turns][-2:] == [TurnStatus.ACTIVE, TurnStatus.QUEUED]
+
+
+def test_a_send_committed_between_the_snapshots_two_reads_is_left_to_its_events(monkeypatch):
+    """The messages are read, then a send commits, then the turns are read: its turn is
+    left out (its events come after the snapshot), and nothing read queries again."""
+    chat = _conversation(2)
+    sender = chat.owner
+    read = sessions_queries.instances
+
+    def read_then_send(model, sql, params, **kwargs):
+        rows = read(model, sql, params, **kwargs)
+        if model is MessageNode:
+            body = {"messages": [{"id": "between", "role": "user", "parts": [{"type": "text", "text": "x"}]}]}
+            turn_send(session_id=chat.pk, user=sender, body=SendBody.model_validate(body))
+        return rows
+
+    monkeypatch.setattr(sessions_queries, "instances", read_then_send)
+    nodes, turns, active = selectors.snapshot_rows(session_id=str(chat.pk))
+    with CaptureQueriesContext(connection) as reads:
+        messages = [selectors.node_dict(node) for node in nodes]
+        turn_payloads = [selectors.turn_payload(turn) for turn in turns]
+
+    assert len(reads.captured_queries) == 0
+    assert "between" not in {m["id"] for m in messages}
+    newest = Turn.objects.filter(session=chat).latest("id")
+    assert newest.user_message.node_id == "between"
+    assert newest.turn_id not in {t["turnId"] for t in turn_payloads} | {t for ts in active.values() for t in ts}
+    assert len(turn_payloads) == Turn.objects.filter(session=chat).count() - 1
 
 
 def test_the_snapshot_of_a_session_that_is_gone_is_refused():
