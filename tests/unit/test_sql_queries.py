@@ -409,7 +409,7 @@ def test_a_send_committed_between_the_snapshots_two_reads_is_left_to_its_events(
     assert len(reads.captured_queries) == 0
     assert "between" not in {m["id"] for m in messages}
     newest = Turn.objects.filter(session=chat).latest("id")
-    assert newest.user_message.node_id == "between"
+    assert newest.user_message is not None and newest.user_message.node_id == "between"
     assert newest.turn_id not in {t["turnId"] for t in turn_payloads} | {t for ts in active.values() for t in ts}
     assert len(turn_payloads) == Turn.objects.filter(session=chat).count() - 1
 
