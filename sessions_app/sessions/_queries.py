@@ -1,16 +1,15 @@
 # ruff: noqa: S608 - table and column names come quoted from the models' metadata; values are parameters.
 """Plain statements for the sessions package's hot reads (a compiled ORM query costs ~0.3 ms
 warm, several times the database's answer: decision 015): the membership read on the path
-of every send and cancel, and a session's messages and turns as a device's snapshot reads
-them when it connects."""
+of every send and cancel, and what a device's snapshot or resume reads when it connects."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sessions_app.infra.sql import column, fetch, instances, marks, select_list, table, values
-from sessions_app.models import ChatSession, Membership, MessageNode, Turn
+from sessions_app.infra.sql import column, columns, fetch, instances, marks, select_list, table, values
+from sessions_app.models import ChatSession, Membership, MessageNode, Turn, TurnStatus
 
 
 def sessions_of_members(session_ids: Sequence[Any], user_ids: Sequence[Any]) -> list[ChatSession]:
@@ -27,6 +26,17 @@ def sessions_of_members(session_ids: Sequence[Any], user_ids: Sequence[Any]) -> 
         f"WHERE s.{session_pk} IN ({marks(sessions)}) AND m.{user_fk} IN ({marks(members)})"
     )
     return instances(ChatSession, sql, [*sessions, *members], extra=("member_id",))
+
+
+def active_turn_ids(session_id: Any) -> list[tuple[str, str]]:
+    """(clientId, turnId) of the session's active turns, oldest first."""
+    [key] = values(Turn, "session", [session_id])
+    session, status = column(Turn, "session"), column(Turn, "status")
+    sql = (
+        f"SELECT {columns(Turn, ('client_id', 'turn_id'))} FROM {table(Turn)} "
+        f"WHERE {session} = %s AND {status} = %s ORDER BY {column(Turn, 'id')}"
+    )
+    return [(client_id, turn_id) for client_id, turn_id in fetch(sql, [key, TurnStatus.ACTIVE])]
 
 
 def session_exists(session_id: Any) -> bool:

@@ -29,17 +29,16 @@ from sessions_app.models import (
     oldest_first,
 )
 from sessions_app.schemas import json_safe
-from sessions_app.sessions._queries import session_exists, session_rows
+from sessions_app.sessions._queries import active_turn_ids, session_exists, session_rows
 
 
 def sessions_for_user(*, user: AbstractBaseUser) -> QuerySet[ChatSession]:
     return ChatSession.objects.filter(memberships__user_id=user.pk).select_related("owner").order_by("-updated_at")
 
 
-def active_turns_map(*, session: ChatSession) -> dict[str, list[str]]:
+def active_turns_map(*, session_id: str) -> dict[str, list[str]]:
     """clientId -> [turnId] of the session's active turns."""
-    active = Turn.objects.filter(session=session, status=TurnStatus.ACTIVE).order_by("id")
-    return _by_client(active.values_list("client_id", "turn_id"))
+    return _by_client(active_turn_ids(session_id))
 
 
 def _by_client(turns: Iterable[tuple[str, str]]) -> dict[str, list[str]]:

@@ -192,8 +192,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
             )
             frames = [orjson.dumps(snapshot).decode()]
         else:
-            session = await db(require_member)(session_id=self.session_id, user=self.user)
-            active = await db(selectors.active_turns_map)(session=session)
+            # A resume comes only from connect, which has just checked the membership (and
+            # listens for its end): the active turns are all there is to read.
+            active = await db(selectors.active_turns_map)(session_id=self.session_id)
             frames = missed
         if hello:
             self._enqueue(

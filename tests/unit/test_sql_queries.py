@@ -86,6 +86,14 @@ def test_sessions_of_members(world):
     assert sessions_of_members([chats[1].pk], [bob.pk]) == []
 
 
+def test_active_turn_ids(world):
+    for chat in world["chats"]:
+        expected = Turn.objects.filter(session=chat, status=TurnStatus.ACTIVE).order_by("id")
+        found = sessions_queries.active_turn_ids(str(chat.pk))
+        assert found == list(expected.values_list("client_id", "turn_id"))
+    assert [len(sessions_queries.active_turn_ids(str(chat.pk))) for chat in world["chats"]] == [2, 2, 0]
+
+
 def test_in_flight_turns(world):
     ids = [c.pk for c in world["chats"]]
     expected = Turn.objects.filter(session_id__in=ids, status__in=IN_FLIGHT).order_by("id")
