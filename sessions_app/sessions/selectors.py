@@ -166,17 +166,22 @@ def messages_page(*, session: ChatSession, before: str | None, limit: int) -> di
     return {"results": [node_dict(n) for n in page], "next": page[-1].node_id if more and page else None}
 
 
+def _archived_frames(session_id: str, after: int, *, before: int | None = None, limit: int | None = None) -> list[str]:
+    """The archived frames with seq above `after` (and below `before`), in order, at most
+    `limit`: an events page's, or what a resume misses from the live log."""
+    frames = EventRecord.objects.filter(session_id=uuid.UUID(session_id), seq__gt=after)
+    if before is not None:
+        frames = frames.filter(seq__lt=before)
+    return list(frames.order_by("seq").values_list("frame", flat=True)[:limit])
+
+
 def events_page(*, session: ChatSession, after: int, limit: int) -> dict[str, Any]:
     """Events with seq > after from the live log, or the archive for older ones."""
     session_id = str(session.pk)
     last = live_state.last_seq_sync(session_id)
     frames = live_state.read_log_sync(session_id, after, limit)
     if not frames or live_state.seq_of(frames[0]) != after + 1:
-        archived = list(
-            EventRecord.objects.filter(session=session, seq__gt=after)
-            .order_by("seq")
-            .values_list("frame", flat=True)[:limit]
-        )
+        archived = _archived_frames(session_id, after, limit=limit)
         if archived:
             frames = archived
     return {"events": [orjson.loads(f) for f in frames], "lastSeq": last}
@@ -194,11 +199,7 @@ def snapshot_rows(*, session_id: str) -> SnapshotRows:
     if not session_exists(session_id):
         raise ChatSession.DoesNotExist(f"no session {session_id}")
     nodes, turns = session_rows(session_id)
-    active: dict[str, list[str]] = {}
-    for turn in turns:
-        if turn.status == TurnStatus.ACTIVE:
-            active.setdefault(turn.client_id, []).append(turn.turn_id)
-    return nodes, turns, active
+    return nodes, turns, _by_client((t.client_id, t.turn_id) for t in turns if t.status == TurnStatus.ACTIVE)
 
 
 async def snapshot_rows_shared(session_id: str) -> SnapshotRows:
@@ -245,12 +246,6 @@ async def build_snapshot(
     }
 
 
-def _archived_frames(session_id: str, after: int, before: int) -> list[str]:
-    """The archived frames with `after < seq < before`, in order."""
-    frames = EventRecord.objects.filter(session_id=uuid.UUID(session_id), seq__gt=after, seq__lt=before)
-    return list(frames.order_by("seq").values_list("frame", flat=True))
-
-
 async def missed_frames(*, session_id: str, after: int, last_seq: int) -> list[str] | None:
     """Frames after `after` up to `last_seq`, or None when they are no longer all kept (the
     client then gets a snapshot)."""
@@ -261,7 +256,7 @@ async def missed_frames(*, session_id: str, after: int, last_seq: int) -> list[s
     frames = await live_state.read_log(session_id, after, last_seq)
     first_kept = live_state.seq_of(frames[0]) if frames else last_seq + 1
     if first_kept != after + 1:
-        older = await db(_archived_frames)(session_id, after, first_kept)
+        older = await db(_archived_frames)(session_id, after, before=first_kept)
         if len(older) != first_kept - after - 1:
             return None
         frames = older + frames

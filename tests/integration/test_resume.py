@@ -132,6 +132,8 @@ async def test_the_archive_serves_a_resume_whose_gap_holds_no_deltas(make_client
     await wait_archived(orm, session["id"], end["seq"])
     stack.redis.xtrim(f"{stack.key_prefix}:{{{session['id']}}}:log", maxlen=1, approximate=False)
 
+    page = await alice.events(session["id"], after=1)  # the events page reads the same archive
+    assert [e["seq"] for e in page["events"]][: end["seq"] - 1] == list(range(2, end["seq"] + 1))
     from_archive = await alice.connect(session["id"], after=1)
 
     assert from_archive.resumed is True
