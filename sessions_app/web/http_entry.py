@@ -159,6 +159,6 @@ def http_application() -> HttpHandler:
     request_signals.run_request_signals_on_the_loop()
     # The URLconf loaded now rather than at the first request: what it builds (the API's
     # routes and its schemas, ~10,000 objects) is then part of start-up, which a server
-    # process moves out of the garbage collector's walks (interpreter.prepare_collector_for_serving).
+    # process moves out of the garbage collector's walks (interpreter.freeze_start_up_objects).
     get_resolver().url_patterns  # noqa: B018
     return HttpHandler()
