@@ -27,7 +27,7 @@ from sessions_app.conf import app_settings
 from sessions_app.errors import ChatError, Forbidden, NotFound
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
-from sessions_app.infra.db_threads import after_commit
+from sessions_app.infra.db_threads import after_commit, at_commit
 from sessions_app.infra.live_state import Event
 from sessions_app.models import IN_FLIGHT, ChatSession, HeldCancel, Turn
 from sessions_app.schemas import CancelFilter
@@ -147,7 +147,9 @@ def turns_cancel_many(commands: Sequence[CancelCommand]) -> list[CancelOutcome |
                 except ChatError as exc:
                     outcomes[i] = exc
             decided = [(str(admitted[i].pk), o) for i, o in outcomes.items() if isinstance(o, CancelOutcome)]
-            after_commit(lambda: _after_cancels(signals, decided))
+            if signals:
+                _signal_at_commit(signals)
+            after_commit(lambda: _after_cancels(decided))
     except Exception:
         logger.warning("a set of cancels failed; running its cancels one by one", exc_info=True)
         return [_alone(command) if i in admitted else outcomes[i] for i, command in enumerate(commands)]
@@ -161,10 +163,20 @@ def _alone(command: CancelCommand) -> CancelOutcome | Exception:
         return exc
 
 
-def _after_cancels(signals: Sequence[tuple[str, list[int]]], decided: Sequence[tuple[str, CancelOutcome]]) -> None:
-    """After a set of cancels commits: the workers first (one pipeline), so that they stop
-    the turns as soon as can be; then every device (one pipeline), then the site's signals."""
-    live_state.signal_cancels_sync(signals)
+def _signal_at_commit(signals: Sequence[tuple[str, list[int]]]) -> None:
+    """Tell the workers to stop these turns (one message each, one write) as the
+    transaction commits, ahead of the cancels' answers; Redis's replies are read after them
+    (decision 038)."""
+
+    def send() -> None:
+        after_commit(live_state.send_cancel_signals(signals))
+
+    at_commit(send)
+
+
+def _after_cancels(decided: Sequence[tuple[str, CancelOutcome]]) -> None:
+    """After a set of cancels commits (its workers signalled): every device (one
+    pipeline), then the site's signals."""
     batches = [(session_id, outcome.events) for session_id, outcome in decided if outcome.events]
     if batches:
         emit.many_now(batches)
@@ -249,8 +261,7 @@ def cancel_locked(
     if to_signal and signals is not None:
         signals.append((str(session.pk), to_signal))
     elif to_signal:
-        session_id = str(session.pk)
-        after_commit(lambda: live_state.signal_cancel_sync(session_id, to_signal))
+        _signal_at_commit([(str(session.pk), to_signal)])
     return outcome
 
 

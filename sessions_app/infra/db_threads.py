@@ -11,6 +11,10 @@ then does not hold up an HTTP answer; the work starts as soon as before, so devi
 nothing later. A websocket ack still waits for it, so that a device has the events of its
 own command when the ack comes (decision 025). A set of HTTP sends holds that work until
 its answers are written (`Hold`, decision 033), so that the two do not compete.
+
+`at_commit(work)` is never deferred: it runs at the commit, before `fn` answers. It is for
+the signal that tells a worker to stop a turn (decision 038), which every device's
+`turn.end` waits for.
 """
 
 from __future__ import annotations
@@ -47,6 +51,13 @@ def after_commit(work: Callable[[], Any]) -> None:
             _deferred.work.append(work)
 
     transaction.on_commit(committed)
+
+
+def at_commit(work: Callable[[], Any]) -> None:
+    """`transaction.on_commit(work)`, a failure logged: never deferred by
+    `answering_first`, so that it runs before the caller's answer. Work that may wait can
+    be handed on with `after_commit` from inside `work`."""
+    transaction.on_commit(work, robust=True)
 
 
 def db(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:

@@ -721,18 +721,60 @@ def signal_cancel_sync(session_id: str, turn_pks: Sequence[int]) -> None:
 
 def signal_cancels_sync(signals: Sequence[tuple[str, Sequence[int]]]) -> None:
     """`signal_cancel_sync` for many sessions' turns, one message each, in one round trip."""
-    signals = [(session_id, turn_pks) for session_id, turn_pks in signals if turn_pks]
-    if not signals:
-        return
-    at = now_ms()
-    payloads = [orjson.dumps({"session": s, "turns": list(pks), "at": at}) for s, pks in signals]
+    payloads = _cancel_signals(signals)
     if len(payloads) == 1:
         sync_redis().publish(Keys.cancel_channel(), payloads[0])
-        return
-    pipe = sync_redis().pipeline(transaction=False)
-    for payload in payloads:
-        pipe.publish(Keys.cancel_channel(), payload)
-    pipe.execute()
+    elif payloads:
+        pipe = sync_redis().pipeline(transaction=False)
+        for payload in payloads:
+            pipe.publish(Keys.cancel_channel(), payload)
+        pipe.execute()
+
+
+def send_cancel_signals(signals: Sequence[tuple[str, Sequence[int]]]) -> Callable[[], None]:
+    """`signal_cancels_sync`, written to Redis now without waiting for its replies: returns
+    the call that reads them and gives the connection back, to be made once, later (the
+    workers have the signals by then). Waiting for a reply costs a thread ~0.5 ms on a small
+    machine, which a cancel's answer would wait for (decision 038). Where the writing or the
+    reading fails, the signals go again through the client, which reconnects and retries (a
+    worker stops a turn once, however often it hears the signal)."""
+    payloads = _cancel_signals(signals)
+    if not payloads:
+        return _nothing_to_read
+    pool = sync_redis().connection_pool
+    connection = pool.get_connection()
+    channel = Keys.cancel_channel()
+    try:
+        connection.send_packed_command(connection.pack_commands([("PUBLISH", channel, p) for p in payloads]))
+    except RedisError:
+        pool.release(connection)
+        signal_cancels_sync(signals)
+        return _nothing_to_read
+
+    def read_replies() -> None:
+        lost = False
+        try:
+            for _ in payloads:
+                connection.read_response()
+        except RedisError:
+            lost = True
+            connection.disconnect()
+        finally:
+            pool.release(connection)  # before sending again, which takes a connection
+        if lost:
+            signal_cancels_sync(signals)
+
+    return read_replies
+
+
+def _nothing_to_read() -> None:
+    pass
+
+
+def _cancel_signals(signals: Sequence[tuple[str, Sequence[int]]]) -> list[bytes]:
+    """The messages telling the workers to abort turns: one per session with turns to stop."""
+    at = now_ms()
+    return [orjson.dumps({"session": s, "turns": list(pks), "at": at}) for s, pks in signals if pks]
 
 
 # --- presence ------------------------------------------------------------------------------
