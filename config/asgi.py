@@ -25,5 +25,7 @@ application = ProtocolTypeRouter(
 )
 
 from sessions_app.infra.interpreter import freeze_start_up_objects  # noqa: E402
+from sessions_app.worker.tasks import prepare_hand_over  # noqa: E402
 
+prepare_hand_over()  # Celery's set-up, not the first send's that finds no worker waiting
 freeze_start_up_objects()
