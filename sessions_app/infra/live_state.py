@@ -29,6 +29,7 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.asyncio.connection import DefaultParser
+from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -373,6 +374,11 @@ _sync_client: redis.Redis | None = None
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
 # A burst beyond the pool's size waits for a free connection rather than failing.
 _POOL_WAIT_SECONDS = 20
+# How every connection names its client library to Redis (`CLIENT SETINFO`, Redis 7.2 on),
+# as redis-py would, with its version given once: otherwise redis-py reads it from the
+# package's metadata for every new connection (~0.5 ms, up to 6 ms in a cold process; a
+# pool grows while a burst runs).
+_DRIVER_INFO = DriverInfo(lib_version=redis.__version__)
 
 
 def sync_redis() -> redis.Redis:
@@ -381,7 +387,10 @@ def sync_redis() -> redis.Redis:
     with _sync_lock:
         if _sync_client is None:
             pool = redis.BlockingConnectionPool.from_url(
-                settings.REDIS_URL, max_connections=app_settings.REDIS_MAX_CONNECTIONS, timeout=_POOL_WAIT_SECONDS
+                settings.REDIS_URL,
+                max_connections=app_settings.REDIS_MAX_CONNECTIONS,
+                timeout=_POOL_WAIT_SECONDS,
+                driver_info=_DRIVER_INFO,
             )
             _sync_client = redis.Redis(connection_pool=pool)
         return _sync_client
@@ -393,7 +402,10 @@ def async_redis() -> aioredis.Redis:
     client = _async_clients.get(loop)
     if client is None:
         pool = aioredis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL, max_connections=app_settings.REDIS_MAX_CONNECTIONS, timeout=_POOL_WAIT_SECONDS
+            settings.REDIS_URL,
+            max_connections=app_settings.REDIS_MAX_CONNECTIONS,
+            timeout=_POOL_WAIT_SECONDS,
+            driver_info=_DRIVER_INFO,
         )
         client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
