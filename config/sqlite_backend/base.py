@@ -7,11 +7,17 @@ burst takes far longer than its transactions. Here a writer first takes an exclu
 `flock` on `<database>.writelock`: the kernel queues the waiters, across threads and
 processes, and wakes one the moment the holder lets go, so it then finds SQLite's lock free.
 Decision 011.
+
+Its cursors convert Django's placeholders (`%s`) to SQLite's (`?`) once per statement text
+rather than on every execution: a regular expression over the statement, 9 µs for one row's
+INSERT and ~150 µs for the 52-row INSERTs of a set of sends, against ~0.5 and 2 µs for the
+look-up (strings cache their hash; a statement built anew pays one pass to hash it).
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,8 +44,26 @@ class DatabaseCreation(creation.DatabaseCreation):
                 pass
 
 
+@functools.lru_cache(maxsize=1024)
+def _qmark_style(query: str) -> str:
+    """`query` with SQLite's placeholders: what Django's cursor does, kept per text."""
+    return base.FORMAT_QMARK_REGEX.sub("?", query).replace("%%", "%")
+
+
+class SQLiteCursor(base.SQLiteCursorWrapper):
+    """Django's SQLite cursor, its conversion of "format"-style statements kept."""
+
+    def convert_query(self, query: str, *, param_names: list[str] | None = None) -> str:
+        if param_names is None:
+            return _qmark_style(query)
+        return super().convert_query(query, param_names=param_names)  # type: ignore[no-any-return]
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     creation_class = DatabaseCreation
+
+    def create_cursor(self, name: str | None = None) -> SQLiteCursor:
+        return self.connection.cursor(factory=SQLiteCursor)  # type: ignore[no-any-return]
 
     # One open file (hence one flock owner) per Django connection, i.e. per thread: two
     # connections of one process exclude each other like two processes do.

@@ -274,3 +274,18 @@ def test_the_test_database_queues_on_a_lock_beside_its_own_file() -> None:
     name = db.settings_dict["NAME"]
     assert name == db.settings_dict["TEST"]["NAME"]
     assert not lock_is_free(name)  # the test runs inside a transaction
+
+
+def test_statements_keep_their_placeholders_and_literal_percents(db_file: str, django_db_blocker: Any):
+    """The cursors convert `%s` to `?` once per statement text (decision 011's backend): a
+    statement run again, with other values, reads its own values; `%%` is a literal `%`."""
+    statement = "SELECT %s, '100%%', v FROM t WHERE v LIKE %s"
+    with django_db_blocker.unblock():
+        with connections[ALIAS].cursor() as cursor:
+            cursor.execute("INSERT INTO t (v) VALUES (%s), (%s)", ["a%b", "c"])
+            answers = []
+            for value, pattern in ((1, "a%"), (2, "c")):
+                cursor.execute(statement, [value, pattern])
+                answers.append(cursor.fetchall())
+    assert answers == [[(1, "100%", "a%b")], [(2, "100%", "c")]]
+    assert backend._qmark_style.cache_info().hits >= 1
