@@ -14,7 +14,7 @@ from sessions_app.infra.interpreter import freeze_start_up_objects
 from sessions_app.infra.live_state import offer_turns_sync
 from sessions_app.ops import metrics
 from sessions_app.turns.announce import turns_ready
-from sessions_app.worker.turn_loop import engine
+from sessions_app.worker.turn_loop import engine, started_engine
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +28,19 @@ def run_turns(turn_pks: list[int]) -> None:
 
 @receiver(turns_ready, dispatch_uid="sessions_app.worker.run_turns")
 def hand_to_workers(sender: Any, turn_pks: Sequence[int], **_kwargs: Any) -> None:
-    """Hand the turns a commit made ready to a worker waiting for work, in one Redis round
-    trip; if none is waiting (each is streaming as many sets as its pool has threads, or
-    none runs), publish one Celery task for them, which a pool thread takes when one is
-    free. A Celery publish costs this process 0.6 to 2 ms of CPU and reaches the worker
-    ~1 ms later: on an idle deployment it was a third of a first token's time. A burst of
-    sends pays the hand-over once per set, not per turn."""
+    """Hand the turns a commit made ready to the workers. A worker's own commit (a queued
+    turn starts as one of its turns ends) runs them itself while it has room. Otherwise to
+    a worker waiting for work if one is, in one Redis round trip; if none is waiting (each
+    is streaming as many sets as its pool has threads, or none runs), as one Celery task,
+    which a pool thread takes when one is free. A Celery publish costs this process 0.6 to
+    2 ms of CPU and reaches the worker ~1 ms later: on an idle deployment it was a third
+    of a first token's time. A burst of sends pays the hand-over once per set, not per
+    turn (decision 027)."""
     pks = list(turn_pks)
-    if offer_turns_sync(pks):
+    here = started_engine()
+    if here is not None and here.run_here(pks):
+        metrics.HANDOVERS.labels("same_worker").inc()
+    elif offer_turns_sync(pks):
         metrics.HANDOVERS.labels("waiting_worker").inc()
     else:
         run_turns.delay(pks)

@@ -135,6 +135,19 @@ class Engine:
     def run_many(self, turn_pks: list[int]) -> None:
         asyncio.run_coroutine_threadsafe(self._run_turns(turn_pks), self.loop).result()
 
+    def run_here(self, turn_pks: list[int]) -> bool:
+        """From any thread: run a set of turns on this process's loop, as if this process
+        had taken it from the offers, when it takes offers and has room for one more set;
+        whether it does. For turns this process's own commit made ready (a queued turn that
+        starts as one of its turns ends): no Redis round trip to offer them, and no other
+        process to wake. Another set started meanwhile may take the room first: the limit
+        is then passed by a set, as an offer popped as the room filled passes it."""
+        taker = self._offer_taker
+        if taker is None or taker.done() or self._sets_running >= self._sets_limit:
+            return False
+        self.loop.call_soon_threadsafe(self._start_set, turn_pks)
+        return True
+
     def take_offers(self, sets_limit: int) -> None:
         """Wait for offered turns while fewer than `sets_limit` sets stream here."""
         self.loop.call_soon_threadsafe(self._start_taking_offers, sets_limit)
@@ -191,9 +204,12 @@ class Engine:
             await self._room.wait()
             turn_pks = await live_state.take_offered_turns(OFFER_WAIT_SECONDS)
             if turn_pks:
-                offered = self.loop.create_task(self._run_turns(turn_pks))
-                self._offered_sets.add(offered)
-                offered.add_done_callback(self._offered_set_done)
+                self._start_set(turn_pks)
+
+    def _start_set(self, turn_pks: list[int]) -> None:
+        offered = self.loop.create_task(self._run_turns(turn_pks))
+        self._offered_sets.add(offered)
+        offered.add_done_callback(self._offered_set_done)
 
     def _offered_set_done(self, offered: asyncio.Task[None]) -> None:
         """Log what a Celery task's failure would have logged (a claim that gave up)."""
@@ -380,7 +396,7 @@ def engine() -> Engine:
         return _engine
 
 
-def _started_engine() -> Engine | None:
+def started_engine() -> Engine | None:
     """The process's engine if one was started (a shutdown starts none)."""
     with _engine_lock:
         return _engine
@@ -389,12 +405,12 @@ def _started_engine() -> Engine | None:
 @worker_shutting_down.connect
 def stop_taking_offers(**_kwargs: Any) -> None:
     """Celery starts to shut down: take no more offered turns (they go as tasks to others)."""
-    if (running := _started_engine()) is not None:
+    if (running := started_engine()) is not None:
         running.stop_taking_offers()
 
 
 @worker_shutdown.connect
 def stop_engine(**_kwargs: Any) -> None:
     """Celery is stopping (its tasks have ended): cancel and await the loop's tasks."""
-    if (running := _started_engine()) is not None:
+    if (running := started_engine()) is not None:
         running.close()

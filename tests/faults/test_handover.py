@@ -1,6 +1,7 @@
 """How a started turn reaches a worker (decision 027): handed straight to a worker waiting
-for work, with no Celery task; as a Celery task when no worker waits; and, should the
-worker it was handed to die before claiming it, handed out again by another's reaper."""
+for work, with no Celery task; as a Celery task when no worker waits; run by the worker
+whose turn's end started it (a queued turn); and, should the worker it was handed to die
+before claiming it, handed out again by another's reaper."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ def wait_for_waiting_workers(client: redis.Redis, count: int, timeout: float = 3
 def celery_publishes(client: redis.Redis) -> int:
     """Messages published to Celery's queues so far (kombu's Redis transport LPUSHes them)."""
     return int(client.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
+
+
+def offers(client: redis.Redis) -> int:
+    """Sets of turns offered to waiting workers so far (each offer is one RPUSH)."""
+    return int(client.info("commandstats").get("cmdstat_rpush", {}).get("calls", 0))
 
 
 def handed_over(base_url: str, way: str) -> float:
@@ -67,6 +73,28 @@ async def test_a_turn_no_worker_waits_for_goes_as_a_celery_task(fault_redis, fau
     stack.start_worker()
 
     assert await settled(device, turn.turn_id) == "complete"
+    await assert_shows_what_the_server_stored(alice, session["id"], device)
+
+
+async def test_a_queued_turn_runs_on_the_worker_whose_turn_ended(fault_redis, fault_stack, login):
+    """The worker that ends a turn starts the turn queued behind it itself: no offer through
+    Redis and no Celery task, and the queued turn streams in full."""
+    stack = fault_stack(redis_url=fault_redis.url)
+    alice = await login(stack.base_url, "alice")
+    session = await session_with(alice, tokens=200, rate=100)
+    device = await alice.connect(session["id"])
+    wait_for_waiting_workers(fault_redis.client(), 1)
+    streaming = await device.send("a long answer")
+    queued = await device.send("after it", policy="queue")
+    assert queued.status == "queued"
+    offered_before = offers(fault_redis.client())
+
+    await device.cancel(turn_id=streaming.turn_id)
+
+    assert await settled(device, streaming.turn_id) == "cancelled"
+    assert await settled(device, queued.turn_id) == "complete"
+    assert offers(fault_redis.client()) == offered_before
+    assert celery_publishes(fault_redis.client()) == 0
     await assert_shows_what_the_server_stored(alice, session["id"], device)
 
 
