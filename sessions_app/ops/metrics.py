@@ -52,8 +52,9 @@ CANCEL_SECONDS = Histogram(
 )
 HANDOVERS = Counter(
     "chat_turn_sets_handed_over",
-    "Sets of started turns handed to the workers, by way: to a worker waiting for work, or as "
-    "a Celery task (no worker was waiting: all full, or none running).",
+    "Sets of started turns handed to the workers, by way: to a worker waiting for work, as a "
+    "Celery task (no worker was waiting: all full, or none running), or kept by the worker "
+    "whose turn's end started them (queued turns).",
     ["way"],
 )
 WEBSOCKETS = Gauge("chat_websocket_connections", "Open websocket connections.", multiprocess_mode="livesum")

@@ -124,6 +124,7 @@ class Engine:
         self._room = asyncio.Event()
         self._offer_taker: asyncio.Task[None] | None = None
         self._offered_sets: set[asyncio.Task[None]] = set()
+        self._stopping = False  # Celery's shutdown began: no more sets start here
         metrics.serve_worker_metrics()  # without a metrics directory: this process's own
         self._thread = threading.Thread(target=self._main, name="turn-engine", daemon=True)
         self._ready = threading.Event()
@@ -143,7 +144,7 @@ class Engine:
         process to wake. Another set started meanwhile may take the room first: the limit
         is then passed by a set, as an offer popped as the room filled passes it."""
         taker = self._offer_taker
-        if taker is None or taker.done() or self._sets_running >= self._sets_limit:
+        if self._stopping or taker is None or taker.done() or self._sets_running >= self._sets_limit:
             return False
         self.loop.call_soon_threadsafe(self._start_set, turn_pks)
         return True
@@ -153,6 +154,7 @@ class Engine:
         self.loop.call_soon_threadsafe(self._start_taking_offers, sets_limit)
 
     def stop_taking_offers(self) -> None:
+        self._stopping = True  # at once: `run_here` is asked from other threads
         self.loop.call_soon_threadsafe(self._stop_taking_offers)
 
     def close(self, timeout: float = 10) -> None:

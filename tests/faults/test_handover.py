@@ -5,6 +5,7 @@ before claiming it, handed out again by another's reaper."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import time
@@ -95,6 +96,27 @@ async def test_a_queued_turn_runs_on_the_worker_whose_turn_ended(fault_redis, fa
     assert await settled(device, queued.turn_id) == "complete"
     assert offers(fault_redis.client()) == offered_before
     assert celery_publishes(fault_redis.client()) == 0
+    await assert_shows_what_the_server_stored(alice, session["id"], device)
+
+
+async def test_a_stopping_worker_ends_its_turn_and_leaves_the_queued_one_to_another(fault_redis, fault_stack, login):
+    """A worker told to stop (SIGTERM: Celery's warm shutdown) streams its turn to the end;
+    the turn queued behind it, started by that end, goes to a worker that keeps running."""
+    stack = fault_stack(redis_url=fault_redis.url)
+    alice = await login(stack.base_url, "alice")
+    session = await session_with(alice, tokens=60, rate=40)
+    device = await alice.connect(session["id"])
+    wait_for_waiting_workers(fault_redis.client(), 1)
+    streaming = await device.send("streaming as its worker stops")
+    queued = await device.send("queued behind it", policy="queue")
+    await device.wait_for(lambda: any(e["type"] == "delta" for e in device.turn_events(streaming.turn_id)), 30)
+    stack.start_worker("worker-2")
+    wait_for_waiting_workers(fault_redis.client(), 2)
+
+    await asyncio.to_thread(stack.kill, "worker", signal.SIGTERM)  # returns once it has exited
+
+    assert await settled(device, streaming.turn_id) == "complete"
+    assert await settled(device, queued.turn_id) == "complete"
     await assert_shows_what_the_server_stored(alice, session["id"], device)
 
 
