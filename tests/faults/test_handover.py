@@ -9,6 +9,7 @@ import asyncio
 import re
 import signal
 import time
+from typing import Any
 
 import httpx
 import redis
@@ -77,17 +78,24 @@ async def test_a_turn_no_worker_waits_for_goes_as_a_celery_task(fault_redis, fau
     await assert_shows_what_the_server_stored(alice, session["id"], device)
 
 
-async def test_a_queued_turn_runs_on_the_worker_whose_turn_ended(fault_redis, fault_stack, login):
-    """The worker that ends a turn starts the turn queued behind it itself: no offer through
-    Redis and no Celery task, and the queued turn streams in full."""
-    stack = fault_stack(redis_url=fault_redis.url)
+async def a_turn_and_one_queued(stack: Any, fault_redis: Any, login: Any, seconds: float) -> tuple[Any, ...]:
+    """Alice's session on `stack`: a turn streaming for `seconds`, and a turn queued behind
+    it; (alice, session, device, streaming, queued)."""
     alice = await login(stack.base_url, "alice")
-    session = await session_with(alice, tokens=200, rate=100)
+    session = await session_with(alice, tokens=int(40 * seconds), rate=40)
     device = await alice.connect(session["id"])
     wait_for_waiting_workers(fault_redis.client(), 1)
     streaming = await device.send("a long answer")
     queued = await device.send("after it", policy="queue")
     assert queued.status == "queued"
+    return alice, session, device, streaming, queued
+
+
+async def test_a_queued_turn_runs_on_the_worker_whose_turn_ended(fault_redis, fault_stack, login):
+    """The worker that ends a turn starts the turn queued behind it itself: no offer through
+    Redis and no Celery task, and the queued turn streams in full."""
+    stack = fault_stack(redis_url=fault_redis.url)
+    alice, session, device, streaming, queued = await a_turn_and_one_queued(stack, fault_redis, login, seconds=2)
     offered_before = offers(fault_redis.client())
 
     await device.cancel(turn_id=streaming.turn_id)
@@ -103,12 +111,7 @@ async def test_a_stopping_worker_ends_its_turn_and_leaves_the_queued_one_to_anot
     """A worker told to stop (SIGTERM: Celery's warm shutdown) streams its turn to the end;
     the turn queued behind it, started by that end, goes to a worker that keeps running."""
     stack = fault_stack(redis_url=fault_redis.url)
-    alice = await login(stack.base_url, "alice")
-    session = await session_with(alice, tokens=60, rate=40)
-    device = await alice.connect(session["id"])
-    wait_for_waiting_workers(fault_redis.client(), 1)
-    streaming = await device.send("streaming as its worker stops")
-    queued = await device.send("queued behind it", policy="queue")
+    alice, session, device, streaming, queued = await a_turn_and_one_queued(stack, fault_redis, login, seconds=1.5)
     await device.wait_for(lambda: any(e["type"] == "delta" for e in device.turn_events(streaming.turn_id)), 30)
     stack.start_worker("worker-2")
     wait_for_waiting_workers(fault_redis.client(), 2)
