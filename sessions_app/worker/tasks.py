@@ -3,6 +3,7 @@ that hands turns made ready by the turns package to the workers: to a worker wai
 work if one is, else as a Celery task (decision 027)."""
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,23 +48,30 @@ def hand_to_workers(sender: Any, turn_pks: Sequence[int], **_kwargs: Any) -> Non
         metrics.HANDOVERS.labels("celery_task").inc()
 
 
-def prepare_hand_over() -> None:
+def prepare_hand_over() -> threading.Thread:
     """At a web process's start-up, what its first Celery hand-over would otherwise do on a
     database thread, in the work after some send's commit: 40-60 ms on a small VM, where a
     later hand-over takes ~1 ms. Celery finalizes its app and builds its result backend
     (disabled here, but found by reading every installed package's entry points), its
-    router, its message sender and its producer pool; a producer opens the broker
-    connection and declares the queue. A broker out of reach now is left for that first
-    hand-over to connect to, as before: start-up does not wait for it."""
+    router, its message sender and its producer pool, here; a producer opens the broker
+    connection and declares the queue on a thread of its own (returned), so that start-up
+    never waits on the network. A broker out of reach then is left for the first hand-over
+    to connect to, as before."""
     app = run_turns.app
     app.finalize(auto=True)
     app.backend  # noqa: B018
     app.amqp.send_task_message  # noqa: B018  (the sender, built once: it imports Celery's events)
-    queue = app.amqp.queues[app.conf.task_default_queue]
+    connecting = threading.Thread(target=_open_broker_connection, name="prepare-hand-over", daemon=True)
+    connecting.start()
+    return connecting
+
+
+def _open_broker_connection() -> None:
+    app = run_turns.app
     try:
         with app.producer_or_acquire() as producer:
             producer.connection.ensure_connection(max_retries=0)
-            producer.maybe_declare(queue)
+            producer.maybe_declare(app.amqp.queues[app.conf.task_default_queue])
     except Exception as exc:  # kombu's and redis-py's connection errors alike
         logger.info("the broker is not reachable yet (%s): the first hand-over will connect", exc)
 

@@ -7,15 +7,27 @@ ASGI application as Daphne does (real Redis)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-FIRST_HAND_OVER = """
-import sys
+# The broker connection opens on a thread of its own: wait for it, as a request would
+# arrive some time after start-up.
+STARTED = """
+import threading
 import config.asgi
+for thread in threading.enumerate():
+    if thread.name == "prepare-hand-over":
+        thread.join(30)
+"""
+
+FIRST_HAND_OVER = (
+    STARTED
+    + """
+import sys
 from sessions_app.worker.tasks import run_turns
 
 app = run_turns.app
@@ -29,6 +41,7 @@ print("imported by the first publish:", sorted(set(imported)))
 with app.connection_for_write() as connection:
     connection.default_channel.queue_delete(probe)
 """
+)
 
 
 def run_web_process(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -51,7 +64,19 @@ def test_the_first_hand_over_finds_celery_ready():
 
 
 def test_a_broker_out_of_reach_does_not_stop_the_web_process_from_starting():
-    result = run_web_process("import config.asgi\nprint('started')", CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+    result = run_web_process(STARTED + "print('started')", CELERY_BROKER_URL="redis://127.0.0.1:1/0")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "started"
     assert "the broker is not reachable yet" in result.stderr
+
+
+def test_a_broker_that_never_answers_does_not_hold_up_start_up():
+    with socket.socket() as silent:  # takes connections (the kernel's backlog), says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        result = run_web_process(
+            "import config.asgi\nprint('started')", CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/0"
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "started"
