@@ -143,8 +143,8 @@ class Engine:
         starts as one of its turns ends): no Redis round trip to offer them, and no other
         process to wake. Another set started meanwhile may take the room first: the limit
         is then passed by a set, as an offer popped as the room filled passes it."""
-        taker = self._offer_taker
-        if self._stopping or taker is None or taker.done() or self._sets_running >= self._sets_limit:
+        # No room before the worker takes offers (a limit of 0) and none once it stops.
+        if self._stopping or self._sets_running >= self._sets_limit:
             return False
         self.loop.call_soon_threadsafe(self._start_set, turn_pks)
         return True

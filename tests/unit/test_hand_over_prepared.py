@@ -6,13 +6,9 @@ ASGI application as Daphne does (real Redis)."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.unit.web_process import run_python
 
 # The broker connection opens on a thread of its own: wait for it, as a request would
 # arrive some time after start-up.
@@ -44,19 +40,8 @@ with app.connection_for_write() as connection:
 )
 
 
-def run_web_process(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_the_first_hand_over_finds_celery_ready():
-    result = run_web_process(FIRST_HAND_OVER)
+    result = run_python(FIRST_HAND_OVER)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "connected before the first publish: True" in lines
@@ -64,7 +49,7 @@ def test_the_first_hand_over_finds_celery_ready():
 
 
 def test_a_broker_out_of_reach_does_not_stop_the_web_process_from_starting():
-    result = run_web_process(STARTED + "print('started')", CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+    result = run_python(STARTED + "print('started')", CELERY_BROKER_URL="redis://127.0.0.1:1/0")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "started"
     assert "the broker is not reachable yet" in result.stderr
@@ -75,8 +60,6 @@ def test_a_broker_that_never_answers_does_not_hold_up_start_up():
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         port = silent.getsockname()[1]
-        result = run_web_process(
-            "import config.asgi\nprint('started')", CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/0"
-        )
+        result = run_python("import config.asgi\nprint('started')", CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/0")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "started"
