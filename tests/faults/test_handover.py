@@ -111,11 +111,13 @@ async def test_a_stopping_worker_ends_its_turn_and_leaves_the_queued_one_to_anot
     """A worker told to stop (SIGTERM: Celery's warm shutdown) streams its turn to the end;
     the turn queued behind it, started by that end, goes to a worker that keeps running."""
     stack = fault_stack(redis_url=fault_redis.url)
-    alice, session, device, streaming, queued = await a_turn_and_one_queued(stack, fault_redis, login, seconds=1.5)
+    # Long enough for a second worker to start while the first still streams the turn.
+    alice, session, device, streaming, queued = await a_turn_and_one_queued(stack, fault_redis, login, seconds=8)
     await device.wait_for(lambda: any(e["type"] == "delta" for e in device.turn_events(streaming.turn_id)), 30)
     stack.start_worker("worker-2")
     wait_for_waiting_workers(fault_redis.client(), 2)
 
+    assert device.turns[streaming.turn_id]["status"] == "active"  # still streaming as the worker stops
     await asyncio.to_thread(stack.kill, "worker", signal.SIGTERM)  # returns once it has exited
 
     assert await settled(device, streaming.turn_id) == "complete"
