@@ -14,6 +14,9 @@ polling it), the cancel call, and cancel -> `turn.end` with tokens flowing.
 OTHER_CHECKOUT is a directory with the project (for instance `git worktree add /tmp/base
 HEAD~1`) that can import its dependencies with this interpreter (a symlink to this
 checkout's .venv does); it is measured as "other", this checkout as "this".
+`--other-python PATH` runs the other stack on another interpreter (a virtual environment's
+python with the project's requirements): `bench.compare . --other-python /tmp/venv/bin/python`
+compares two interpreters on the same code.
 """
 
 from __future__ import annotations
@@ -72,10 +75,10 @@ class Side:
     samples: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in FIGURES})
 
 
-def start_side(name: str, checkout: Path) -> Side:
+def start_side(name: str, checkout: Path, python: str = sys.executable) -> Side:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVE],
+        [python, "-c", SERVE],
         cwd=checkout,
         env={**env, "PYTHONPATH": str(checkout)},
         stdin=subprocess.PIPE,
@@ -169,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("other", type=Path, help="the checkout to compare this one with")
     parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--other-python", default=sys.executable, help="the interpreter of the other stack")
     args = parser.parse_args(argv)
-    sides = [start_side("this", ROOT), start_side("other", args.other.resolve())]
+    sides = [start_side("this", ROOT), start_side("other", args.other.resolve(), args.other_python)]
     try:
         asyncio.run(compare(sides, args.rounds))
     finally:

@@ -12,7 +12,8 @@ first token) and the burst's accepted p99. The CPU is the steadier figure: on a 
 machine the burst lasts as long as Daphne's CPU for it, and the machine's slow and fast
 phases move both sides alike. Decision 034's figures were taken with it.
 
-OTHER_CHECKOUT as for bench.compare (a checkout that imports this one's dependencies).
+OTHER_CHECKOUT and `--other-python` as for bench.compare (a checkout that imports this one's
+dependencies; the other stack's interpreter).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import asyncio
 import shutil
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -153,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("other", type=Path, help="the checkout to compare this one with")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--devices", action="store_true", help="a device watching each session")
+    parser.add_argument("--other-python", default=sys.executable, help="the interpreter of the other stack")
     args = parser.parse_args(argv)
-    sides = [start_side("this", ROOT), start_side("other", args.other.resolve())]
+    sides = [start_side("this", ROOT), start_side("other", args.other.resolve(), args.other_python)]
     started = time.perf_counter()
     try:
         asyncio.run(compare(sides, args.rounds, args.devices))
