@@ -26,8 +26,7 @@ from sessions_app.cancellation.authorisers import CancelRequest
 from sessions_app.conf import app_settings
 from sessions_app.errors import ChatError, Forbidden, NotFound
 from sessions_app.events import build, emit
-from sessions_app.infra import live_state
-from sessions_app.infra.db_threads import after_commit, at_commit
+from sessions_app.infra.db_threads import after_commit
 from sessions_app.infra.live_state import Event
 from sessions_app.models import IN_FLIGHT, ChatSession, HeldCancel, Turn
 from sessions_app.schemas import CancelFilter
@@ -147,9 +146,8 @@ def turns_cancel_many(commands: Sequence[CancelCommand]) -> list[CancelOutcome |
                 except ChatError as exc:
                     outcomes[i] = exc
             decided = [(str(admitted[i].pk), o) for i, o in outcomes.items() if isinstance(o, CancelOutcome)]
-            if signals:
-                _signal_at_commit(signals)
-            after_commit(lambda: _after_cancels(decided))
+            _emit_on_commit([(session_id, o.events) for session_id, o in decided], signals)
+            after_commit(lambda: announce.ended([turn for _, o in decided for turn in o.ended]))
     except Exception:
         logger.warning("a set of cancels failed; running its cancels one by one", exc_info=True)
         return [_alone(command) if i in admitted else outcomes[i] for i, command in enumerate(commands)]
@@ -163,24 +161,16 @@ def _alone(command: CancelCommand) -> CancelOutcome | Exception:
         return exc
 
 
-def _signal_at_commit(signals: Sequence[tuple[str, list[int]]]) -> None:
-    """Tell the workers to stop these turns (one message each, one write) as the
-    transaction commits, ahead of the cancels' answers; Redis's replies are read after them
-    (decision 038)."""
-
-    def send() -> None:
-        after_commit(live_state.send_cancel_signals(signals))
-
-    at_commit(send)
-
-
-def _after_cancels(decided: Sequence[tuple[str, CancelOutcome]]) -> None:
-    """After a set of cancels commits (its workers signalled): every device (one
-    pipeline), then the site's signals."""
-    batches = [(session_id, outcome.events) for session_id, outcome in decided if outcome.events]
-    if batches:
-        emit.many_now(batches)
-    announce.ended([turn for _, outcome in decided for turn in outcome.ended])
+def _emit_on_commit(batches: Sequence[tuple[str, list[Event]]], signals: Sequence[tuple[str, list[int]]]) -> None:
+    """The cancels' events, for every device. With turns to stop, they go as the
+    transaction commits, ahead of the answers, and the workers' signals right behind them
+    in the same write (decisions 038 and 043): a worker's `turn.end` then always follows the
+    `cancel` that caused it. Without, after the answers, as any command's."""
+    batches = [(session_id, events) for session_id, events in batches if events]
+    if signals:
+        emit.at_commit_ahead_of(batches, signals)
+    elif batches:
+        after_commit(lambda: emit.many_now(batches))
 
 
 def turns_cancel(
@@ -202,8 +192,9 @@ def turns_cancel(
         raise NotFound("no such session")
     with transaction.atomic():
         session = lock_sessions([session.pk]).get(session.pk, session)
-        outcome = cancel_locked(session=session, requester=user, flt=flt, bypass_authoriser=as_admin)
-        emit.on_commit(str(session.pk), outcome.events)
+        signals: list[tuple[str, list[int]]] = []
+        outcome = cancel_locked(session=session, requester=user, flt=flt, bypass_authoriser=as_admin, signals=signals)
+        _emit_on_commit([(str(session.pk), outcome.events)], signals)
         announce.ended_on_commit(outcome.ended)
     return outcome
 
@@ -213,14 +204,14 @@ def cancel_locked(
     session: ChatSession,
     requester: AbstractBaseUser,
     flt: CancelFilter,
+    signals: list[tuple[str, list[int]]],
     only_active: bool = False,
     bypass_authoriser: bool = False,
-    signals: list[tuple[str, list[int]]] | None = None,
 ) -> CancelOutcome:
-    """Cancel what `flt` matches. The caller holds the session lock and emits
-    `outcome.events` on commit; workers are signalled on commit from here, or, given
-    `signals`, by the caller, who finds there (session id, turn pks) to signal. A ChatError
-    is raised before anything is written (turns_cancel_many relies on it)."""
+    """Cancel what `flt` matches. The caller holds the session lock, and on commit emits
+    `outcome.events` and signals the workers to stop the turns this adds to `signals`
+    ((session id, turn pks)): events first (`emit.at_commit_ahead_of`). A ChatError is
+    raised before anything is written (turns_cancel_many relies on it)."""
     outcome = CancelOutcome()
     matched = _match(session, requester, flt, only_active)
     if flt.turn_id is not None and not matched:
@@ -258,10 +249,8 @@ def cancel_locked(
         parents = [child.pk for child in children]
     outcome.events.append(build.cancel(flt.as_dict(), by, outcome.cancelled, outcome.rejected))
     outcome.events.extend(build.turn_end(t) for t in outcome.ended)
-    if to_signal and signals is not None:
+    if to_signal:
         signals.append((str(session.pk), to_signal))
-    elif to_signal:
-        _signal_at_commit([(str(session.pk), to_signal)])
     return outcome
 
 
@@ -276,17 +265,18 @@ def _stop(turn: Turn, by: str, outcome: CancelOutcome, to_signal: list[int]) -> 
         to_signal.append(turn.pk)
 
 
-def take_held_cancels(turns: Sequence[tuple[ChatSession, str, str]]) -> set[tuple[Any, str]]:
+def take_held_cancels(turns: Sequence[tuple[ChatSession, str, str]]) -> dict[tuple[Any, str], str]:
     """On turn creation: which of these new turns (session, turnId, owner's clientId) have
     a held cancel waiting that may apply? Takes those held cancels (one query when none
-    waits). Returns (session pk, turnId) of the turns to end."""
+    waits). Returns the turns to end, (session pk, turnId), each with the clientId of the
+    member whose cancel it was."""
     held = HeldCancel.objects.filter(
         session_id__in={session.pk for session, _, _ in turns},
         turn_id__in={turn_id for _, turn_id, _ in turns},
         expires_at__gt=timezone.now(),
     ).select_related("requested_by")
     waiting = {(h.session_id, h.turn_id): h for h in held}
-    taken: set[tuple[Any, str]] = set()
+    taken: dict[tuple[Any, str], str] = {}
     for session, turn_id, owner_client_id in turns:
         cancel = waiting.get((session.pk, turn_id))
         if cancel is None:
@@ -299,5 +289,5 @@ def take_held_cancels(turns: Sequence[tuple[ChatSession, str, str]]) -> set[tupl
             owners={turn_id: owner_client_id},
         )
         if turn_id in allowed:
-            taken.add((session.pk, turn_id))
+            taken[(session.pk, turn_id)] = client_id_of(cancel.requested_by)
     return taken

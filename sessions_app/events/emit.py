@@ -4,11 +4,11 @@ infra/live_state.py), then to the database archive (archive.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sessions_app.events.archive import archiver
 from sessions_app.infra import live_state
-from sessions_app.infra.db_threads import after_commit
+from sessions_app.infra.db_threads import after_commit, at_commit
 from sessions_app.infra.live_state import Event
 
 
@@ -38,3 +38,32 @@ def on_commit(session_id: str, events: Sequence[Event]) -> None:
     batch = list(events)
     if batch:
         after_commit(lambda: now(session_id, batch))
+
+
+def at_commit_ahead_of(
+    batches: Sequence[tuple[str, Sequence[Event]]],
+    signals: Sequence[tuple[str, Sequence[int]]] = (),
+    then: Callable[[], None] | None = None,
+) -> None:
+    """Publish `batches` as the surrounding transaction commits, ahead of the caller's
+    answer and of any later transaction's events, then tell the workers to stop `signals`'
+    turns: one Redis pipeline, written without waiting (live_state.publish_then_signal).
+    Redis's replies are read, the events archived, and `then` run after the answer
+    (db_threads.after_commit). For the commands whose events another process could
+    otherwise overtake: a worker that stops a turn publishes its `turn.end`, and one that
+    ends a turn starts the queued turns, from their own transactions (decision 043)."""
+    batches = [(session_id, list(events)) for session_id, events in batches]
+
+    def write() -> None:
+        read = live_state.publish_then_signal(batches, signals)
+
+        def finish() -> None:
+            for (session_id, events), frames in zip(batches, read(), strict=True):
+                if events:
+                    archiver.add(session_id, events, frames)
+            if then is not None:
+                then()
+
+        after_commit(finish)
+
+    at_commit(write)

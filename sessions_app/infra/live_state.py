@@ -783,6 +783,61 @@ def _nothing_to_read() -> None:
     pass
 
 
+def publish_then_signal(
+    batches: Sequence[tuple[str, Sequence[Event]]], signals: Sequence[tuple[str, Sequence[int]]]
+) -> Callable[[], list[list[str]]]:
+    """`publish_many`, then `send_cancel_signals`, written now as one pipeline without
+    waiting for the replies: returns the call that reads them and gives each batch's frames,
+    to be made once, later. Redis runs a connection's commands in order, so the events are
+    numbered before any worker hears the signals: the `turn.end` a worker publishes for a
+    turn it stops comes after the events of the command that stopped it (its `cancel`, an
+    interrupting send's `message` and `turn.queued`). The script goes by EVAL, not EVALSHA:
+    a Redis that lost its scripts would refuse the events and still carry the signals.
+    Where the writing fails, the two go one after the other through the client (which
+    reconnects and retries); where the reading fails, the events are published again and
+    the signals sent again (a worker stops a turn once, however often it hears the signal)."""
+    prepared = [prepare(session_id, events) for session_id, events in batches if events]
+    payloads = _cancel_signals(signals)
+    pool = sync_redis().connection_pool
+    connection = pool.get_connection()
+    channel = Keys.cancel_channel()
+    commands: list[tuple[Any, ...]] = [
+        ("EVAL", batch.script.text, len(batch.keys), *batch.keys, *batch.args) for batch in prepared
+    ]
+    commands += [("PUBLISH", channel, payload) for payload in payloads]
+    try:
+        connection.send_packed_command(connection.pack_commands(commands))
+    except RedisError:
+        pool.release(connection)
+        return _published_then_signalled(batches, signals)
+
+    def read_replies() -> list[list[str]]:
+        firsts: list[int] = []
+        try:
+            for _ in prepared:
+                firsts.append(_first_seq(connection.read_response()))
+            for _ in payloads:
+                connection.read_response()
+        except RedisError:
+            connection.disconnect()
+            pool.release(connection)
+            return _published_then_signalled(batches, signals)()
+        pool.release(connection)
+        frames = iter([frames_for(first, batch.bodies) for first, batch in zip(firsts, prepared, strict=True)])
+        return [next(frames) if events else [] for _, events in batches]
+
+    return read_replies
+
+
+def _published_then_signalled(
+    batches: Sequence[tuple[str, Sequence[Event]]], signals: Sequence[tuple[str, Sequence[int]]]
+) -> Callable[[], list[list[str]]]:
+    """`publish_then_signal`'s way when its own write fails: through the client, in order."""
+    frames = publish_many(batches)
+    signal_cancels_sync(signals)
+    return lambda: frames
+
+
 def _cancel_signals(signals: Sequence[tuple[str, Sequence[int]]]) -> list[bytes]:
     """The messages telling the workers to abort turns: one per session with turns to stop."""
     at = now_ms()

@@ -186,6 +186,7 @@ class _Plan:
     regenerated: MessageNode | None = None
     queued_before: int = 0
     interrupts: list[str] = field(default_factory=list)  # turnIds an interrupting turn waits for
+    signals: list[tuple[str, list[int]]] = field(default_factory=list)  # the workers to tell to stop them
     emitted: list[Event] = field(default_factory=list)
     new_nodes: list[MessageNode] = field(default_factory=list)
     # An orchestrated send's sub-agent turns (their answers are siblings under its user
@@ -202,7 +203,7 @@ def _send_wave(items: Sequence[tuple[int, SendRequest, ChatSession]], *, check_r
     outcomes: dict[int, Outcome] = {}
     if check_repeat:
         for index, request, session in items:
-            existing = _existing(session, request.body)
+            existing = _existing(session, request.body, request.user)
             if existing is not None and request.acting is not None:
                 # Sub-agents sharing a turnId would collide on every device: never a repeat.
                 raise Conflict(f"turnId {existing.turn.turn_id!r} is already used in this session")
@@ -299,7 +300,12 @@ def _plan(
         # An agent interrupts its own turns: the server acts for it, no authoriser is asked.
         flt = CancelFilter(client_id=client_id) if acting else CancelFilter(own=True)
         outcome = cancel_locked(
-            session=session, requester=user, flt=flt, only_active=True, bypass_authoriser=acting is not None
+            session=session,
+            requester=user,
+            flt=flt,
+            signals=plan.signals,
+            only_active=True,
+            bypass_authoriser=acting is not None,
         )
         plan.emitted.extend(outcome.events)
         # Sub-agent turns were cancelled with the turns they work for; those are what it follows.
@@ -450,17 +456,23 @@ def _apply_held_cancels(plans: list[_Plan]) -> None:
         return
     held = take_held_cancels([(p.session, p.turn.turn_id, p.turn.client_id) for p in chosen])
     for plan in chosen:
-        held_cancel = (plan.session.pk, plan.turn.turn_id) in held
-        if held_cancel and transitions.end_unstarted(plan.turn, by=plan.turn.client_id):
+        by = held.get((plan.session.pk, plan.turn.turn_id))
+        if by is not None and transitions.end_unstarted(plan.turn, by=by):
             plan.new_nodes[-1].status = NodeStatus.CANCELLED
             for child in plan.children:  # a parent's cancel is its sub-agents' too
-                if transitions.end_unstarted(child, by=plan.turn.client_id) and child.assistant_message:
+                if transitions.end_unstarted(child, by=by) and child.assistant_message:
                     child.assistant_message.status = NodeStatus.CANCELLED
 
 
 def _emit_on_commit(plans: list[_Plan]) -> None:
     """After commit: every event of the wave in one pipeline, then the turns that start go
-    to the workers (after their `turn.start`: no delta may come before it), then signals."""
+    to the workers (after their `turn.start`: no delta may come before it), then signals.
+
+    A wave that interrupts turns or queues one publishes its events as it commits instead,
+    ahead of its answers and of the interrupted turns' workers' signals (decision 043): a
+    worker ending a turn starts the queued turns from its own transaction, and its
+    `turn.start` must not overtake their `message` and `turn.queued` (an HTTP send's events
+    otherwise wait for its answer: decision 033)."""
     batches: list[tuple[str, list[Event]]] = []
     for plan in plans:
         plan.emitted.extend(build.message(node, node.turn.turn_id if node.turn else None) for node in plan.new_nodes)
@@ -477,16 +489,23 @@ def _emit_on_commit(plans: list[_Plan]) -> None:
     turns = [turn for plan in plans for turn in [plan.turn, *plan.children]]
     starting = [turn.pk for turn in turns if turn.status == TurnStatus.ACTIVE]
 
-    def after_commit() -> None:
-        emit.many_now(batches)
+    def announce_all() -> None:
         announce.run(starting)
         for plan in plans:
             announce.created(plan.new_nodes)
         announce.started([turn for turn in turns if turn.status == TurnStatus.ACTIVE])
         announce.ended([turn for turn in turns if turn.is_ended])
 
+    def after_commit() -> None:
+        emit.many_now(batches)
+        announce_all()
+
     # The sessions' updated_at moves when their `message` events are archived (events.py).
-    db_threads.after_commit(after_commit)
+    signals = [signal for plan in plans for signal in plan.signals]
+    if signals or any(turn.status == TurnStatus.QUEUED for turn in turns):
+        emit.at_commit_ahead_of(batches, signals, then=announce_all)
+    else:
+        db_threads.after_commit(after_commit)
 
 
 # --- repeated sends ----------------------------------------------------------------------
@@ -496,9 +515,9 @@ def _parts(message: UserMessage) -> list[dict[str, Any]]:
     return [p.model_dump() for p in message.parts]
 
 
-def _existing(session: ChatSession, body: SendBody) -> SendResult | None:
+def _existing(session: ChatSession, body: SendBody, user: AbstractBaseUser) -> SendResult | None:
     """The turn a repeated send already created, or None; Conflict if ids are reused for
-    different content."""
+    different content, by another member, or for part of an earlier send's messages."""
     turn: Turn | None = None
     if body.turn_id:
         turn = unique_row(
@@ -517,6 +536,8 @@ def _existing(session: ChatSession, body: SendBody) -> SendResult | None:
         )
         if turn is None or first.role != Role.USER:
             raise Conflict("a message id of this send is already used")
+    if turn.user_id != user.pk:
+        raise Conflict("these ids belong to another member's send")
     if body.regenerate:
         fork = turn.assistant_message.fork_of if turn.assistant_message else None
         if fork is None or fork.node_id != body.regenerate:
@@ -526,6 +547,9 @@ def _existing(session: ChatSession, body: SendBody) -> SendResult | None:
         node = nodes.get(message.id)
         if node is None or node.turn_id != turn.pk or node.parts != _parts(message):
             raise Conflict("this send reuses an id of an earlier send with different content")
+    sent_then = MessageNode.objects.filter(turn=turn, role=Role.USER).values_list("node_id", flat=True)
+    if set(sent_then) != set(ids):
+        raise Conflict("this send repeats only some of an earlier send's messages")
     if body.turn_id and body.turn_id != turn.turn_id:
         raise Conflict("these messages were sent with another turnId")
     return SendResult(turn=turn, created=False, message_ids=ids)

@@ -16,7 +16,7 @@ from django.db import transaction
 from sessions_app.infra import live_state
 from sessions_app.infra.db_threads import Hold, after_commit, answering_first, at_commit
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="function")]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 SIGNALS = [("session-a", [1, 2]), ("session-b", [3])]
 
@@ -55,6 +55,7 @@ def connections_in_use() -> int:
     return len(pool._connections) - sum(1 for idle in pool.pool.queue if idle is not None)
 
 
+@pytest.mark.asyncio(loop_scope="function")
 async def test_the_workers_hear_a_cancel_before_its_answer_lets_the_work_after_it_go(workers_channel):
     in_use = connections_in_use()
     hold = Hold(1, limit=60)  # the work after the commit waits for this answer to be written

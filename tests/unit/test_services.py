@@ -55,6 +55,15 @@ def send(session, user, text="hi", **extra):
     return turn_send(session_id=session.pk, user=user, body=body)
 
 
+def send_many(session, user, texts, ids=None):
+    """One send of several messages (fresh ids unless given)."""
+    ids = ids or [str(uuid.uuid4()) for _ in texts]
+    messages = [
+        {"id": i, "role": "user", "parts": [{"type": "text", "text": t}]} for i, t in zip(ids, texts, strict=True)
+    ]
+    return turn_send(session_id=session.pk, user=user, body=SendBody.model_validate({"messages": messages}))
+
+
 def turn_claim(*, turn_pk, worker_id):
     return turns_claim(turn_pks=[turn_pk], worker_id=worker_id)[0]
 
@@ -184,6 +193,13 @@ def test_a_held_cancel_ends_the_turn_at_creation(session, alice):
     result = send(session, alice, turnId="later")
     assert Turn.objects.get(pk=result.turn.pk).status == TurnStatus.CANCELLED
     assert turn_claim(turn_pk=result.turn.pk, worker_id="w") is None  # the model is never called
+
+
+def test_a_held_cancel_names_the_member_who_cancelled_not_the_sender(session, alice, bob):
+    assert turns_cancel(session_id=session.pk, user=bob, flt=CancelFilter(turn_id="later")).pending == ["later"]
+    result = send(session, alice, turnId="later")
+    turn = Turn.objects.get(pk=result.turn.pk)
+    assert (turn.status, turn.cancel_requested_by) == (TurnStatus.CANCELLED, bob.username)
 
 
 def test_cancelling_a_queued_turn_ends_it_and_an_active_one_asks_its_worker(session, alice):
@@ -404,6 +420,11 @@ def test_a_set_of_sends_is_decided_as_if_they_came_one_by_one(alice, monkeypatch
     order: list[tuple[str, object]] = []
     monkeypatch.setattr(announce, "run", lambda pks: order.extend([("dispatch", list(pks))] if pks else []))
     monkeypatch.setattr(emit, "many_now", lambda batches: order.append(("publish", [len(b) for _, b in batches])))
+    monkeypatch.setattr(
+        emit,
+        "at_commit_ahead_of",
+        lambda batches, signals, then: order.append(("publish at commit", [len(b) for _, b in batches])),
+    )
     requests = [
         _request(queueing, alice, "q1"),
         _request(rejecting, alice, "r1"),
@@ -424,10 +445,24 @@ def test_a_set_of_sends_is_decided_as_if_they_came_one_by_one(alice, monkeypatch
     first, second = MessageNode.objects.filter(session=plain, role="user").order_by("id")
     assert (first.parent_id, second.parent_id, p.turn.user_message_id) == (None, first.pk, second.pk)
     assert p.turn.assistant_message.parent_id == second.pk
-    # One publish and one dispatch per wave that starts turns, publish first.
-    assert order[0] == ("publish", [3, 3, 4]) and order[1] == ("dispatch", [q1.turn.pk, r1.turn.pk, p.turn.pk])
-    assert [kind for kind, _ in order] == ["publish", "dispatch", "publish", "publish"]
+    # A wave that starts turns publishes once after its commit, then dispatches them; a wave
+    # that queues publishes as it commits (decision 043: set up inside the transaction).
+    assert order == [
+        ("publish at commit", [3]),
+        ("publish at commit", [3]),
+        ("publish", [3, 3, 4]),
+        ("dispatch", [q1.turn.pk, r1.turn.pk, p.turn.pk]),
+    ]
     assert Turn.objects.filter(session=rejecting).count() == 1
+
+
+def test_a_repeat_by_another_member_or_of_part_of_a_send_conflicts(session, alice, bob):
+    first = send_many(session, alice, ["one", "two"])
+    with pytest.raises(Conflict, match="another member"):
+        send_many(session, bob, ["one", "two"], ids=first.message_ids)
+    with pytest.raises(Conflict, match="only some"):
+        send_many(session, alice, ["one"], ids=first.message_ids[:1])
+    assert send_many(session, alice, ["one", "two"], ids=first.message_ids).turn.pk == first.turn.pk
 
 
 def test_a_repeated_send_in_a_set_answers_with_its_turn_and_the_others_commit(session, alice):
@@ -466,21 +501,27 @@ def test_a_set_of_cancels_is_decided_as_if_they_came_one_by_one(
     session, alice, bob, monkeypatch, django_capture_on_commit_callbacks
 ):
     """Cancels in one set: each its own outcome (an error of its own for a stranger), two
-    of one session see each other, and at the commit the workers hear of every active turn
-    in one write of signals, before the devices' events go out in one pipeline."""
+    of one session see each other, and at the commit the devices' events and the workers'
+    signals for every active turn go out in one pipeline, the events first (decision 043;
+    the order on the wire: tests/unit/test_events_ahead_of_signals.py)."""
     other = session_create(owner=alice, title="other")
     mine, bobs, elsewhere = send(session, alice), send(session, bob), send(other, alice)
     for result in (mine, bobs, elsewhere):
         turn_claim(turn_pk=result.turn.pk, worker_id="w")  # streaming: a worker must stop them
     stranger = get_user_model().objects.create_user(username=f"eve-{uuid.uuid4().hex[:6]}", password="x")
-    order: list[tuple[str, object]] = []
+    order: list[tuple[str, object, object]] = []
 
-    def send_signals(signals: Any) -> Any:
-        order.append(("signal", sorted(p for _, ps in signals for p in ps)))
-        return lambda: order.append(("replies read", []))
+    def publish_then_signal(batches: Any, signals: Any) -> Any:
+        order.append(("publish, then signal", [len(b) for _, b in batches], sorted(p for _, ps in signals for p in ps)))
 
-    monkeypatch.setattr(live_state, "send_cancel_signals", send_signals)
-    monkeypatch.setattr(emit, "many_now", lambda batches: order.append(("publish", [len(b) for _, b in batches])))
+        def read_replies() -> list[list[str]]:
+            order.append(("replies read", [], []))
+            return [[] for _ in batches]
+
+        return read_replies
+
+    monkeypatch.setattr(live_state, "publish_then_signal", publish_then_signal)
+    monkeypatch.setattr(emit.archiver, "add", lambda *args: None)
 
     with django_capture_on_commit_callbacks(execute=True):
         outcomes: list[Any] = turns_cancel_many(
@@ -500,8 +541,10 @@ def test_a_set_of_cancels_is_decided_as_if_they_came_one_by_one(
     assert sorted(Turn.objects.filter(cancel_requested_by__gt="").values_list("pk", flat=True)) == sorted(
         [mine.turn.pk, bobs.turn.pk, elsewhere.turn.pk]
     )
-    assert order[0] == ("signal", sorted([mine.turn.pk, elsewhere.turn.pk, bobs.turn.pk]))
-    assert sorted(order[1:]) == [("publish", [1, 1, 1]), ("replies read", [])]
+    assert order == [
+        ("publish, then signal", [1, 1, 1], sorted([mine.turn.pk, elsewhere.turn.pk, bobs.turn.pk])),
+        ("replies read", [], []),
+    ]
 
 
 def test_a_cancel_of_a_set_that_fails_alone_leaves_the_others_to_commit(session, alice, monkeypatch):
