@@ -8,7 +8,9 @@ import re
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 from sessions_app.models import Policy
 
@@ -115,26 +117,89 @@ class Strict(BaseModel):
 
 
 # --- commands ----------------------------------------------------------------------------
+# What clients send, over HTTP and the websocket alike. PostgreSQL's text and JSON cannot
+# hold a NUL character (U+0000): its driver would fail the write, which reads as an outage
+# (`unavailable`, retried forever), and SQLite would store it. A command holding one anywhere,
+# in a value or a key, is `invalid` before anything reads it.
+
+NUL = "\x00"
 
 
-class TextPart(Strict):
+def nul_problem(value: Any) -> str | None:
+    """Where `value` (decoded JSON) holds a NUL character, as a message naming the field,
+    or None (iteratively, like the checks above)."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        problem = None
+        if isinstance(item, str):
+            problem = "text may not contain NUL characters" if NUL in item else None
+        elif isinstance(item, dict):
+            if any(isinstance(key, str) and NUL in key for key in item):
+                problem = "keys may not contain NUL characters"
+            stack.extend((child, _joined(where, key)) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, _joined(where, index)) for index, child in enumerate(item))
+        if problem is not None:
+            return f"{where}: {problem}" if where else problem
+    return None
+
+
+def _joined(where: str, key: object) -> str:
+    name = str(key)[:40]  # a client's key, echoed in the message: bounded
+    return f"{where}.{name}" if where else name
+
+
+class Command(Strict):
+    """A command: no NUL character anywhere, and JSON's types as sent, never coerced
+    (strict): `1` is no `true` and `"5"` no number, so a loosely typed client gets `invalid`
+    instead of, say, cancelling every turn with `{"all": 1}`."""
+
+    model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def without_nul(cls, data: Any) -> Any:
+        problem = nul_problem(data)
+        if problem is not None:  # a custom error: its message as is (no "Value error, ")
+            raise PydanticCustomError("nul_character", "{problem}", {"problem": problem})
+        return data
+
+
+def _exactly_true(value: Any) -> Any:
+    # `Literal[True]` takes 1 and 1.0 too (they equal True in Python), strict or not.
+    if value is not True and value is not None:
+        raise PydanticCustomError("literal_error", "Input should be true")
+    return value
+
+
+# A flag of a filter: JSON's `true`, or absent (a null given is refused: CancelFilter; the
+# schema shows no null).
+TrueFlag = Annotated[Literal[True] | SkipJsonSchema[None], BeforeValidator(_exactly_true)]
+# A policy's name: an enum, which strict validation would take only as the Python enum.
+PolicyName = Annotated[Policy, Field(strict=False)]
+
+
+class TextPart(Command):
     type: Literal["text"]
     text: str = Field(min_length=1)
 
 
-class UserMessage(Strict):
+class UserMessage(Command):
     id: Id
     role: Literal["user"]
     parts: list[TextPart] = Field(min_length=1)
 
 
-class SendBody(Strict):
+class SendBody(Command):
+    """A send, as the server's own callers make it too (agents, an Ably client's input)."""
+
     turn_id: Id | None = Field(default=None, alias="turnId")
     messages: list[UserMessage] = Field(default_factory=list)
     parent: Id | None = None
     fork_of: Id | None = Field(default=None, alias="forkOf")
     regenerate: Id | None = None
-    policy: Policy | None = None
+    policy: PolicyName | None = None
 
     @model_validator(mode="after")
     def one_of_messages_or_regenerate(self) -> SendBody:
@@ -144,21 +209,45 @@ class SendBody(Strict):
             raise ValueError("messages must hold at least one user message")
         if self.regenerate and (self.fork_of or self.parent):
             raise ValueError("regenerate takes neither parent nor forkOf")
+        seen: set[str] = set()
+        for message in self.messages:  # else the second reads as the first's id reused: `conflict`
+            if message.id in seen:
+                raise ValueError(f"message ids are unique within a send: {message.id!r} is repeated")
+            seen.add(message.id)
         return self
 
 
-class CancelFilter(Strict):
-    """Exactly one of own / turnId / clientId / all."""
+class SendCommand(SendBody):
+    """A client's send (HTTP and websocket): an edit (`forkOf`) goes where the message it
+    edits is, so it names no `parent`. (An Ably client's input names both, the parent being
+    that message's: ably/invocations.py builds a SendBody.)"""
 
-    own: Literal[True] | None = None
-    turn_id: Id | None = Field(default=None, alias="turnId")
-    client_id: Annotated[str, StringConstraints(min_length=1, max_length=150)] | None = Field(
+    @model_validator(mode="after")
+    def an_edit_names_no_parent(self) -> SendCommand:
+        if self.fork_of and self.parent:
+            raise ValueError("forkOf takes no parent: an edit goes beside the message it edits")
+        return self
+
+
+class CancelFilter(Command):
+    """Exactly one of own / turnId / clientId / all. A key given as null is refused, not
+    read as absent: `{"turnId": null}` from a client whose variable is unset must not
+    become `{}`, which cancels all of the caller's turns. (`| SkipJsonSchema[None]`: the
+    schema shows no null.)"""
+
+    own: TrueFlag = None
+    turn_id: Id | SkipJsonSchema[None] = Field(default=None, alias="turnId")
+    client_id: Annotated[str, StringConstraints(min_length=1, max_length=150)] | SkipJsonSchema[None] = Field(
         default=None, alias="clientId"
     )
-    all: Literal[True] | None = None
+    all: TrueFlag = None
 
     @model_validator(mode="after")
     def exactly_one(self) -> CancelFilter:
+        for name, field in type(self).model_fields.items():
+            if name in self.model_fields_set and getattr(self, name) is None:
+                key = field.alias or name
+                raise ValueError(f"{key} may not be null: a filter holds one of own, turnId, clientId, all ({{}}: own)")
         given = [v for v in (self.own, self.turn_id, self.client_id, self.all) if v is not None]
         if len(given) > 1:
             raise ValueError("a filter holds exactly one of own, turnId, clientId, all")
@@ -170,49 +259,49 @@ class CancelFilter(Strict):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
-class WaitBody(Strict):
+class WaitBody(Command):
     filter: CancelFilter = Field(default_factory=CancelFilter)
     timeout: float = Field(default=30, ge=0, le=60)
 
 
-class SessionCreateBody(Strict):
+class SessionCreateBody(Command):
     title: str = Field(default="", max_length=200)
     model: str | None = Field(default=None, max_length=100)
     model_options: ModelOptions = Field(default_factory=dict, alias="modelOptions")
-    policy: Policy | None = None
+    policy: PolicyName | None = None
 
 
-class SessionUpdateBody(Strict):
+class SessionUpdateBody(Command):
     title: str | None = Field(default=None, max_length=200)
     model: str | None = Field(default=None, max_length=100)
     model_options: ModelOptions | None = Field(default=None, alias="modelOptions")
-    policy: Policy | None = None
+    policy: PolicyName | None = None
 
 
-class MemberBody(Strict):
+class MemberBody(Command):
     username: str = Field(min_length=1, max_length=150)
 
 
 # websocket frames
 
 
-class WsSend(SendBody):
+class WsSend(SendCommand):
     type: Literal["send"]
     ref: Ref = None
 
 
-class WsCancel(Strict):
+class WsCancel(Command):
     type: Literal["cancel"]
     ref: Ref = None
     filter: CancelFilter = Field(default_factory=CancelFilter)
 
 
-class WsClose(Strict):
+class WsClose(Command):
     type: Literal["close"]
     ref: Ref = None
     cancel: CancelFilter | None = None
 
 
-class WsPing(Strict):
+class WsPing(Command):
     type: Literal["ping"]
     ref: Ref = None

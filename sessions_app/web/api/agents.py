@@ -13,7 +13,7 @@ from pydantic import Field
 from sessions_app.agents.config import configured_agents
 from sessions_app.agents.services import session_agent_add, session_agent_remove, session_agents
 from sessions_app.infra.db_threads import db
-from sessions_app.schemas import Strict
+from sessions_app.schemas import Command
 from sessions_app.sessions.services import require_member
 from sessions_app.web.api.app import api, json_response
 from sessions_app.web.api.schemas import ERRORS
@@ -21,7 +21,7 @@ from sessions_app.web.api.schemas import ERRORS
 S = "/sessions/{session_id}"
 
 
-class AgentBody(Strict):
+class AgentBody(Command):
     name: str = Field(min_length=1, max_length=50)
 
 

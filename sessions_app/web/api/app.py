@@ -14,12 +14,15 @@ from typing import Any
 import orjson
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.http.response import HttpResponseBase
-from ninja import NinjaAPI
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+from ninja import NinjaAPI, Router
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.renderers import BaseRenderer
 
 from sessions_app.ops import metrics
+from sessions_app.schemas import NUL
 from sessions_app.web.api.parsing import JsonParser
 from sessions_app.web.api.security import SessionAuth, TokenAuth
 from sessions_app.web.errors import INTERNAL, WireError, describe
@@ -52,6 +55,13 @@ def error_response(error: WireError) -> HttpResponse:
     return response
 
 
+def schema_view(view: Callable[..., Any]) -> Callable[..., Any]:
+    """The schema's and its docs page's views: GET only (405 otherwise, answered with the
+    envelope below) and exempt from Django's CSRF check, which would otherwise answer a
+    POST with its HTML 403 page before the view could say 405. They change nothing."""
+    return csrf_exempt(require_GET(view))
+
+
 api = NinjaAPI(
     title="Chat sessions",
     version="1",
@@ -62,12 +72,18 @@ api = NinjaAPI(
     urls_namespace="api",
     openapi_url="/schema",
     docs_url="/docs",
+    docs_decorator=schema_view,
+    # The schema names fields as they are sent (`turnId`, not `turn_id`). Views answer with
+    # HttpResponses of their own, so this changes the schema only.
+    default_router=Router(by_alias=True),
 )
 
 
 def answering_unknown_methods_with_the_envelope(view: Callable[..., Any]) -> Callable[..., Any]:
     """`view` (one of the API's paths), its 405 for a method the path does not take
-    answered with the envelope (Ninja answers a plain-text page), the `Allow` header kept."""
+    answered with the envelope (Ninja answers a plain-text page), the `Allow` header kept;
+    and a path or query holding a NUL character refused `invalid` before the view runs:
+    no id or cursor holding one may reach the database (see Command in schemas.py)."""
 
     def envelope(response: HttpResponseBase) -> HttpResponseBase:
         if not isinstance(response, HttpResponseNotAllowed):
@@ -81,15 +97,27 @@ def answering_unknown_methods_with_the_envelope(view: Callable[..., Any]) -> Cal
 
         @functools.wraps(view)
         async def answering(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-            return envelope(await view(request, *args, **kwargs))
+            refused = _nul_in_url(request)
+            return refused if refused is not None else envelope(await view(request, *args, **kwargs))
 
         return answering
 
     @functools.wraps(view)
     def answering_sync(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        return envelope(view(request, *args, **kwargs))
+        refused = _nul_in_url(request)
+        return refused if refused is not None else envelope(view(request, *args, **kwargs))
 
     return answering_sync
+
+
+def _nul_in_url(request: HttpRequest) -> HttpResponse | None:
+    """The `invalid` answer to a path or query string holding a NUL character (`%00`), or None."""
+    if NUL in request.path_info:
+        return error_response(WireError(400, "invalid", "the path may not contain NUL characters"))
+    query = request.META.get("QUERY_STRING", "")
+    if "%00" in query or NUL in query:  # on the raw string: no query parsed for every request
+        return error_response(WireError(400, "invalid", "query parameters may not contain NUL characters"))
+    return None
 
 
 def on_error(request: HttpRequest, exc: Exception) -> HttpResponse:
@@ -127,6 +155,9 @@ def _wire_error(request: HttpRequest, exc: Exception) -> WireError:
 def _validation_message(errors: list[dict[str, Any]]) -> str:
     """The first problem, as `field.path: message` (the body's own wrapper dropped)."""
     first = errors[0] if errors else {}
-    where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "missing" and len(loc) == 2 and loc[0] == "body":  # (source, parameter)
+        return "a JSON object body is required"  # none was sent (pydantic: "Field required", naming nothing)
+    where = [str(p) for p in loc if p not in ("body", "query", "path")]
     message = str(first.get("msg", "invalid input"))
     return f"{'.'.join(where)}: {message}" if where else message

@@ -8,12 +8,19 @@ from typing import Any
 from django.contrib.auth import authenticate
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest, HttpResponse
-from ninja import Query, Schema
+from ninja import Body, Query, Schema
 
 from sessions_app.conf import app_settings
 from sessions_app.errors import Unauthenticated
 from sessions_app.infra.db_threads import db
-from sessions_app.schemas import CancelFilter, MemberBody, SendBody, SessionCreateBody, SessionUpdateBody, WaitBody
+from sessions_app.schemas import (
+    CancelFilter,
+    MemberBody,
+    SendCommand,
+    SessionCreateBody,
+    SessionUpdateBody,
+    WaitBody,
+)
 from sessions_app.sessions import selectors
 from sessions_app.sessions.services import member_add, member_leave, require_member, session_create, session_update
 from sessions_app.web import commands, tokens
@@ -22,6 +29,7 @@ from sessions_app.web.api.schemas import (
     ERRORS,
     CancelOut,
     LoginBody,
+    MemberOut,
     ModelsOut,
     SendOut,
     TokenOut,
@@ -31,6 +39,12 @@ from sessions_app.web.waiting import wait_for_turns
 from sessions_app.worker.providers.registry import available_models
 
 S = "/sessions/{session_id}"
+
+# Bodies whose fields are all optional: no body at all means `{}`.
+NEW_SESSION: Any = Body(default_factory=SessionCreateBody)
+NO_CHANGE: Any = Body(default_factory=SessionUpdateBody)
+OWN: Any = Body(default_factory=CancelFilter)
+WAIT_OWN: Any = Body(default_factory=WaitBody)
 
 
 def _user(request: HttpRequest) -> AbstractBaseUser:
@@ -75,7 +89,7 @@ def _sessions_list(user: AbstractBaseUser) -> dict[str, Any]:
 
 
 @api.post("/sessions", response={201: dict[str, Any], **ERRORS}, tags=["sessions"])
-async def session_new(request: HttpRequest, body: SessionCreateBody) -> HttpResponse:
+async def session_new(request: HttpRequest, body: SessionCreateBody = NEW_SESSION) -> HttpResponse:
     """Create a session; the caller owns it."""
     return json_response(await db(_session_new)(_user(request), body), status=201)
 
@@ -98,7 +112,7 @@ def _session_detail(user: AbstractBaseUser, session_id: str) -> dict[str, Any]:
 
 
 @api.patch(S, response={200: dict[str, Any], **ERRORS}, tags=["sessions"])
-async def session_change(request: HttpRequest, session_id: str, body: SessionUpdateBody) -> HttpResponse:
+async def session_change(request: HttpRequest, session_id: str, body: SessionUpdateBody = NO_CHANGE) -> HttpResponse:
     """Rename, or change the default policy, model or options (model: owner only)."""
     return json_response(await db(_session_change)(_user(request), session_id, body))
 
@@ -116,7 +130,7 @@ def _session_change(user: AbstractBaseUser, session_id: str, body: SessionUpdate
     return selectors.session_payload(session, detail=True)
 
 
-@api.post(S + "/members", response={201: dict[str, Any], **ERRORS}, tags=["sessions"])
+@api.post(S + "/members", response={201: MemberOut, **ERRORS}, tags=["sessions"])
 async def member_invite(request: HttpRequest, session_id: str, body: MemberBody) -> HttpResponse:
     """Add a member (owner only)."""
     return json_response(await db(_member_invite)(_user(request), session_id, body.username), status=201)
@@ -142,7 +156,7 @@ def _member_leave(user: AbstractBaseUser, session_id: str) -> None:
 
 
 @api.post(S + "/turns", response={202: SendOut, 200: SendOut, **ERRORS}, tags=["turns"])
-async def send(request: HttpRequest, session_id: str, body: SendBody) -> HttpResponse:
+async def send(request: HttpRequest, session_id: str, body: SendCommand) -> HttpResponse:
     """Send message(s): a turn starts, queues or is refused by the double-texting policy.
     Sends arriving together (over HTTP or websockets) are decided as one set."""
     result = await commands.send(session_id=session_id, user=_user(request), body=body, events_first=False)
@@ -175,14 +189,14 @@ def _turn_detail(user: AbstractBaseUser, session_id: str, turn_id: str) -> dict[
 
 
 @api.post(S + "/cancel", response={200: CancelOut, **ERRORS}, tags=["turns"])
-async def cancel(request: HttpRequest, session_id: str, body: CancelFilter) -> HttpResponse:
+async def cancel(request: HttpRequest, session_id: str, body: CancelFilter = OWN) -> HttpResponse:
     """Cancel the turns a filter matches (`{}`: the caller's own)."""
     outcome = await commands.cancel(session_id=session_id, user=_user(request), flt=body, events_first=False)
     return json_response(outcome.as_dict())
 
 
 @api.post(S + "/wait", response={200: WaitOut, **ERRORS}, tags=["turns"])
-async def wait(request: HttpRequest, session_id: str, body: WaitBody) -> HttpResponse:
+async def wait(request: HttpRequest, session_id: str, body: WaitBody = WAIT_OWN) -> HttpResponse:
     """Wait until the turns a filter matches have ended, or the timeout (seconds) passes."""
     user = _user(request)
     await db(require_member)(session_id=session_id, user=user)

@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from ninja.parser import Parser
 
 from sessions_app.errors import Invalid
+from sessions_app.schemas import nul_problem
 
 MAX_DEPTH = 32  # levels of objects and arrays: far more than any documented body needs
 
@@ -30,12 +31,17 @@ def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
 
 
 def load_json(raw: bytes | str) -> Any:
-    """Parse a JSON body; Invalid for malformed or too deeply nested JSON."""
+    """Parse a JSON body; Invalid for malformed or too deeply nested JSON, or JSON holding
+    a NUL character (the command schemas refuse it too; this covers every body, those of
+    endpoints whose schemas live elsewhere included)."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise Invalid("the body is not valid JSON") from exc
     check_depth(value)
+    problem = nul_problem(value)
+    if problem is not None:
+        raise Invalid(problem)
     return value
 
 
@@ -43,5 +49,5 @@ class JsonParser(Parser):
     def parse_body(self, request: HttpRequest) -> dict[str, Any]:
         value = load_json(request.body)
         if not isinstance(value, dict):
-            raise Invalid("the body is a JSON object")
+            raise Invalid("the body must be a JSON object")
         return cast(dict[str, Any], value)

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from sessions_app.schemas import Command
+
 ErrorCode = Literal[
     "invalid",
     "unauthenticated",
@@ -48,7 +50,7 @@ ERRORS: dict[int, Any] = {
 }
 
 
-class LoginBody(BaseModel):
+class LoginBody(Command):
     username: str = Field(max_length=150)
     password: str = Field(max_length=4096)
 
@@ -69,6 +71,11 @@ class SendOut(BaseModel):
     message_ids: list[str] = Field(alias="messageIds")
     user_message_id: str | None = Field(alias="userMessageId")
     assistant_message_id: str | None = Field(alias="assistantMessageId")
+
+
+class MemberOut(BaseModel):
+    username: str
+    role: Literal["owner", "member"]
 
 
 class CancelOut(BaseModel):

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest, HttpResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from sessions_app.infra.db_threads import db
+from sessions_app.schemas import Command
 from sessions_app.web import tokens
 from sessions_app.web.api.app import api, json_response
 from sessions_app.web.api.parsing import load_json
 from sessions_app.web.api.schemas import ERRORS
 
 
-class RevokeBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RevokeBody(Command):
     all: bool = Field(default=False, description="Revoke every token of the caller, not only the one used.")
 
 
