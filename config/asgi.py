@@ -15,12 +15,14 @@ django_asgi_app = http_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from sessions_app.routing import websocket_urlpatterns  # noqa: E402
-from sessions_app.web.auth import AllowedHostsBrowserOriginValidator, TokenAuthMiddlewareStack  # noqa: E402
+from sessions_app.web.auth import AllowedHostsBrowserOriginValidator  # noqa: E402
 
+# Authentication runs inside each route (sessions_app/routing.py): a path that nothing serves
+# is refused without a credential being looked at.
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsBrowserOriginValidator(TokenAuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsBrowserOriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )
 

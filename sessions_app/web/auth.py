@@ -4,11 +4,13 @@ Credentials, the first present wins: `Authorization: Token <key>` (scripts); `?t
 ticket>` (POST /api/auth/ws-ticket: for clients that cannot set headers); `?token=<key>`
 (only where SESSIONS_APP["ALLOW_QUERY_TOKEN"]: a URL ends up in access logs); otherwise the
 Django session of a browser. A credential that does not check out leaves the connection
-anonymous (closed with 4401), never falls back to another.
+anonymous (closed with 4401), never falls back to another. What opened each websocket is
+recorded (`Credential`), for web/open_sockets.py to close it when that credential ends.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,13 +23,16 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
+from knox.crypto import hash_token
 
 from sessions_app.conf import app_settings
 from sessions_app.web import token_cache, tokens
+from sessions_app.web.open_sockets import Credential
 
+logger = logging.getLogger(__name__)
 
-async def _user_for_token(key: str) -> Any:
-    return await token_cache.user_for_token(key) or AnonymousUser()
+CHECK_SECONDS = 0.5  # how often a loop's open websockets look for a credentials change
+MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 
 @database_sync_to_async
@@ -56,17 +61,41 @@ def _token_from(scope: dict[str, Any]) -> str | None:
     return None
 
 
+class GenerationFirstMiddleware(BaseMiddleware):
+    """Reads the credentials generation before any credential is (a free read while the
+    watch has heard nothing): a change that lands while the handshake checks them then shows
+    as a different generation, and the websocket is checked again (`OpenSockets`)."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] == "websocket":
+            scope = {**scope, "credentials_generation": await token_cache.current_generation()}
+        return await super().__call__(scope, receive, send)
+
+
 class TokenAuthMiddleware(BaseMiddleware):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         key = _token_from(scope)
         ticket = _query(scope).get("ticket", [None])[0]
+        generation = scope.get("credentials_generation")
+        credential: Credential | None = None
         if key is not None:
-            scope = {**scope, "user": await _user_for_token(key), "token_auth": True}
-        elif ticket is not None:
-            pk = await tokens.ticket_redeem(ticket)
-            user = AnonymousUser() if pk is None else await _active_user(pk)
+            found = await token_cache.user_and_expiry(key)
+            user: Any = AnonymousUser() if found is None else found[0]
+            if found is not None:
+                credential = Credential("token", user.pk, generation, digest=hash_token(key.strip()), expiry=found[1])
             scope = {**scope, "user": user, "token_auth": True}
-        return await super().__call__(scope, receive, send)
+        elif ticket is not None:
+            redeemed = await tokens.ticket_redeem(ticket)
+            user = AnonymousUser() if redeemed is None else await _active_user(redeemed[0])
+            if redeemed is not None and user.is_authenticated:
+                credential = Credential("ticket", user.pk, generation, revocations=redeemed[1])
+            scope = {**scope, "user": user, "token_auth": True}
+        else:
+            user, session = scope.get("user"), scope.get("session")
+            session_key = getattr(session, "session_key", None) if session is not None else None
+            if user is not None and user.is_authenticated and session_key:
+                credential = Credential("session", user.pk, generation, session_key=session_key)
+        return await super().__call__({**scope, "credential": credential}, receive, send)
 
 
 class ConsumerSessionMiddleware(sessions.SessionMiddleware):
@@ -85,8 +114,11 @@ class ConsumerSessionMiddleware(sessions.SessionMiddleware):
 
 def TokenAuthMiddlewareStack(inner: Any) -> Any:
     """Session auth (browsers) wrapped by token and ticket auth (scripts); those win.
-    Channels' `AuthMiddlewareStack` with the session middleware above."""
-    return sessions.CookieMiddleware(ConsumerSessionMiddleware(AuthMiddleware(TokenAuthMiddleware(inner))))
+    Channels' `AuthMiddlewareStack` with the session middleware above, after a read of the
+    credentials generation. The scope's "credential" says what opened the websocket."""
+    return GenerationFirstMiddleware(
+        sessions.CookieMiddleware(ConsumerSessionMiddleware(AuthMiddleware(TokenAuthMiddleware(inner))))
+    )
 
 
 # --- Origin ------------------------------------------------------------------------------

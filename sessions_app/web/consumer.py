@@ -26,11 +26,18 @@ from sessions_app.ops import metrics
 from sessions_app.schemas import WsCancel, WsClose, WsPing, WsSend, echoable_ref
 from sessions_app.sessions import selectors
 from sessions_app.sessions.services import require_member
-from sessions_app.web import backpressure, commands
+from sessions_app.web import backpressure, commands, open_sockets
 from sessions_app.web.errors import INTERNAL, WireError, describe
 from sessions_app.web.hub import hub
 
 logger = logging.getLogger(__name__)
+
+try:  # Daphne's websockets are autobahn's: a frame sent after the client left raises this
+    from autobahn.exception import Disconnected
+
+    CLIENT_GONE: tuple[type[BaseException], ...] = (OSError, Disconnected)
+except ImportError:  # another server: ASGI asks it to raise an OSError then
+    CLIENT_GONE = (OSError,)
 
 COMMANDS: dict[str, type[Any]] = {"send": WsSend, "cancel": WsCancel, "close": WsClose, "ping": WsPing}
 
@@ -38,6 +45,7 @@ COMMANDS: dict[str, type[Any]] = {"send": WsSend, "cancel": WsCancel, "close": W
 # application may close only with 1000 or 3000-4999 (Daphne's autobahn refuses others), so
 # these follow the HTTP statuses they mirror.
 CLOSE_INVALID = 4400  # the URL's `after` is not a sequence number
+CLOSE_UNAUTHENTICATED = 4401  # no credential at the handshake, or the one used ended since (web/open_sockets.py)
 CLOSE_BEHIND = 4408  # the client stopped reading: reconnect with ?after= when it reads again
 CLOSE_RATE_LIMITED = 4429  # too many connections of this user, or frames far beyond the rate
 CLOSE_SERVER_ERROR = 4500  # the server could not send a frame (never the client's fault)
@@ -112,10 +120,11 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.budget = FrameBudget(int(app_settings.FRAMES_PER_MINUTE))
         self.flow: backpressure.TransportFlow | None = None
         self.counted = self.subscribed = self.present = False
+        self.credentials: open_sockets.OpenSockets | None = None  # where its credential is checked again
         self.writer: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         if self.user is None or not self.user.is_authenticated:
-            await self.close(code=4401)
+            await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         if canonical is None:  # no session has this id: nothing to subscribe to or count
             await self.close(code=4404)
@@ -144,6 +153,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
             except Forbidden:
                 await self._refuse(None, 4403)
                 return
+            credential = self.scope.get("credential")
+            if credential is not None:
+                # From here on, a revocation (or a logout, a password change) closes it with
+                # 4401; one since the handshake read the generation is caught by the first check.
+                self.credentials = open_sockets.for_this_loop()
+                self.credentials.add(self, credential)
             self.flow = backpressure.attach(self.base_send)
             self.writer = asyncio.create_task(self._write_loop())
             self.present = True
@@ -248,6 +263,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if str(self.user.pk) == user_id and not self.closing:
             self._close_soon(4403)
 
+    def credentials_revoked(self) -> None:
+        """The credential this websocket was opened with ended (revoked, expired, logged out
+        of, its user's password changed: web/open_sockets.py): close with 4401; no further event or
+        command."""
+        if not self.closing:
+            logger.info("websocket %s: its credential ended; closing", self.connection_id)
+            self._close_soon(CLOSE_UNAUTHENTICATED)
+
     def _enqueue(self, frame: str, *, catching_up: bool = False) -> None:
         """Queue a frame for the writer. Live frames beyond MAX_OUTBOX_BYTES waiting for a
         client that does not read close the connection (4408): it resumes with ?after=
@@ -293,6 +316,17 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 await self.flow.writable()  # the socket's buffer is full: wait here
             try:
                 await self.send(text_data=frame)
+            except CLIENT_GONE:
+                # The client closed or dropped the connection before its close reached this
+                # consumer (a close right after a command): nothing is wrong with the server.
+                if not self.closing:
+                    logger.debug(
+                        "websocket %s: its client left before a frame of %d characters was sent",
+                        self.connection_id,
+                        len(frame),
+                    )
+                    self.closing = True
+                return
             except Exception:
                 if not self.closing:  # not a client that left: the server cannot send it
                     logger.exception(
@@ -306,6 +340,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
             return  # closing (membership ended, or too far behind): no more commands
+        if self.credentials is not None and not await self.credentials.trusted(self):
+            return  # its credential ended (a free look unless credentials changed): closing with 4401
         raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
         over = self.budget.take(asyncio.get_running_loop().time())
         if over:
@@ -408,6 +444,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def _release(self) -> None:
         """Undo what connect did, once, whichever way the connection ends."""
         self.closing = True
+        credentials = getattr(self, "credentials", None)
+        if credentials is not None:
+            self.credentials = None
+            credentials.discard(self)
         if getattr(self, "counted", False):
             self.counted = False
             mine = _connections.get(self.user.pk)

@@ -12,7 +12,9 @@ unreachable) checks the database again. The generation is read from Redis unless
 process's credentials watch (web/credentials_watch.py) has heard nothing since the last
 read, which it checks before every token is trusted. Known tokens are also forgotten after
 KNOWN_SECONDS, so that a change made without model signals (a queryset `update()`) shows
-within a minute.
+within a minute. Revoking all of a user's tokens renews it even when there were none (a
+logout ends a browser session; the user's websocket tickets count it: web/tokens.py).
+Open websockets are checked again when the generation changes (web/open_sockets.py).
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ def watch_client_name(pid: int) -> str:
 async def user_for_token(key: str) -> AbstractBaseUser | None:
     """The active user an API token belongs to, or None if it is unknown, expired or
     revoked (tokens.lookup, remembered while nothing has been revoked since)."""
+    found = await user_and_expiry(key)
+    return None if found is None else found[0]
+
+
+async def user_and_expiry(key: str) -> tuple[AbstractBaseUser, datetime | None] | None:
+    """`user_for_token`, with the token's expiry (a websocket opened with it closes then)."""
     key = key.strip()
     if not tokens.well_formed(key):
         return None
@@ -81,7 +89,7 @@ async def user_for_token(key: str) -> AbstractBaseUser | None:
     known = _known.get(digest)
     if known is not None and generation is not None and known.generation == generation:
         if known.until > time.monotonic() and (known.expiry is None or known.expiry > timezone.now()):
-            return known.user
+            return known.user, known.expiry
     found = await db(tokens.lookup)(key)
     if found is None:
         _known.pop(digest, None)
@@ -89,7 +97,7 @@ async def user_for_token(key: str) -> AbstractBaseUser | None:
     user, row = found
     if generation is not None:
         _remember(digest, _Known(user, row.expiry, generation, time.monotonic() + KNOWN_SECONDS))
-    return user
+    return user, row.expiry
 
 
 async def current_generation() -> bytes | None:
@@ -174,9 +182,14 @@ def _user_changed(sender: Any, update_fields: Any = None, **kwargs: Any) -> None
     credentials_changed()
 
 
+def _all_revoked(sender: Any, **kwargs: Any) -> None:
+    credentials_changed()
+
+
 def connect_signals() -> None:
     """Called once from the app's ready(), in every process that may change credentials."""
     user_model = get_user_model()
+    tokens.all_revoked_none_held.connect(_all_revoked, dispatch_uid="sessions_app.token_cache.all_revoked")
     post_save.connect(_token_changed, sender=AuthToken, dispatch_uid="sessions_app.token_cache.token_saved")
     post_delete.connect(_token_changed, sender=AuthToken, dispatch_uid="sessions_app.token_cache.token_deleted")
     post_save.connect(_user_changed, sender=user_model, dispatch_uid="sessions_app.token_cache.user_saved")
