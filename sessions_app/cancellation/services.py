@@ -168,7 +168,7 @@ def _emit_on_commit(batches: Sequence[tuple[str, list[Event]]], signals: Sequenc
     `cancel` that caused it. Without, after the answers, as any command's."""
     batches = [(session_id, events) for session_id, events in batches if events]
     if signals:
-        emit.at_commit_ahead_of(batches, signals)
+        emit.ahead_of_workers(batches, signals)
     elif batches:
         after_commit(lambda: emit.many_now(batches))
 
@@ -210,7 +210,7 @@ def cancel_locked(
 ) -> CancelOutcome:
     """Cancel what `flt` matches. The caller holds the session lock, and on commit emits
     `outcome.events` and signals the workers to stop the turns this adds to `signals`
-    ((session id, turn pks)): events first (`emit.at_commit_ahead_of`). A ChatError is
+    ((session id, turn pks)): events first (`emit.ahead_of_workers`). A ChatError is
     raised before anything is written (turns_cancel_many relies on it)."""
     outcome = CancelOutcome()
     matched = _match(session, requester, flt, only_active)

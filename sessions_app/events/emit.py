@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from sessions_app.events.archive import archiver
 from sessions_app.infra import live_state
-from sessions_app.infra.db_threads import after_commit, at_commit
+from sessions_app.infra.db_threads import after_commit, at_answer
 from sessions_app.infra.live_state import Event
 
 
@@ -40,18 +40,20 @@ def on_commit(session_id: str, events: Sequence[Event]) -> None:
         after_commit(lambda: now(session_id, batch))
 
 
-def at_commit_ahead_of(
+def ahead_of_workers(
     batches: Sequence[tuple[str, Sequence[Event]]],
     signals: Sequence[tuple[str, Sequence[int]]] = (),
     then: Callable[[], None] | None = None,
 ) -> None:
-    """Publish `batches` as the surrounding transaction commits, ahead of the caller's
-    answer and of any later transaction's events, then tell the workers to stop `signals`'
-    turns: one Redis pipeline, written without waiting (live_state.publish_then_signal).
-    Redis's replies are read, the events archived, and `then` run after the answer
-    (db_threads.after_commit). For the commands whose events another process could
-    otherwise overtake: a worker that stops a turn publishes its `turn.end`, and one that
-    ends a turn starts the queued turns, from their own transactions (decision 043)."""
+    """Publish `batches` as soon as the surrounding transaction has committed and the
+    caller's answer is on its way (db_threads.at_answer: not held back by the answer's
+    writing, decision 033), ahead of any later transaction's events; then tell the workers
+    to stop `signals`' turns: one Redis pipeline, written without waiting
+    (live_state.publish_then_signal). Redis's replies are read, the events archived, and
+    `then` run with the deferred work (db_threads.after_commit). For the commands whose
+    events another process could otherwise overtake: a worker that stops a turn publishes
+    its `turn.end`, and one that ends a turn starts the queued turns, from their own
+    transactions (decision 043)."""
     batches = [(session_id, list(events)) for session_id, events in batches]
 
     def write() -> None:
@@ -66,4 +68,4 @@ def at_commit_ahead_of(
 
         after_commit(finish)
 
-    at_commit(write)
+    at_answer(write)

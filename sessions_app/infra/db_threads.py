@@ -12,9 +12,10 @@ nothing later. A websocket ack still waits for it, so that a device has the even
 own command when the ack comes (decision 025). A set of HTTP sends holds that work until
 its answers are written (`Hold`, decision 033), so that the two do not compete.
 
-`at_commit(work)` is never deferred: it runs at the commit, before `fn` answers. It is for
-the signal that tells a worker to stop a turn (decision 038), which every device's
-`turn.end` waits for.
+`at_answer(work)` runs once the transaction has committed and `fn`'s answer is on its way to
+the loop, before any deferred work and never held: the events and the workers' signals that
+must reach Redis before anything a worker does next (decisions 038 and 043) go out then,
+without the answer waiting for them. Outside `answering_first` it runs at the commit.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 class _Deferred(threading.local):
     work: list[Callable[[], Any]] | None = None
+    at_answer: list[Callable[[], Any]] | None = None
 
 
 _deferred = _Deferred()
@@ -53,11 +55,18 @@ def after_commit(work: Callable[[], Any]) -> None:
     transaction.on_commit(committed)
 
 
-def at_commit(work: Callable[[], Any]) -> None:
-    """`transaction.on_commit(work)`, a failure logged: never deferred by
-    `answering_first`, so that it runs before the caller's answer. Work that may wait can
-    be handed on with `after_commit` from inside `work`."""
-    transaction.on_commit(work, robust=True)
+def at_answer(work: Callable[[], Any]) -> None:
+    """`transaction.on_commit(work)`, a failure logged; inside `answering_first(fn)`, `work`
+    runs right after `fn`'s answer is handed to the loop, ahead of the deferred work and of
+    any `Hold`. Work it registers with `after_commit` is deferred as usual."""
+
+    def committed() -> None:
+        if _deferred.at_answer is None:
+            work()
+        else:
+            _deferred.at_answer.append(work)
+
+    transaction.on_commit(committed, robust=True)
 
 
 def db(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
@@ -130,7 +139,9 @@ def _run(
     """Run `fn` on this thread; answer; then, if `after` is given, the deferred work (once
     `hold` lets it)."""
     work: list[Callable[[], Any]] = []
+    answered: list[Callable[[], Any]] = []
     _deferred.work = work if after is not None else None
+    _deferred.at_answer = answered if after is not None else None
     try:
         close_old_connections()
         result = fn(*args, **kwargs)
@@ -138,18 +149,23 @@ def _run(
         _settle_soon(loop, answer, None, exc)
     else:
         _settle_soon(loop, answer, result, None)
+        _run_each(answered)  # its own after_commit work is still deferred
     finally:
-        _deferred.work = None
+        _deferred.work = _deferred.at_answer = None
     if after is None:
         return
     if hold is not None and work:
         hold.wait()
+    _run_each(work)
+    _settle_soon(loop, after, None, None)
+
+
+def _run_each(work: list[Callable[[], Any]]) -> None:
     for item in work:
         try:
             item()
         except Exception:
             logger.exception("work after a commit failed")
-    _settle_soon(loop, after, None, None)
 
 
 def _settle_soon(

@@ -743,52 +743,13 @@ def signal_cancels_sync(signals: Sequence[tuple[str, Sequence[int]]]) -> None:
         pipe.execute()
 
 
-def send_cancel_signals(signals: Sequence[tuple[str, Sequence[int]]]) -> Callable[[], None]:
-    """`signal_cancels_sync`, written to Redis now without waiting for its replies: returns
-    the call that reads them and gives the connection back, to be made once, later (the
-    workers have the signals by then). Waiting for a reply costs a thread ~0.5 ms on a small
-    machine, which a cancel's answer would wait for (decision 038). Where the writing or the
-    reading fails, the signals go again through the client, which reconnects and retries (a
-    worker stops a turn once, however often it hears the signal)."""
-    payloads = _cancel_signals(signals)
-    if not payloads:
-        return _nothing_to_read
-    pool = sync_redis().connection_pool
-    connection = pool.get_connection()
-    channel = Keys.cancel_channel()
-    try:
-        connection.send_packed_command(connection.pack_commands([("PUBLISH", channel, p) for p in payloads]))
-    except RedisError:
-        pool.release(connection)
-        signal_cancels_sync(signals)
-        return _nothing_to_read
-
-    def read_replies() -> None:
-        lost = False
-        try:
-            for _ in payloads:
-                connection.read_response()
-        except RedisError:
-            lost = True
-            connection.disconnect()
-        finally:
-            pool.release(connection)  # before sending again, which takes a connection
-        if lost:
-            signal_cancels_sync(signals)
-
-    return read_replies
-
-
-def _nothing_to_read() -> None:
-    pass
-
-
 def publish_then_signal(
     batches: Sequence[tuple[str, Sequence[Event]]], signals: Sequence[tuple[str, Sequence[int]]]
 ) -> Callable[[], list[list[str]]]:
-    """`publish_many`, then `send_cancel_signals`, written now as one pipeline without
-    waiting for the replies: returns the call that reads them and gives each batch's frames,
-    to be made once, later. Redis runs a connection's commands in order, so the events are
+    """`publish_many`, then `signal_cancels_sync`, written now as one pipeline without
+    waiting for the replies (a reply costs a thread ~0.5 ms on a small machine: decision
+    038): returns the call that reads them and gives each batch's frames, to be made once,
+    later. Redis runs a connection's commands in order, so the events are
     numbered before any worker hears the signals: the `turn.end` a worker publishes for a
     turn it stops comes after the events of the command that stopped it (its `cancel`, an
     interrupting send's `message` and `turn.queued`). The script goes by EVAL, not EVALSHA:

@@ -503,7 +503,7 @@ def _emit_on_commit(plans: list[_Plan]) -> None:
     # The sessions' updated_at moves when their `message` events are archived (events.py).
     signals = [signal for plan in plans for signal in plan.signals]
     if signals or any(turn.status == TurnStatus.QUEUED for turn in turns):
-        emit.at_commit_ahead_of(batches, signals, then=announce_all)
+        emit.ahead_of_workers(batches, signals, then=announce_all)
     else:
         db_threads.after_commit(after_commit)
 

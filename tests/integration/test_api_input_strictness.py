@@ -41,6 +41,13 @@ async def active_turn(client: ChatClient, session_id: str) -> str:
     return str(answer["turnId"])
 
 
+async def streaming_with_a_device(client: ChatClient) -> tuple[str, str, Any]:
+    """A SLOW session of `client`'s, a turn of theirs streaming in it, and a device on it."""
+    sid = (await session_with(client, **SLOW))["id"]
+    turn_id = await active_turn(client, sid)
+    return sid, turn_id, await client.connect(sid)
+
+
 # --- NUL characters -----------------------------------------------------------------------
 
 
@@ -107,10 +114,7 @@ async def test_nul_characters_are_invalid_in_websocket_commands(make_client):
 
 async def test_a_filter_key_given_as_null_is_invalid_and_cancels_nothing(make_client):
     alice = await make_client("alice")
-    session = await session_with(alice, **SLOW)
-    sid = session["id"]
-    turn_id = await active_turn(alice, sid)
-    device = await alice.connect(sid)
+    sid, turn_id, device = await streaming_with_a_device(alice)
     nulls = [{"turnId": None}, {"clientId": None, "all": None}, {"own": None}, {"all": None}]
 
     for flt in nulls:
@@ -132,10 +136,7 @@ async def test_a_filter_key_given_as_null_is_invalid_and_cancels_nothing(make_cl
 
 async def test_body_fields_take_their_json_type_only(make_client):
     alice = await make_client("alice")
-    session = await session_with(alice, **SLOW)
-    sid = session["id"]
-    turn_id = await active_turn(alice, sid)
-    device = await alice.connect(sid)
+    sid, turn_id, device = await streaming_with_a_device(alice)
     calls: list[tuple[str, dict[str, Any]]] = [
         ("/api/auth/token/revoke", {"all": "yes"}),
         ("/api/auth/token/revoke", {"all": 1}),

@@ -1,6 +1,7 @@
-"""The signal that tells the workers to stop turns (decision 038): written to Redis at the
-commit, before the command's answer, its reply read afterwards; a failed write or read
-sends it again through the client. Against the real Redis of the tests."""
+"""The signal that tells the workers to stop turns (decisions 038 and 043): written to Redis
+as the command commits, behind its events, without waiting for the answer to be written or
+for Redis's replies, which are read afterwards; a failed write or read sends it again
+through the client. Against the real Redis of the tests."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import redis
 from django.db import transaction
 
 from sessions_app.infra import live_state
-from sessions_app.infra.db_threads import Hold, after_commit, answering_first, at_commit
+from sessions_app.infra.db_threads import Hold, after_commit, answering_first, at_answer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,9 +43,9 @@ def heard(pubsub: Any, count: int) -> list[dict[str, Any]]:
 
 
 def cancel_committing(signals: Any) -> str:
-    """What a cancel does: its signals sent at the commit, their replies read after."""
+    """What a cancel does: its signals sent as it commits, their replies read after."""
     with transaction.atomic():
-        at_commit(lambda: after_commit(live_state.send_cancel_signals(signals)))
+        at_answer(lambda: after_commit(live_state.publish_then_signal([], signals)))
     return "answer"
 
 
@@ -82,7 +83,7 @@ def test_a_signal_whose_write_fails_goes_through_the_client(workers_channel, mon
 
     monkeypatch.setattr(redis.connection.Connection, "send_packed_command", failing_once)
 
-    live_state.send_cancel_signals(SIGNALS)()
+    live_state.publish_then_signal([], SIGNALS)()
 
     assert failed.is_set()
     assert [s["turns"] for s in heard(workers_channel, 2)] == [[1, 2], [3]]
@@ -98,7 +99,7 @@ def test_a_signal_whose_reply_is_lost_is_sent_again(workers_channel, monkeypatch
             raise redis.ConnectionError("the connection dropped")
         return real_read(self, *args, **kwargs)
 
-    read_replies = live_state.send_cancel_signals(SIGNALS)
+    read_replies = live_state.publish_then_signal([], SIGNALS)
     monkeypatch.setattr(redis.connection.Connection, "read_response", failing_once)
     in_use = connections_in_use()
 

@@ -422,7 +422,7 @@ def test_a_set_of_sends_is_decided_as_if_they_came_one_by_one(alice, monkeypatch
     monkeypatch.setattr(emit, "many_now", lambda batches: order.append(("publish", [len(b) for _, b in batches])))
     monkeypatch.setattr(
         emit,
-        "at_commit_ahead_of",
+        "ahead_of_workers",
         lambda batches, signals, then: order.append(("publish at commit", [len(b) for _, b in batches])),
     )
     requests = [

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -31,15 +30,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_
 def key() -> str:
     user = get_user_model().objects.create_user(username=f"tc-{uuid.uuid4().hex[:8]}")
     return tokens.issue(user)
-
-
-@pytest.fixture
-async def watching() -> AsyncIterator[None]:
-    """This process's credentials watch, subscribed (it connects on a thread of its own)."""
-    async with asyncio.timeout(10):
-        while token_cache._heard() is None:
-            await asyncio.sleep(0.005)
-    yield
 
 
 async def change_elsewhere(*, publish: bool = True) -> None:

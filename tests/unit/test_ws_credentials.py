@@ -6,9 +6,7 @@ revoked."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,15 +34,6 @@ class Socket:
 @pytest.fixture
 def user() -> Any:
     return get_user_model().objects.create_user(username=f"ws-{uuid.uuid4().hex[:8]}", password="pw-ws-1")
-
-
-@pytest.fixture
-async def watching() -> AsyncIterator[None]:
-    """This process's credentials watch, subscribed: a generation read costs nothing."""
-    async with asyncio.timeout(10):
-        while token_cache._heard() is None:
-            await asyncio.sleep(0.005)
-    yield
 
 
 def browser_session(user: Any) -> str:
