@@ -76,6 +76,7 @@ class SessionState:
                 turnId=event["turnId"], clientId=event["clientId"], status="active"
             )
             self.active_turns.setdefault(event["clientId"], set()).add(event["turnId"])
+            self._settle_answer(event["turnId"], ("queued",), "streaming")  # a queued turn starts
         elif kind == "turn.end":
             self.turns.setdefault(event["turnId"], {}).update(
                 turnId=event["turnId"], clientId=event["clientId"], status=event["reason"], reason=event["reason"]
@@ -84,13 +85,13 @@ class SessionState:
             owned.discard(event["turnId"])
             if not owned:
                 self.active_turns.pop(event["clientId"], None)
-            for node in self.messages.values():
-                if (
-                    node.get("turnId") == event["turnId"]
-                    and node["role"] == "assistant"
-                    and node["status"] in ("streaming", "queued")
-                ):
-                    node["status"] = event["reason"]
+            self._settle_answer(event["turnId"], ("streaming", "queued"), event["reason"])
+
+    def _settle_answer(self, turn_id: str, was: tuple[str, ...], status: str) -> None:
+        """The turn's answer node, if its status is one of `was`, takes `status`."""
+        for node in self.messages.values():
+            if node.get("turnId") == turn_id and node["role"] == "assistant" and node["status"] in was:
+                node["status"] = status
 
     def _apply_delta(self, event: Event) -> None:
         node = self.messages.get(event["messageId"])
