@@ -85,7 +85,10 @@ async def test_demo_fails_after_the_asked_number_of_tokens():
     assert len(seen) == 3 and failure.value.code == "provider_unavailable"
 
 
-async def test_demo_rejects_options_that_are_not_numbers():
-    with pytest.raises(ProviderError):
-        async for _ in DemoProvider().stream(request(tokens="many")):
+@pytest.mark.parametrize("options", [{"tokens": "many"}, {"failAfter": "abc"}, {"pauseAfter": "x"}])
+async def test_demo_rejects_options_that_are_not_numbers(options):
+    """A bad option is the client's (`provider_bad_request`), never a server error."""
+    with pytest.raises(ProviderError) as refused:
+        async for _ in DemoProvider().stream(request(**options)):
             pass
+    assert refused.value.code == "provider_bad_request"

@@ -155,9 +155,9 @@ class DemoProvider:
         explicit = "tokens" in options
         count = int(_number(options, "tokens", 0, 0, 100_000))
         rate = _number(options, "rate", 30, 0.01, 100_000)
-        pause_after = options.get("pauseAfter")
+        pause_after = int(_number(options, "pauseAfter", 0, 0, 100_000)) if "pauseAfter" in options else None
         pause_seconds = _number(options, "pauseSeconds", 0, 0, 3600)
-        fail_after = options.get("failAfter")
+        fail_after = int(_number(options, "failAfter", 0, 0, 100_000)) if "failAfter" in options else None
         stamp = bool(options.get("stamp"))
         prompt = _prompt_of(request.messages)
         # Each word is made when it is due, not all before the first: a burst of 100 turns
@@ -171,9 +171,9 @@ class DemoProvider:
         due = loop.time()
         sent = 0
         for token in words:
-            if fail_after is not None and sent >= int(fail_after):
+            if fail_after is not None and sent >= fail_after:
                 raise ProviderError("provider_unavailable", f"demo model failed after {sent} tokens (failAfter)")
-            if pause_after is not None and sent == int(pause_after) and pause_seconds:
+            if pause_after is not None and sent == pause_after and pause_seconds:
                 await asyncio.sleep(pause_seconds)
                 due = loop.time()
             due += 1 / rate
@@ -182,7 +182,7 @@ class DemoProvider:
                 await asyncio.sleep(delay)
             yield TextDelta(f"<{sent}@{time.time():.6f}>{token}" if stamp else token)
             sent += 1
-        if fail_after is not None and int(fail_after) == sent:
+        if fail_after is not None and fail_after == sent:
             raise ProviderError("provider_unavailable", f"demo model failed after {sent} tokens (failAfter)")
         yield Usage(input_tokens=len(prompt.split()), output_tokens=sent)
         yield Finish("stop")
