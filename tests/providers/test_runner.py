@@ -13,6 +13,7 @@ import pytest
 
 from sessions_app.events.types import validate_event
 from sessions_app.turns.types import ClaimedTurn, TurnOutcome
+from sessions_app.worker.providers.demo import DemoProvider
 from sessions_app.worker.providers.tools import Tool, ToolContext
 from sessions_app.worker.turn_stream import TurnRunner
 from tests.providers.fakes import DROP, HANG, FakeVendor, Reply
@@ -307,3 +308,23 @@ async def test_concurrent_turns_each_send_their_own_branch(fake: FakeVendor):
         r.json["messages"][:2] == [{"role": "user", "content": "root"}, {"role": "assistant", "content": "answer"}]
         for r in fake.requests
     )
+
+
+async def test_an_unexpected_failure_ends_the_turn_internal_and_tells_members_nothing_of_its_cause(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """What members see of a turn that failed on the server: `internal` and a fixed message,
+    never the exception's text (a path, a key, a provider's internals), which goes to the
+    log only."""
+
+    async def failing(self: DemoProvider, request: Any) -> Any:
+        raise RuntimeError("secret-internal-detail")
+        yield  # an async generator, as a provider's stream is
+
+    monkeypatch.setattr(DemoProvider, "stream", failing)
+    run = Run(claimed("demo"))
+
+    outcome = await run.outcome()
+
+    assert (outcome.status, outcome.error_code) == ("error", "internal")
+    assert "secret" not in outcome.error_message and "secret" not in orjson.dumps(run.events).decode()
