@@ -150,12 +150,18 @@ def _joined(where: str, key: object) -> str:
     return f"{where}.{name}" if where else name
 
 
-class Command(Strict):
-    """A command: no NUL character anywhere, and JSON's types as sent, never coerced
+class CommandPart(Strict):
+    """What a command holds (a message, a part): JSON's types as sent, never coerced
     (strict): `1` is no `true` and `"5"` no number, so a loosely typed client gets `invalid`
-    instead of, say, cancelling every turn with `{"all": 1}`."""
+    instead of, say, cancelling every turn with `{"all": 1}`. Its NUL check is the
+    command's, made once over the whole input."""
 
     model_config = ConfigDict(strict=True)
+
+
+class Command(CommandPart):
+    """A command, as a client sends it: strict, and no NUL character anywhere in it (one
+    look at the whole input; the parts it holds do not look again)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -180,12 +186,12 @@ TrueFlag = Annotated[Literal[True] | SkipJsonSchema[None], BeforeValidator(_exac
 PolicyName = Annotated[Policy, Field(strict=False)]
 
 
-class TextPart(Command):
+class TextPart(CommandPart):
     type: Literal["text"]
     text: str = Field(min_length=1)
 
 
-class UserMessage(Command):
+class UserMessage(CommandPart):
     id: Id
     role: Literal["user"]
     parts: list[TextPart] = Field(min_length=1)

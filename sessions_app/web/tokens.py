@@ -101,10 +101,12 @@ def _revoked_all_key(user_pk: Any) -> str:
 
 def revocation_counts(user_pks: list[Any]) -> list[int]:
     """How many times all the tokens of each user were revoked (0: never, or Redis lost it)."""
-    if not user_pks:
-        return []
-    values = live_state.sync_redis().mget([_revoked_all_key(pk) for pk in user_pks])
-    return [int(value or 0) for value in values]
+    return [int(value or 0) for value in _values([_revoked_all_key(pk) for pk in user_pks])]
+
+
+def _values(keys: list[str]) -> list[Any]:
+    """The values of `keys` in one round trip (None where absent), none asked for no key."""
+    return live_state.sync_redis().mget(keys) if keys else []
 
 
 # --- revocation on logout and password change --------------------------------------------
@@ -126,10 +128,7 @@ def _ended_session_key(session_key: str) -> str:
 
 def ended_sessions(session_keys: list[str]) -> list[bool]:
     """Whether each browser session was logged out of lately."""
-    if not session_keys:
-        return []
-    values = live_state.sync_redis().mget([_ended_session_key(key) for key in session_keys])
-    return [value is not None for value in values]
+    return [value is not None for value in _values([_ended_session_key(key) for key in session_keys])]
 
 
 def _note_password_change(sender: Any, instance: AbstractBaseUser, update_fields: Any = None, **kwargs: Any) -> None:
