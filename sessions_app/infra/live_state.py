@@ -686,8 +686,18 @@ async def live_contents(session_id: str, message_ids: Sequence[str]) -> dict[str
 
 
 def live_content_sync(session_id: str, message_id: str) -> LiveContent:
-    values = sync_redis().mget(_live_keys(session_id, message_id))
-    return _live_content_from(values)  # type: ignore[arg-type]
+    return live_contents_sync(session_id, [message_id])[message_id]
+
+
+def live_contents_sync(session_id: str, message_ids: Sequence[str]) -> dict[str, LiveContent]:
+    """`live_contents` from sync code, in one MGET: every key of a session carries its hash
+    tag, so they share a slot, and a list page's answers cost one round trip, not one each.
+    Nothing is asked when there is no answer to read."""
+    if not message_ids:
+        return {}
+    values: list[Any] = sync_redis().mget([key for mid in message_ids for key in _live_keys(session_id, mid)])  # type: ignore[assignment]
+    width = len(LIVE_PARTS) + 1
+    return {mid: _live_content_from(values[i * width : (i + 1) * width]) for i, mid in enumerate(message_ids)}
 
 
 def expire_live_content_sync(session_id: str, message_id: str, seconds: int = 600) -> None:

@@ -95,7 +95,7 @@ def _summary(session: ChatSession, owner: str) -> dict[str, Any]:
 def _session_detail(session: ChatSession) -> dict[str, Any]:
     """A session with its members, last seq and in-flight turns: two reads (its members,
     the owner's name among them; its turns in flight, the active ones mapped by clientId
-    from them) and the seq from Redis."""
+    from them), the seq from Redis, and with turns active, what they have streamed."""
     username = f"user__{get_user_model().USERNAME_FIELD}"
     members = list(session.memberships.values_list("user_id", "user__username", username))
     owner = next((name for user_id, _, name in members if user_id == session.owner_id), None)
@@ -105,7 +105,7 @@ def _session_detail(session: ChatSession) -> dict[str, Any]:
         "lastSeq": live_state.last_seq_sync(str(session.pk)),
         "members": [member for _, member, _ in members],
         "activeTurns": _by_client((t.client_id, t.turn_id) for t in active),
-        "turns": [turn_payload(t) for t in active],
+        "turns": _with_streamed_content(session, active),
         "queuedTurns": [turn_payload(t) for t in in_flight if t.status == TurnStatus.QUEUED],
     }
 
@@ -130,18 +130,29 @@ def turns_list(*, session: ChatSession, status: str | None) -> list[dict[str, An
         if status not in TurnStatus.values:
             raise Invalid(f"status is one of {', '.join(TurnStatus.values)}")
         turns = turns.filter(status=status)
-    return [turn_payload(t) for t in turns]
+    return _with_streamed_content(session, list(turns))
 
 
 def turn_detail(*, session: ChatSession, turn_id: str) -> dict[str, Any]:
     turn = unique_row(_turns(session).filter(turn_id=turn_id))
     if turn is None:
         raise NotFound(f"no turn {turn_id!r} in this session")
-    content = None
-    if turn.status == TurnStatus.ACTIVE and turn.assistant_message:
-        streamed = live_state.live_content_sync(str(session.pk), turn.assistant_message.node_id)
-        content = "".join(p["text"] for p in streamed.parts if p["type"] == "text")
-    return turn_payload(turn, content=content)
+    [payload] = _with_streamed_content(session, [turn])
+    return payload
+
+
+def _with_streamed_content(session: ChatSession, turns: list[Turn]) -> list[dict[str, Any]]:
+    """The turns' payloads, an active turn's `content` the text its answer has streamed so
+    far (the database holds an answer's text only once it ends), as a snapshot shows it:
+    one Redis read for them all, none when no turn is active."""
+    streaming = [t.assistant_message.node_id for t in turns if t.status == TurnStatus.ACTIVE and t.assistant_message]
+    live = live_state.live_contents_sync(str(session.pk), streaming)
+    payloads = []
+    for turn in turns:
+        streamed = live.get(turn.assistant_message.node_id) if turn.assistant_message else None
+        content = "".join(p["text"] for p in streamed.parts if p["type"] == "text") if streamed else None
+        payloads.append(turn_payload(turn, content=content))
+    return payloads
 
 
 def _nodes(session: ChatSession) -> QuerySet[MessageNode]:
@@ -163,7 +174,25 @@ def messages_page(*, session: ChatSession, before: str | None, limit: int) -> di
     page = list(nodes[: limit + 1])
     more = len(page) > limit
     page = page[:limit]
-    return {"results": [node_dict(n) for n in page], "next": page[-1].node_id if more and page else None}
+    return {"results": _with_live_parts(str(session.pk), page), "next": page[-1].node_id if more and page else None}
+
+
+def _with_live_parts(session_id: str, nodes: list[MessageNode]) -> list[dict[str, Any]]:
+    """The nodes' payloads, an answer still streaming with its parts so far and their
+    `contentSeq` from the live buffer, as a snapshot shows it (the database holds its parts
+    only once it ends): one Redis read for the page, none when nothing on it streams."""
+    live = live_state.live_contents_sync(session_id, _streaming(nodes))
+    payloads = []
+    for node in nodes:
+        payload = node_dict(node)
+        if node.node_id in live:
+            payload["parts"], payload["contentSeq"] = live[node.node_id].parts, live[node.node_id].content_seq
+        payloads.append(payload)
+    return payloads
+
+
+def _streaming(nodes: list[MessageNode]) -> list[str]:
+    return [n.node_id for n in nodes if n.role == "assistant" and n.status == NodeStatus.STREAMING]
 
 
 def _archived_frames(session_id: str, after: int, *, before: int | None = None, limit: int | None = None) -> list[str]:
@@ -229,8 +258,7 @@ async def build_snapshot(
     everything up to it. Answers still streaming take their text from the live buffer,
     each with `contentSeq` (the seq of its last delta): a client skips a delta for that
     message whose seq is not above it, so nothing shows twice."""
-    streaming = [n.node_id for n in nodes if n.role == "assistant" and n.status == NodeStatus.STREAMING]
-    live_content = await live_state.live_contents(session_id, streaming)
+    live_content = await live_state.live_contents(session_id, _streaming(nodes))
     messages = []
     for node in nodes:
         payload = node_dict(node)
