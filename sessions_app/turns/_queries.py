@@ -73,6 +73,43 @@ def newest_settled_nodes(session_ids: Sequence[Any]) -> dict[Any, MessageNode]:
     return {n.session_id: n for n in instances(MessageNode, sql, [*UNSETTLED, *sessions], fields=loaded)}
 
 
+# What a new node's parent needs: its pk, and its id for the `message` event.
+PARENT_FIELDS = ("id", "node_id")
+
+
+def parent_node(pk: int | None) -> MessageNode | None:
+    """The node `pk` with only PARENT_FIELDS loaded, or None (no pk, or no such node)."""
+    if pk is None:
+        return None
+    sql = (
+        f"SELECT {select_list(MessageNode, fields=PARENT_FIELDS)} FROM {table(MessageNode)} "
+        f"WHERE {column(MessageNode, 'id')} = %s"
+    )
+    found = instances(MessageNode, sql, [pk], fields=PARENT_FIELDS)
+    return found[0] if found else None
+
+
+def parent_of_newest_first_message(turn_pks: Sequence[int]) -> tuple[bool, MessageNode | None]:
+    """Of the first user message of each of these turns (those that sent one), the newest
+    one's parent, PARENT_FIELDS loaded: `(True, parent)`, the parent None for a root; or
+    `(False, None)` when none of the turns sent a message (regenerations). One statement."""
+    if not turn_pks:
+        return False, None
+    node, parent, nodes = column(MessageNode, "id"), column(MessageNode, "parent"), table(MessageNode)
+    firsts = (
+        f"SELECT MIN(u.{node}) AS first_pk FROM {nodes} u WHERE u.{column(MessageNode, 'turn')} IN ({marks(turn_pks)}) "
+        f"AND u.{column(MessageNode, 'role')} = %s GROUP BY u.{column(MessageNode, 'turn')}"
+    )
+    sql = (
+        f"SELECT {select_list(MessageNode, alias='p', fields=PARENT_FIELDS)}, n.{node} FROM {nodes} n "
+        f"LEFT JOIN {nodes} p ON p.{node} = n.{parent} WHERE n.{node} = (SELECT MAX(first_pk) FROM ({firsts}) firsts)"
+    )
+    found = instances(MessageNode, sql, [*turn_pks, Role.USER], fields=PARENT_FIELDS, extra=("first_message_pk",))
+    if not found:
+        return False, None
+    return True, found[0] if found[0].pk is not None else None
+
+
 class ClaimRow(NamedTuple):
     """A claimed turn as its worker needs it."""
 

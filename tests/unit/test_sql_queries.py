@@ -110,6 +110,38 @@ def test_newest_settled_nodes(world, count):
     assert {k: n.node_id for k, n in found.items()} == {k: n.node_id for k, n in expected.items() if n}
 
 
+def test_the_parent_of_a_send_beside_turns_in_flight(world):
+    """The newest first message of the turns in flight, and its parent: a root's parent
+    is None, and turns that sent no message (regenerations) name none."""
+    chat = world["chats"][2]
+    alice = world["users"][0]
+    turns = [
+        Turn.objects.create(session=chat, turn_id=str(uuid.uuid4()), user=alice, client_id="alice") for _ in range(3)
+    ]
+    assert turn_queries.parent_of_newest_first_message([t.pk for t in turns]) == (False, None)
+    root = MessageNode.objects.create(session=chat, node_id="root", role="user", turn=turns[0])
+    MessageNode.objects.create(session=chat, node_id="root-2", parent=root, role="user", turn=turns[0])
+    assert turn_queries.parent_of_newest_first_message([t.pk for t in turns]) == (True, None)
+    answer = MessageNode.objects.create(session=chat, node_id="answer", parent=root, role="assistant", turn=turns[0])
+    first = MessageNode.objects.create(session=chat, node_id="first", parent=answer, role="user", turn=turns[1])
+    MessageNode.objects.create(session=chat, node_id="second", parent=first, role="user", turn=turns[1])
+    found, parent = turn_queries.parent_of_newest_first_message([t.pk for t in turns])
+    assert found and parent is not None
+    assert (parent.pk, parent.node_id) == (answer.pk, "answer")
+    assert parent.get_deferred_fields() >= {"parts", "role", "parent_id"}  # only what a parent needs
+    # Only the turns asked about count.
+    assert turn_queries.parent_of_newest_first_message([turns[0].pk, turns[2].pk]) == (True, None)
+
+
+def test_a_parent_by_its_key(world):
+    node = MessageNode.objects.filter(session=world["chats"][0]).first()
+    assert node is not None
+    found = turn_queries.parent_node(node.pk)
+    assert found is not None and (found.pk, found.node_id) == (node.pk, node.node_id)
+    assert turn_queries.parent_node(None) is None
+    assert turn_queries.parent_node(10**9) is None
+
+
 def test_claim_turns(world):
     turns = list(Turn.objects.order_by("id"))
     expected = pks(Turn.objects.filter(pk__in=pks(turns), status=TurnStatus.ACTIVE, worker_id="").order_by("id"))
