@@ -18,7 +18,8 @@ from sessions_app.events import build, emit
 from sessions_app.infra import live_state
 from sessions_app.models import ChatSession, Membership, Policy
 from sessions_app.sessions._queries import sessions_of_members
-from sessions_app.worker.providers.registry import is_configured
+from sessions_app.worker.providers.base import ProviderError
+from sessions_app.worker.providers.registry import check_options, is_configured
 
 
 def require_member(*, session_id: Any, user: AbstractBaseUser) -> ChatSession:
@@ -62,6 +63,19 @@ def _check_model(model: str) -> None:
         raise Invalid(f"model {model!r} is not configured")
 
 
+def _check_options(model: str, options: Any, *, kept: bool = False) -> None:
+    """Options the model's provider would refuse at every turn (`provider_bad_request`) are
+    refused now, where the owner sets them; what only the vendor can judge is not asked.
+    `kept`: the session's options, kept with a new model (the message says so)."""
+    hint = " (the session's modelOptions: give new ones with the model)" if kept else ""
+    if not isinstance(options, dict):  # stored before bodies were checked
+        raise Invalid(f"modelOptions for {model!r} must be a JSON object{hint}")
+    try:
+        check_options(model, options)
+    except ProviderError as exc:
+        raise Invalid(f"modelOptions for {model!r}: {exc.message}{hint}") from None
+
+
 def session_create(
     *,
     owner: AbstractBaseUser,
@@ -72,6 +86,7 @@ def session_create(
 ) -> ChatSession:
     model = model or app_settings.DEFAULT_MODEL
     _check_model(model)
+    _check_options(model, model_options or {})
     with transaction.atomic():
         session = ChatSession.objects.create(
             owner=cast(Any, owner),  # the configured user model; given as an object, it is not read again
@@ -96,12 +111,21 @@ def session_update(
     policy: str | None = None,
 ) -> ChatSession:
     """Any member may rename the session; its default policy, model and model options are
-    the owner's to change (they decide what every member's messages do). Every device of
+    the owner's to change (they decide what every member's messages do). A new model or new
+    options are checked together (the options kept with a new model, the model kept with new
+    options): options its provider refuses up front would fail every turn. Every device of
     the session learns the new settings (`session.updated`)."""
     if (model, model_options, policy) != (None, None, None) and session.owner_id != user.pk:  # type: ignore[attr-defined]
         raise Forbidden("only the owner changes the default policy, the model and its options")
     if model is not None:
         _check_model(model)
+    if (model, model_options) != (None, None):
+        _check_options(
+            model if model is not None else session.model,
+            model_options if model_options is not None else session.model_options,
+            kept=model_options is None,
+        )
+    if model is not None:
         session.model = model
     if model_options is not None:
         session.model_options = model_options

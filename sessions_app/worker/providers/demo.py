@@ -20,6 +20,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from itertools import count as counting
 from itertools import islice
 from typing import Any
@@ -146,25 +147,44 @@ def _number(options: dict[str, Any], key: str, default: float, low: float, high:
     return min(max(float(value), low), high)
 
 
+@dataclass(frozen=True)
+class DemoOptions:
+    count: int | None  # `tokens`; None: the answer's natural length
+    rate: float
+    pause_after: int | None
+    pause_seconds: float
+    fail_after: int | None
+    stamp: bool
+
+
+def parse_demo_options(options: dict[str, Any]) -> DemoOptions:
+    """The demo model's options (ProviderError `provider_bad_request` for one that is not a
+    number); other keys are ignored, so a session keeps a vendor's options while it tries the
+    demo. Numbers out of range are clamped."""
+    return DemoOptions(
+        count=int(_number(options, "tokens", 0, 0, 100_000)) if "tokens" in options else None,
+        rate=_number(options, "rate", 30, 0.01, 100_000),
+        pause_after=int(_number(options, "pauseAfter", 0, 0, 100_000)) if "pauseAfter" in options else None,
+        pause_seconds=_number(options, "pauseSeconds", 0, 0, 3600),
+        fail_after=int(_number(options, "failAfter", 0, 0, 100_000)) if "failAfter" in options else None,
+        stamp=bool(options.get("stamp")),
+    )
+
+
 class DemoProvider:
     name = "demo"
     supports_tools = False
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
-        options = request.options
-        explicit = "tokens" in options
-        count = int(_number(options, "tokens", 0, 0, 100_000))
-        rate = _number(options, "rate", 30, 0.01, 100_000)
-        pause_after = int(_number(options, "pauseAfter", 0, 0, 100_000)) if "pauseAfter" in options else None
-        pause_seconds = _number(options, "pauseSeconds", 0, 0, 3600)
-        fail_after = int(_number(options, "failAfter", 0, 0, 100_000)) if "failAfter" in options else None
-        stamp = bool(options.get("stamp"))
+        options = parse_demo_options(request.options)
+        rate, pause_after, pause_seconds = options.rate, options.pause_after, options.pause_seconds
+        fail_after, stamp = options.fail_after, options.stamp
         prompt = _prompt_of(request.messages)
         # Each word is made when it is due, not all before the first: a burst of 100 turns
         # spent ~6 ms of the worker's loop making answers before any first token went out.
         words = (
-            islice(_token_stream(prompt, "", natural=False), count)
-            if explicit
+            islice(_token_stream(prompt, "", natural=False), options.count)
+            if options.count is not None
             else _token_stream(prompt, request.turn_id, natural=True)
         )
         loop = asyncio.get_running_loop()
