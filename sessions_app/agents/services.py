@@ -60,7 +60,8 @@ def session_agent_add(*, session_id: Any, by: AbstractBaseUser, name: str) -> Ch
 
 
 def session_agent_remove(*, session_id: Any, by: AbstractBaseUser, name: str) -> ChatSession:
-    """Remove an agent from a session (owner only). Its turns in flight run to their end."""
+    """Remove an agent from a session (owner only). Its turns in flight run to their end; an
+    orchestrator of the session starts no more turns for it (turns/sending.py)."""
     session = require_member(session_id=session_id, user=by)
     if session.owner_id != by.pk:  # type: ignore[attr-defined]
         raise Forbidden("only the owner removes agents")

@@ -243,15 +243,16 @@ def _plan(
     body, user, acting = request.body, request.user, request.acting
     regenerated = _regenerated(session, body.regenerate) if body.regenerate else None
     if acting is None and regenerated is not None:
-        acting = _sub_agent_again(regenerated)  # an agent's answer regenerated: that agent answers again
+        acting = _sub_agent_again(regenerated, session)  # an agent's answer regenerated: that agent answers again
     # An agent's turn runs alongside the others unless its starter names a policy.
     policy = body.policy or (Policy.CONCURRENT if acting else session.policy)
     streaming = any(t.status == TurnStatus.ACTIVE for t in in_flight)
     if policy == Policy.REJECT and streaming:
         raise Busy("a turn is still streaming in this session")
-    # A user's message to a session with an orchestrating agent also starts its sub-agents.
+    # A user's message to a session with an orchestrating agent also starts its sub-agents:
+    # those still in the session (the owner removed the others from it).
     orchestrator = None if acting else orchestrator_of(session.agents)
-    sub_agents = orchestrator.sub_agents if orchestrator else ()
+    sub_agents = [name for name in orchestrator.sub_agents if name in session.agents] if orchestrator else []
     client_id = acting.client_id if acting else client_id_of(user)
     queued = sum(t.status == TurnStatus.QUEUED and t.parent_turn_id is None for t in in_flight)
     status = TurnStatus.QUEUED if policy == Policy.QUEUE and in_flight else TurnStatus.ACTIVE
@@ -368,11 +369,12 @@ def _regenerated(session: ChatSession, node_id: str) -> MessageNode:
     return node
 
 
-def _sub_agent_again(answer: MessageNode) -> Acting | None:
-    """Regenerating an answer a (non-orchestrating) agent wrote asks that agent again."""
+def _sub_agent_again(answer: MessageNode, session: ChatSession) -> Acting | None:
+    """Regenerating an answer a (non-orchestrating) agent wrote asks that agent again, if it
+    is still in the session; else the session answers as it would a message now."""
     name = agent_name(answer.client_id)
     configured: Agent | None = agent(name) if name else None
-    if configured is None or configured.orchestrates:
+    if configured is None or configured.orchestrates or configured.name not in (session.agents or ()):
         return None
     return Acting(client_id=configured.client_id, model=configured.turn_model)
 

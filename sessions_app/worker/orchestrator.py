@@ -1,11 +1,11 @@
 """An orchestrator's turn (docs/agents.md, "Orchestrators").
 
 A user's message to a session with an orchestrating agent starts one parent turn and, with
-it, a turn for each sub-agent (the send creates them together: turns/sending.py), whose
-answers stream at once as siblings under the message. The worker running the parent turn
-waits here until every sub-agent turn working for it has ended (complete, cancelled or
-error), then its model answers the message with their answers before it: the final answer,
-which follows theirs in the tree.
+it, a turn for each of its sub-agents in the session (the send creates them together:
+turns/sending.py), whose answers stream at once as siblings under the message. The worker
+running the parent turn waits here until every sub-agent turn working for it has ended
+(complete, cancelled or error), then its model answers the message with their answers before
+it: the final answer, which follows theirs in the tree.
 
 The wait holds no connection and polls nothing while sub-agents stream: the sub-agent turns
 of a message are handed to the same task as their parent, so this worker process ends them
@@ -64,7 +64,11 @@ def results_text(results: list[SubAgentResult]) -> str:
 
 def with_results(context: list[dict[str, Any]], results: list[SubAgentResult]) -> list[dict[str, Any]]:
     """The parent turn's context with the sub-agents' answers appended to its last message
-    (the user's), so that every vendor sees one user message at the end."""
+    (the user's), so that every vendor sees one user message at the end. With no sub-agent
+    turn (the owner removed every sub-agent from the session) the orchestrator answers the
+    message alone: its context as it is."""
+    if not results:
+        return context
     if not context:
         return [{"role": "user", "parts": [{"type": "text", "text": results_text(results)}]}]
     *before, last = context

@@ -197,6 +197,29 @@ async def test_sub_agents_stream_interleaved_to_every_device_then_the_orchestrat
     await phone.cancel(all=True)
 
 
+async def test_an_orchestrator_delegates_only_to_the_sub_agents_still_in_the_session(login):
+    alice = await login("alice")
+    session = await session_with_agent(alice, "panel")
+    device = await alice.connect(session["id"])
+    await alice.request("DELETE", f"/api/sessions/{session['id']}/agents/critic")
+
+    parent = await device.send("Plan a weekend in Lisbon")
+    assert (await parent.end())["reason"] == "complete"
+    subs = starts(device, parent.turn_id)
+    assert list(subs) == ["agent:researcher"]
+    final = device.text_of(parent.ack["assistantMessageId"])
+    assert final == final_answer(device, "Plan a weekend in Lisbon", subs, 20)  # it saw the researcher's only
+
+    await alice.request("DELETE", f"/api/sessions/{session['id']}/agents/researcher")
+    alone = await device.send("And on Sunday?")
+    assert (await alone.end())["reason"] == "complete"
+    assert starts(device, alone.turn_id) == {}
+    # With no sub-agent left, the orchestrator answers the message itself.
+    assert device.text_of(alone.ack["assistantMessageId"]) == expected_answer("And on Sunday?", 20)
+    assert (await alice.session(session["id"]))["agents"] == ["panel"]
+    assert_clean(device)
+
+
 async def test_cancel_by_an_agents_client_id_stops_that_agents_turns_only(login):
     alice, bob = await login("alice"), await login("bob")
     session = await session_with_agent(alice, "board", bob)

@@ -348,6 +348,41 @@ def test_regenerating_a_sub_agents_answer_asks_that_agent_again(panel, alice):
     assert not children_of(again)
 
 
+def test_an_orchestrator_runs_only_the_sub_agents_still_in_the_session(panel, alice, settings):
+    session_agent_remove(session_id=panel.pk, by=alice, name="critic")
+    result = send(panel, alice)
+    assert result.turn.model == "agent:panel"  # the orchestrator still answers, with whom it has
+    assert [c.client_id for c in children_of(result)] == ["agent:researcher"]
+    answers = MessageNode.objects.filter(parent=result.turn.user_message).order_by("id")
+    assert [a.client_id for a in answers] == ["agent:researcher", "agent:panel"]
+    # Room for the two turns it starts, not for the critic's as well.
+    settings.SESSIONS_APP = {**settings.SESSIONS_APP, "MAX_ACTIVE_TURNS": 4}
+    assert send(panel, alice).turn.status == TurnStatus.ACTIVE
+
+    session_agent_remove(session_id=panel.pk, by=alice, name="researcher")
+    alone = send(panel, alice)
+    assert alone.turn.model == "agent:panel" and not children_of(alone)
+    # Adding the orchestrator again brings its sub-agents back.
+    session_agent_add(session_id=panel.pk, by=alice, name="panel")
+    assert [c.client_id for c in children_of(send(panel, alice))] == ["agent:researcher", "agent:critic"]
+
+
+def test_regenerating_the_answer_of_a_sub_agent_removed_since_does_not_ask_it(panel, alice):
+    first = send(panel, alice)
+    researcher, _critic = children_of(first)
+    finish(researcher)
+    session_agent_remove(session_id=panel.pk, by=alice, name="researcher")
+    again: Any = turn_send(
+        session_id=panel.pk,
+        user=alice,
+        body=SendBody.model_validate({"regenerate": researcher.assistant_message.node_id}),
+    )
+    # Answered as a message is now: by the orchestrator, with the sub-agent still there.
+    assert (again.turn.client_id, again.turn.model) == (alice.username, "agent:panel")
+    assert again.turn.assistant_message.fork_of == researcher.assistant_message
+    assert [c.client_id for c in children_of(again)] == ["agent:critic"]
+
+
 def test_the_agent_turn_command_starts_a_turn_for_a_script(panel):
     out = io.StringIO()
     call_command("agent_turn", str(panel.pk), "critic", "--prompt", "any risks?", "--turn-id", "cli-1", stdout=out)
@@ -456,6 +491,17 @@ async def test_an_orchestrators_turn_sees_its_sub_agents_answers(monkeypatch):
     assert text == "q" + results_text(results)
     assert "[researcher]\nfacts" in text and "[critic] (stopped before it finished)\nhalf" in text
     assert with_results([], results)[0]["role"] == "user"
+
+
+async def test_an_orchestrator_with_no_sub_agent_turn_answers_the_message_alone(monkeypatch):
+    async def none(turn):
+        return []
+
+    monkeypatch.setattr(orchestrator, "sub_agent_results", none)
+    question = claimed("agent:panel")
+    turn, _ = await as_agent(question)
+    assert turn.context == question.context  # no "Your sub-agents answered" block to sum up
+    assert turn.model == "demo"
 
 
 async def test_the_end_of_a_sub_agent_turn_in_this_process_wakes_its_orchestrator(monkeypatch):
