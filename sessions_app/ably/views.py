@@ -16,6 +16,7 @@ from sessions_app.ably.tokens import ably_token_request
 from sessions_app.errors import Forbidden
 from sessions_app.infra.db_threads import db
 from sessions_app.infra.live_state import sync_redis
+from sessions_app.web.api.answers import AblyStatsAnswer, AblyTokenRequestAnswer, InvocationAnswer
 from sessions_app.web.api.app import api, json_response
 from sessions_app.web.api.schemas import ERRORS
 
@@ -26,7 +27,7 @@ def _user(request: HttpRequest) -> AbstractBaseUser:
     return user
 
 
-@api.post("/sessions/{session_id}/ably-token", response={200: dict[str, Any], **ERRORS}, tags=["ably"])
+@api.post("/sessions/{session_id}/ably-token", response={200: AblyTokenRequestAnswer, **ERRORS}, tags=["ably"])
 async def ably_token(request: HttpRequest, session_id: str) -> HttpResponse:
     """An Ably token request for the caller (a member): clientId = the caller's, and
     subscribe, history and publish on the session's channel only (docs/ably.md). 404 when
@@ -34,7 +35,7 @@ async def ably_token(request: HttpRequest, session_id: str) -> HttpResponse:
     return json_response(await db(ably_token_request)(session_id=session_id, user=_user(request)))
 
 
-@api.get("/ably/stats", response={200: dict[str, Any], **ERRORS}, tags=["ably"])
+@api.get("/ably/stats", response={200: AblyStatsAnswer, **ERRORS}, tags=["ably"])
 async def ably_stats(request: HttpRequest) -> HttpResponse:
     """The mirror's counters: published, retried, rate limited, gaps, answers rewritten,
     cancels (staff only)."""
@@ -56,7 +57,7 @@ class InvocationIn(Schema):
     sessionName: str = Field(min_length=1, max_length=300)
 
 
-@api.post("/ably/invocations", response={202: dict[str, Any], **ERRORS}, tags=["ably"])
+@api.post("/ably/invocations", response={202: InvocationAnswer, **ERRORS}, tags=["ably"])
 async def ably_invocation(request: HttpRequest, body: InvocationIn) -> HttpResponse:
     """Run an `ai-input` the caller published on a session's channel as a turn of that
     session (a stock AI Transport front end driving this server). Answers the send's result

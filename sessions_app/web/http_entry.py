@@ -19,6 +19,9 @@ An API path, once resolved, is not resolved again: Django's resolver tries every
 before the match and, at each level of includes, rebuilds the list of those it tried (for
 its 404 page), a fifth to a sixth of a trivial API request's Python. The matches of recent
 paths are kept (`_resolved`), sharing their lists; each request gets a copy of its own.
+
+Every method of an API path takes this path, HEAD too: the API answers it as GET
+(web/api/app.py), and the body is left out here, as the last step.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import ResolverMatch, URLResolver, get_resolver, set_script_prefix
 
@@ -66,6 +69,7 @@ class HttpHandler(ASGIHandler):
             if request is not None:
                 response = await self._response_unless_disconnected(request, receive)
             if response is not None:
+                _as_http_allows(scope["method"], response)
                 with contextlib.suppress(asyncio.CancelledError):  # the client left meanwhile
                     await self.send_response(response, send)
         finally:
@@ -109,6 +113,19 @@ class HttpHandler(ASGIHandler):
                     disconnect.result()
             else:
                 disconnect.cancel()
+
+
+def _as_http_allows(method: str, response: HttpResponseBase) -> None:
+    """The answer without what HTTP does not let it carry, whichever server writes it: a
+    204 no body and no Content-Length (RFC 9110, 8.6), which Django's CommonMiddleware
+    gives every answer; an answer to HEAD GET's headers, its Content-Length included, and
+    no body (9.3.2)."""
+    if response.status_code == 204:
+        del response["Content-Length"]
+    elif method == "HEAD" and isinstance(response, HttpResponse):
+        if not response.has_header("Content-Length"):
+            response["Content-Length"] = str(len(response.content))
+        response.content = b""
 
 
 @functools.lru_cache(maxsize=4096)

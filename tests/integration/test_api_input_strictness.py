@@ -295,6 +295,6 @@ async def test_the_schema_and_its_docs_answer_other_methods_with_the_envelope(st
             for path in ("/api/schema", "/api/docs", "/api/schema/"):
                 response = await http.request(method, path)
                 assert error_of(response) == (405, "invalid"), (method, path, response.text[:200])
-                assert response.headers["Allow"] == "GET"
+                assert response.headers["Allow"] == "GET, HEAD"
         assert (await http.get("/api/schema")).status_code == 200
         assert (await http.get("/api/docs")).status_code == 200

@@ -150,8 +150,8 @@ def test_a_method_a_path_does_not_take_answers_the_envelope_with_the_allowed_one
     session = session_create(owner=user, title="t")
 
     for method, path, allowed in (
-        ("delete", "/api/models", "GET"),
-        ("put", f"/api/sessions/{session.pk}/turns", "GET, POST"),
+        ("delete", "/api/models", "GET, HEAD"),
+        ("put", f"/api/sessions/{session.pk}/turns", "GET, HEAD, POST"),
         ("get", f"/api/sessions/{session.pk}/cancel/", "POST"),  # the trailing-slash twin too
     ):
         answer = getattr(api(token), method)(path)

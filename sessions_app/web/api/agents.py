@@ -15,7 +15,8 @@ from sessions_app.agents.services import session_agent_add, session_agent_remove
 from sessions_app.infra.db_threads import db
 from sessions_app.schemas import Command
 from sessions_app.sessions.services import require_member
-from sessions_app.web.api.app import api, json_response
+from sessions_app.web.api.answers import AgentsAnswer
+from sessions_app.web.api.app import api, json_response, no_content
 from sessions_app.web.api.schemas import ERRORS
 
 S = "/sessions/{session_id}"
@@ -31,13 +32,13 @@ def _user(request: HttpRequest) -> AbstractBaseUser:
     return user
 
 
-@api.get("/agents", response={200: dict[str, Any], **ERRORS}, tags=["agents"])
+@api.get("/agents", response={200: AgentsAnswer, **ERRORS}, tags=["agents"])
 async def agents_list(request: HttpRequest) -> HttpResponse:
     """The agents this deployment configures (a session's owner may add them)."""
     return json_response({"results": [a.public() for a in configured_agents().values()]})
 
 
-@api.get(S + "/agents", response={200: dict[str, Any], **ERRORS}, tags=["agents"])
+@api.get(S + "/agents", response={200: AgentsAnswer, **ERRORS}, tags=["agents"])
 async def session_agents_list(request: HttpRequest, session_id: str) -> HttpResponse:
     """The session's agents."""
     return json_response(await db(_session_agents)(_user(request), session_id))
@@ -48,7 +49,7 @@ def _session_agents(user: AbstractBaseUser, session_id: str) -> dict[str, Any]:
     return {"results": [a.public() for a in session_agents(session)]}
 
 
-@api.post(S + "/agents", response={201: dict[str, Any], **ERRORS}, tags=["agents"])
+@api.post(S + "/agents", response={201: AgentsAnswer, **ERRORS}, tags=["agents"])
 async def session_agent_new(request: HttpRequest, session_id: str, body: AgentBody) -> HttpResponse:
     """Add an agent (owner only); an orchestrator comes with its sub-agents."""
     return json_response(await db(_add)(_user(request), session_id, body.name), status=201)
@@ -63,4 +64,4 @@ def _add(user: AbstractBaseUser, session_id: str, name: str) -> dict[str, Any]:
 async def session_agent_delete(request: HttpRequest, session_id: str, name: str) -> HttpResponse:
     """Remove an agent (owner only); its turns in flight run to their end."""
     await db(session_agent_remove)(session_id=session_id, by=_user(request), name=name)
-    return HttpResponse(status=204)
+    return no_content()

@@ -6,9 +6,10 @@ the same code and the command schemas (sessions_app/schemas.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -47,6 +48,14 @@ def json_response(data: Any, status: int = 200) -> HttpResponse:
     return HttpResponse(orjson.dumps(data), status=status, content_type="application/json")
 
 
+def no_content() -> HttpResponse:
+    """A 204: no body, so no Content-Type either (Django's default would say text/html).
+    Its Content-Length goes where the answer is written (web/http_entry.py)."""
+    response = HttpResponse(status=204)
+    del response["Content-Type"]
+    return response
+
+
 def error_response(error: WireError) -> HttpResponse:
     metrics.ERRORS.labels("http", error.code).inc()
     response = json_response({"error": error.as_dict()}, status=error.status)
@@ -56,9 +65,10 @@ def error_response(error: WireError) -> HttpResponse:
 
 
 def schema_view(view: Callable[..., Any]) -> Callable[..., Any]:
-    """The schema's and its docs page's views: GET only (405 otherwise, answered with the
-    envelope below) and exempt from Django's CSRF check, which would otherwise answer a
-    POST with its HTML 403 page before the view could say 405. They change nothing."""
+    """The schema's and its docs page's views: GET only (HEAD is seen as a GET below; 405
+    otherwise, answered with the envelope below) and exempt from Django's CSRF check, which
+    would otherwise answer a POST with its HTML 403 page before the view could say 405.
+    They change nothing."""
     return csrf_exempt(require_GET(view))
 
 
@@ -82,13 +92,16 @@ api = NinjaAPI(
 def answering_unknown_methods_with_the_envelope(view: Callable[..., Any]) -> Callable[..., Any]:
     """`view` (one of the API's paths), its 405 for a method the path does not take
     answered with the envelope (Ninja answers a plain-text page), the `Allow` header kept;
-    and a path or query holding a NUL character refused `invalid` before the view runs:
-    no id or cursor holding one may reach the database (see Command in schemas.py)."""
+    HEAD answered as GET is (the body is left out where the answer is written:
+    web/http_entry.py); and a path or query holding a NUL character refused `invalid`
+    before the view runs: no id or cursor holding one may reach the database (see Command
+    in schemas.py)."""
 
     def envelope(response: HttpResponseBase) -> HttpResponseBase:
         if not isinstance(response, HttpResponseNotAllowed):
             return response
-        allowed = ", ".join(sorted(m.strip() for m in response["Allow"].split(",")))  # Ninja's: a set's order
+        methods = {m.strip() for m in response["Allow"].split(",")}
+        allowed = ", ".join(sorted((methods | {"HEAD"}) if "GET" in methods else methods))  # Ninja's: a set's order
         answer = error_response(WireError(405, "invalid", f"this path takes {allowed}"))
         answer["Allow"] = allowed
         return answer
@@ -97,6 +110,9 @@ def answering_unknown_methods_with_the_envelope(view: Callable[..., Any]) -> Cal
 
         @functools.wraps(view)
         async def answering(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method == "HEAD":
+                with _as_get(request):
+                    return await answering(request, *args, **kwargs)  # once more, as the GET
             refused = _nul_in_url(request)
             return refused if refused is not None else envelope(await view(request, *args, **kwargs))
 
@@ -104,10 +120,26 @@ def answering_unknown_methods_with_the_envelope(view: Callable[..., Any]) -> Cal
 
     @functools.wraps(view)
     def answering_sync(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if request.method == "HEAD":
+            with _as_get(request):
+                return answering_sync(request, *args, **kwargs)  # once more, as the GET
         refused = _nul_in_url(request)
         return refused if refused is not None else envelope(view(request, *args, **kwargs))
 
     return answering_sync
+
+
+@contextlib.contextmanager
+def _as_get(request: HttpRequest) -> Iterator[None]:
+    """A HEAD request seen as a GET by the view: Ninja (and `require_GET`) pick a path's
+    operation by method and know no HEAD, so this is what makes every GET endpoint take
+    HEAD, with the same authentication and checks (both methods are safe: no CSRF check
+    differs). The middleware and the log see HEAD, before and after."""
+    request.method = "GET"
+    try:
+        yield
+    finally:
+        request.method = "HEAD"
 
 
 def _nul_in_url(request: HttpRequest) -> HttpResponse | None:

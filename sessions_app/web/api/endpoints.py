@@ -24,17 +24,22 @@ from sessions_app.schemas import (
 from sessions_app.sessions import selectors
 from sessions_app.sessions.services import member_add, member_leave, require_member, session_create, session_update
 from sessions_app.web import commands, tokens
-from sessions_app.web.api.app import api, json_response
-from sessions_app.web.api.schemas import (
-    ERRORS,
-    CancelOut,
-    LoginBody,
-    MemberOut,
-    ModelsOut,
-    SendOut,
-    TokenOut,
-    WaitOut,
+from sessions_app.web.api.answers import (
+    CancelAnswer,
+    EventsAnswer,
+    MemberAnswer,
+    MessagesAnswer,
+    ModelsAnswer,
+    SendAnswer,
+    SessionDetailAnswer,
+    SessionsAnswer,
+    TokenAnswer,
+    TurnAnswer,
+    TurnsAnswer,
+    WaitAnswer,
 )
+from sessions_app.web.api.app import api, json_response, no_content
+from sessions_app.web.api.schemas import ERRORS, LoginBody
 from sessions_app.web.waiting import wait_for_turns
 from sessions_app.worker.providers.registry import available_models
 
@@ -56,7 +61,7 @@ def _user(request: HttpRequest) -> AbstractBaseUser:
 # --- auth --------------------------------------------------------------------------------
 
 
-@api.post("/auth/token", auth=None, response={200: TokenOut, **ERRORS}, tags=["auth"])
+@api.post("/auth/token", auth=None, response={200: TokenAnswer, **ERRORS}, tags=["auth"])
 async def token(request: HttpRequest, body: LoginBody) -> HttpResponse:
     """Exchange a username and password for an API token (`Authorization: Token <key>`)."""
     return json_response(await db(_token)(request, body.username, body.password))
@@ -72,13 +77,13 @@ def _token(request: HttpRequest, username: str, password: str) -> dict[str, str]
 # --- models and sessions -----------------------------------------------------------------
 
 
-@api.get("/models", response={200: ModelsOut, **ERRORS}, tags=["sessions"])
+@api.get("/models", response={200: ModelsAnswer, **ERRORS}, tags=["sessions"])
 async def models(request: HttpRequest) -> HttpResponse:
     """The models sessions may use."""
     return json_response({"results": available_models()})
 
 
-@api.get("/sessions", response={200: dict[str, Any], **ERRORS}, tags=["sessions"])
+@api.get("/sessions", response={200: SessionsAnswer, **ERRORS}, tags=["sessions"])
 async def sessions_list(request: HttpRequest) -> HttpResponse:
     """The sessions the caller belongs to, most recently active first."""
     return json_response(await db(_sessions_list)(_user(request)))
@@ -88,7 +93,7 @@ def _sessions_list(user: AbstractBaseUser) -> dict[str, Any]:
     return {"results": [selectors.session_payload(s) for s in selectors.sessions_for_user(user=user)]}
 
 
-@api.post("/sessions", response={201: dict[str, Any], **ERRORS}, tags=["sessions"])
+@api.post("/sessions", response={201: SessionDetailAnswer, **ERRORS}, tags=["sessions"])
 async def session_new(request: HttpRequest, body: SessionCreateBody = NEW_SESSION) -> HttpResponse:
     """Create a session; the caller owns it."""
     return json_response(await db(_session_new)(_user(request), body), status=201)
@@ -101,7 +106,7 @@ def _session_new(user: AbstractBaseUser, body: SessionCreateBody) -> dict[str, A
     return selectors.new_session_payload(session)
 
 
-@api.get(S, response={200: dict[str, Any], **ERRORS}, tags=["sessions"])
+@api.get(S, response={200: SessionDetailAnswer, **ERRORS}, tags=["sessions"])
 async def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
     """A session with its members, last seq and in-flight turns."""
     return json_response(await db(_session_detail)(_user(request), session_id))
@@ -111,7 +116,7 @@ def _session_detail(user: AbstractBaseUser, session_id: str) -> dict[str, Any]:
     return selectors.session_payload(require_member(session_id=session_id, user=user), detail=True)
 
 
-@api.patch(S, response={200: dict[str, Any], **ERRORS}, tags=["sessions"])
+@api.patch(S, response={200: SessionDetailAnswer, **ERRORS}, tags=["sessions"])
 async def session_change(request: HttpRequest, session_id: str, body: SessionUpdateBody = NO_CHANGE) -> HttpResponse:
     """Rename, or change the default policy, model or options (model: owner only)."""
     return json_response(await db(_session_change)(_user(request), session_id, body))
@@ -130,7 +135,7 @@ def _session_change(user: AbstractBaseUser, session_id: str, body: SessionUpdate
     return selectors.session_payload(session, detail=True)
 
 
-@api.post(S + "/members", response={201: MemberOut, **ERRORS}, tags=["sessions"])
+@api.post(S + "/members", response={201: MemberAnswer, **ERRORS}, tags=["sessions"])
 async def member_invite(request: HttpRequest, session_id: str, body: MemberBody) -> HttpResponse:
     """Add a member (owner only)."""
     return json_response(await db(_member_invite)(_user(request), session_id, body.username), status=201)
@@ -145,7 +150,7 @@ def _member_invite(user: AbstractBaseUser, session_id: str, username: str) -> di
 async def member_leave_session(request: HttpRequest, session_id: str) -> HttpResponse:
     """The caller leaves the session."""
     await db(_member_leave)(_user(request), session_id)
-    return HttpResponse(status=204)
+    return no_content()
 
 
 def _member_leave(user: AbstractBaseUser, session_id: str) -> None:
@@ -155,7 +160,7 @@ def _member_leave(user: AbstractBaseUser, session_id: str) -> None:
 # --- turns -------------------------------------------------------------------------------
 
 
-@api.post(S + "/turns", response={202: SendOut, 200: SendOut, **ERRORS}, tags=["turns"])
+@api.post(S + "/turns", response={202: SendAnswer, 200: SendAnswer, **ERRORS}, tags=["turns"])
 async def send(request: HttpRequest, session_id: str, body: SendCommand) -> HttpResponse:
     """Send message(s): a turn starts, queues or is refused by the double-texting policy.
     Sends arriving together (over HTTP or websockets) are decided as one set."""
@@ -167,7 +172,7 @@ class TurnsQuery(Schema):
     status: str | None = None
 
 
-@api.get(S + "/turns", response={200: dict[str, Any], **ERRORS}, tags=["turns"])
+@api.get(S + "/turns", response={200: TurnsAnswer, **ERRORS}, tags=["turns"])
 async def turns_list(request: HttpRequest, session_id: str, query: Query[TurnsQuery]) -> HttpResponse:
     """The session's turns, optionally of one status."""
     return json_response(await db(_turns_list)(_user(request), session_id, query.status))
@@ -178,7 +183,7 @@ def _turns_list(user: AbstractBaseUser, session_id: str, status: str | None) -> 
     return {"results": selectors.turns_list(session=session, status=status)}
 
 
-@api.get(S + "/turns/{turn_id}", response={200: dict[str, Any], **ERRORS}, tags=["turns"])
+@api.get(S + "/turns/{turn_id}", response={200: TurnAnswer, **ERRORS}, tags=["turns"])
 async def turn_detail(request: HttpRequest, session_id: str, turn_id: str) -> HttpResponse:
     """One turn, with its answer's text so far."""
     return json_response(await db(_turn_detail)(_user(request), session_id, turn_id))
@@ -188,14 +193,14 @@ def _turn_detail(user: AbstractBaseUser, session_id: str, turn_id: str) -> dict[
     return selectors.turn_detail(session=require_member(session_id=session_id, user=user), turn_id=turn_id)
 
 
-@api.post(S + "/cancel", response={200: CancelOut, **ERRORS}, tags=["turns"])
+@api.post(S + "/cancel", response={200: CancelAnswer, **ERRORS}, tags=["turns"])
 async def cancel(request: HttpRequest, session_id: str, body: CancelFilter = OWN) -> HttpResponse:
     """Cancel the turns a filter matches (`{}`: the caller's own)."""
     outcome = await commands.cancel(session_id=session_id, user=_user(request), flt=body, events_first=False)
     return json_response(outcome.as_dict())
 
 
-@api.post(S + "/wait", response={200: WaitOut, **ERRORS}, tags=["turns"])
+@api.post(S + "/wait", response={200: WaitAnswer, **ERRORS}, tags=["turns"])
 async def wait(request: HttpRequest, session_id: str, body: WaitBody = WAIT_OWN) -> HttpResponse:
     """Wait until the turns a filter matches have ended, or the timeout (seconds) passes."""
     user = _user(request)
@@ -212,7 +217,7 @@ class MessagesQuery(Schema):
     limit: int = 50
 
 
-@api.get(S + "/messages", response={200: dict[str, Any], **ERRORS}, tags=["reads"])
+@api.get(S + "/messages", response={200: MessagesAnswer, **ERRORS}, tags=["reads"])
 async def messages(request: HttpRequest, session_id: str, query: Query[MessagesQuery]) -> HttpResponse:
     """The session's messages, newest first, a page at a time."""
     return json_response(await db(_messages)(_user(request), session_id, query))
@@ -228,7 +233,7 @@ class EventsQuery(Schema):
     limit: int = 1000
 
 
-@api.get(S + "/events", response={200: dict[str, Any], **ERRORS}, tags=["reads"])
+@api.get(S + "/events", response={200: EventsAnswer, **ERRORS}, tags=["reads"])
 async def events(request: HttpRequest, session_id: str, query: Query[EventsQuery]) -> HttpResponse:
     """The session's events after a seq, for clients that poll instead of holding a websocket."""
     return json_response(await db(_events)(_user(request), session_id, query))

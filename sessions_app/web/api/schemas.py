@@ -1,6 +1,6 @@
-"""Response shapes of the HTTP API, for its OpenAPI schema (request bodies are the command
-schemas of sessions_app/schemas.py). Views answer with these fields; the schema documents
-them and every error of docs/protocol.md."""
+"""The error envelope of the HTTP API and the errors each endpoint may answer, for its
+OpenAPI schema, and the login's body (the other request bodies are the command schemas of
+sessions_app/schemas.py; the success answers are in answers.py)."""
 
 from __future__ import annotations
 
@@ -53,43 +53,3 @@ ERRORS: dict[int, Any] = {
 class LoginBody(Command):
     username: str = Field(max_length=150)
     password: str = Field(max_length=4096)
-
-
-class TokenOut(BaseModel):
-    token: str
-    client_id: str = Field(alias="clientId")
-
-
-class ModelsOut(BaseModel):
-    results: list[str]
-
-
-class SendOut(BaseModel):
-    turn_id: str = Field(alias="turnId")
-    status: Literal["active", "queued", "complete", "cancelled", "error"]
-    client_id: str = Field(alias="clientId")
-    message_ids: list[str] = Field(alias="messageIds")
-    user_message_id: str | None = Field(alias="userMessageId")
-    assistant_message_id: str | None = Field(alias="assistantMessageId")
-
-
-class MemberOut(BaseModel):
-    username: str
-    role: Literal["owner", "member"]
-
-
-class CancelOut(BaseModel):
-    cancelled: list[str]
-    rejected: list[str]
-    pending: list[str]
-
-
-class WaitTurn(BaseModel):
-    turn_id: str = Field(alias="turnId")
-    status: str
-    reason: str | None
-
-
-class WaitOut(BaseModel):
-    turns: list[WaitTurn]
-    timed_out: bool = Field(alias="timedOut")

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest, HttpResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from sessions_app.infra.db_threads import db
 from sessions_app.schemas import Command
 from sessions_app.web import tokens
+from sessions_app.web.api.answers import RevokeAnswer, TicketAnswer
 from sessions_app.web.api.app import api, json_response
 from sessions_app.web.api.parsing import load_json
 from sessions_app.web.api.schemas import ERRORS
@@ -18,15 +19,6 @@ from sessions_app.web.api.schemas import ERRORS
 
 class RevokeBody(Command):
     all: bool = Field(default=False, description="Revoke every token of the caller, not only the one used.")
-
-
-class RevokeOut(BaseModel):
-    revoked: int
-
-
-class TicketOut(BaseModel):
-    ticket: str
-    expires_in: int = Field(alias="expiresIn")
 
 
 def _user(request: HttpRequest) -> AbstractBaseUser:
@@ -42,7 +34,7 @@ def _presented_key(request: HttpRequest) -> str | None:
 
 @api.post(
     "/auth/token/revoke",
-    response={200: RevokeOut, **ERRORS},
+    response={200: RevokeAnswer, **ERRORS},
     tags=["auth"],
     openapi_extra={
         "requestBody": {
@@ -61,7 +53,7 @@ async def token_revoke(request: HttpRequest) -> HttpResponse:
     return json_response({"revoked": count})
 
 
-@api.post("/auth/ws-ticket", response={200: TicketOut, **ERRORS}, tags=["auth"])
+@api.post("/auth/ws-ticket", response={200: TicketAnswer, **ERRORS}, tags=["auth"])
 async def ws_ticket(request: HttpRequest) -> HttpResponse:
     """A one-use credential for one websocket handshake (`/ws/sessions/{id}/?ticket=`),
     valid for a few seconds: a URL that may be logged then holds nothing worth stealing."""
