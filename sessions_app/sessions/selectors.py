@@ -4,7 +4,7 @@ device missed."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -147,12 +147,13 @@ def _with_streamed_content(session: ChatSession, turns: list[Turn]) -> list[dict
     one Redis read for them all, none when no turn is active."""
     streaming = [t.assistant_message.node_id for t in turns if t.status == TurnStatus.ACTIVE and t.assistant_message]
     live = live_state.live_contents_sync(str(session.pk), streaming)
-    payloads = []
-    for turn in turns:
-        streamed = live.get(turn.assistant_message.node_id) if turn.assistant_message else None
-        content = "".join(p["text"] for p in streamed.parts if p["type"] == "text") if streamed else None
-        payloads.append(turn_payload(turn, content=content))
-    return payloads
+    return [turn_payload(turn, content=_streamed_text(turn, live)) for turn in turns]
+
+
+def _streamed_text(turn: Turn, live: Mapping[str, live_state.LiveContent]) -> str | None:
+    """The text a turn's answer has streamed so far, if it is streaming (in `live`)."""
+    streamed = live.get(turn.assistant_message.node_id) if turn.assistant_message else None
+    return "".join(p["text"] for p in streamed.parts if p["type"] == "text") if streamed else None
 
 
 def _nodes(session: ChatSession) -> QuerySet[MessageNode]:
@@ -270,7 +271,7 @@ async def build_snapshot(
         "type": "snapshot",
         "lastSeq": last_seq,
         "messages": messages,
-        "turns": [turn_payload(t) for t in turns],
+        "turns": [turn_payload(t, content=_streamed_text(t, live_content)) for t in turns],
     }
 
 

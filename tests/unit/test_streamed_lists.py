@@ -4,6 +4,7 @@ round trip for the page, and none when nothing on it streams."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -172,3 +173,15 @@ def test_a_sessions_detail_shows_its_active_turns_text_so_far(session, alice, ro
     before = round_trips()
     assert selectors.session_payload(session, detail=True)["turns"] == []
     assert round_trips() - before == 1  # the seq only
+
+
+def test_a_snapshots_turns_show_their_answers_text_so_far_from_the_read_its_messages_make(session, alice):
+    done, first = send(session, alice, "one"), send(session, alice, "two")
+    finish(done, "all of it")
+    stream(first, ("reasoning", "hmm "), ("text", "Hello "), ("text", "there"))
+    nodes, turns, _ = selectors.snapshot_rows(session_id=str(session.pk))
+    snapshot = asyncio.run(selectors.build_snapshot(session_id=str(session.pk), last_seq=0, nodes=nodes, turns=turns))
+    contents = {t["turnId"]: t["content"] for t in snapshot["turns"]}
+    assert contents == {done.turn.turn_id: "all of it", first.turn.turn_id: "Hello there"}
+    [streaming] = [m for m in snapshot["messages"] if m["id"] == answer_id(first)]
+    assert streaming["parts"][-1] == {"type": "text", "text": "Hello there"}  # the same read shows both
