@@ -24,7 +24,8 @@ from sessions_app.schemas import Id, SendBody
 from sessions_app.sessions.services import require_member
 from sessions_app.turns.locking import lock_sessions
 from sessions_app.turns.sending import Acting, SendResult, turn_send
-from sessions_app.worker.providers.registry import is_configured
+from sessions_app.worker.providers.base import ProviderError
+from sessions_app.worker.providers.registry import check_options, is_configured
 
 _ID = TypeAdapter(Id)
 
@@ -49,6 +50,10 @@ def session_agent_add(*, session_id: Any, by: AbstractBaseUser, name: str) -> Ch
     for added in names:
         if not is_configured(agents[added].model):
             raise Invalid(f"agent {added!r} uses the model {agents[added].model!r}, which is not configured")
+        try:  # what its provider would refuse at every one of its turns: refused now, named
+            check_options(agents[added].model, agents[added].model_options())
+        except ProviderError as exc:
+            raise Invalid(f"agent {added!r} is configured with options its model refuses: {exc.message}") from None
     with transaction.atomic():
         session = lock_sessions([session.pk]).get(session.pk) or ChatSession.objects.get(pk=session.pk)
         current = list(session.agents or [])

@@ -142,6 +142,23 @@ def test_agents_from_a_list_in_the_settings(settings):
 # --- agents in sessions -------------------------------------------------------------------
 
 
+def test_an_agent_configured_with_options_its_model_refuses_is_not_added(session, alice, settings):
+    """Its every turn would end `provider_bad_request`: the owner hears why when adding it."""
+    settings.SESSIONS_APP = {
+        **settings.SESSIONS_APP,
+        "AGENTS": [
+            {"name": "lead", "model": "demo", "sub_agents": ["hasty"]},
+            {"name": "hasty", "model": "demo", "options": {"rate": "fast"}},
+            {"name": "steady", "model": "demo", "options": {"rate": 5}},
+        ],
+    }
+    for name in ("hasty", "lead"):  # itself, or as an orchestrator's sub-agent
+        with pytest.raises(Invalid, match="'hasty' is configured with options its model refuses.*rate"):
+            session_agent_add(session_id=session.pk, by=alice, name=name)
+    assert ChatSession.objects.get(pk=session.pk).agents == []
+    assert session_agent_add(session_id=session.pk, by=alice, name="steady").agents == ["steady"]
+
+
 def test_the_owner_adds_an_orchestrator_with_its_sub_agents(session, alice, bob):
     with pytest.raises(Forbidden):
         session_agent_add(session_id=session.pk, by=bob, name="panel")
