@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sessions_app.infra.sql import column, columns, fetch, instances, marks, select_list, table, values
+from django.db import DEFAULT_DB_ALIAS
+
+from sessions_app.infra.sql import column, columns, database, fetch, instances, marks, select_list, table, values
 from sessions_app.models import ChatSession, Membership, MessageNode, Turn, TurnStatus
 
 
@@ -86,6 +88,61 @@ def _in_session(model: type[MessageNode] | type[Turn]) -> str:
         f"SELECT {select_list(model)} FROM {table(model)} "
         f"WHERE {column(model, 'session')} = %s ORDER BY {column(model, 'id')}"
     )
+
+
+def turns_with_messages(session_id: Any, *, turn_id: str | None = None, statuses: Sequence[str] = ()) -> list[Turn]:
+    """A session's turns in creation order (the one `turn_id`, or those of `statuses`, if
+    given), each with what a turn's payload shows of its relations set, in one statement:
+    its user message's and answer's ids (the answer's parts too) and its parent turn's
+    turnId. The ORM's `select_related` of the three compiled to ~1 ms of Python for a read
+    the database answers in ~0.1 (a turn's detail, a session's detail and its turns list,
+    which clients poll)."""
+    [key] = values(Turn, "session", [session_id])
+    turn_pk, node_pk = column(Turn, "id"), column(MessageNode, "id")
+    conditions, params = [f"t.{column(Turn, 'session')} = %s"], [key]
+    if turn_id is not None:
+        conditions.append(f"t.{column(Turn, 'turn_id')} = %s")
+        params.append(turn_id)
+    if statuses:
+        conditions.append(f"t.{column(Turn, 'status')} IN ({marks(statuses)})")
+        params.extend(statuses)
+    nodes, node_id = table(MessageNode), column(MessageNode, "node_id")
+    sql = (
+        f"SELECT {select_list(Turn, 't')}, u.{node_id}, a.{node_id}, a.{column(MessageNode, 'parts')}, "
+        f"p.{column(Turn, 'turn_id')} FROM {table(Turn)} t "
+        f"LEFT JOIN {nodes} u ON u.{node_pk} = t.{column(Turn, 'user_message')} "
+        f"LEFT JOIN {nodes} a ON a.{node_pk} = t.{column(Turn, 'assistant_message')} "
+        f"LEFT JOIN {table(Turn)} p ON p.{turn_pk} = t.{column(Turn, 'parent_turn')} "
+        f"WHERE {' AND '.join(conditions)} ORDER BY t.{turn_pk}"
+    )
+    extra = ("user_node_id", "answer_node_id", "answer_parts", "parent_turn_id_text")
+    parts: Any = MessageNode._meta.get_field("parts")
+    db = database()
+    turns = instances(Turn, sql, params, extra=extra)
+    for turn in turns:
+        row: Any = turn  # the extra columns, set as attributes
+        if row.user_node_id is not None:
+            _link_partial(turn, "user_message", MessageNode, id=turn.user_message_id, node_id=row.user_node_id)
+        if row.answer_node_id is not None:
+            answer_parts = parts.from_db_value(row.answer_parts, None, db)
+            _link_partial(
+                turn,
+                "assistant_message",
+                MessageNode,
+                id=turn.assistant_message_id,
+                node_id=row.answer_node_id,
+                parts=answer_parts,
+            )
+        if row.parent_turn_id_text is not None:
+            _link_partial(turn, "parent_turn", Turn, id=turn.parent_turn_id, turn_id=row.parent_turn_id_text)
+    return turns
+
+
+def _link_partial(instance: Turn, relation: str, model: type[MessageNode] | type[Turn], **loaded: Any) -> None:
+    """Set a relation to an instance of `model` with only the `loaded` fields (the others
+    deferred), as `select_related(...).only(...)` would."""
+    related = model.from_db(DEFAULT_DB_ALIAS, list(loaded), list(loaded.values()))
+    _link(instance, relation, related.pk, {related.pk: related})
 
 
 def _link(instance: MessageNode | Turn, relation: str, key: int | None, rows: Mapping[int, Any]) -> None:

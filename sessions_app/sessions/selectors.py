@@ -16,7 +16,6 @@ from sessions_app.errors import Invalid, NotFound
 from sessions_app.infra import live_state
 from sessions_app.infra.batching import GroupedCall, grouped
 from sessions_app.infra.db_threads import db
-from sessions_app.infra.sql import unique_row
 from sessions_app.models import (
     IN_FLIGHT,
     ChatSession,
@@ -29,7 +28,7 @@ from sessions_app.models import (
     oldest_first,
 )
 from sessions_app.schemas import json_safe
-from sessions_app.sessions._queries import active_turn_ids, session_exists, session_rows
+from sessions_app.sessions._queries import active_turn_ids, session_exists, session_rows, turns_with_messages
 
 
 def sessions_for_user(*, user: AbstractBaseUser) -> QuerySet[ChatSession]:
@@ -70,10 +69,6 @@ def turn_payload(turn: Turn, *, content: str | None = None) -> dict[str, Any]:
     }
 
 
-def _turns(session: ChatSession) -> QuerySet[Turn]:
-    return Turn.objects.filter(session=session).select_related("user_message", "assistant_message", "parent_turn")
-
-
 def session_payload(session: ChatSession, *, detail: bool = False) -> dict[str, Any]:
     return _session_detail(session) if detail else _summary(session, session.owner.get_username())
 
@@ -99,7 +94,7 @@ def _session_detail(session: ChatSession) -> dict[str, Any]:
     username = f"user__{get_user_model().USERNAME_FIELD}"
     members = list(session.memberships.values_list("user_id", "user__username", username))
     owner = next((name for user_id, _, name in members if user_id == session.owner_id), None)
-    in_flight = oldest_first(_turns(session).filter(status__in=IN_FLIGHT))
+    in_flight = oldest_first(turns_with_messages(session.pk, statuses=IN_FLIGHT))
     active = [t for t in in_flight if t.status == TurnStatus.ACTIVE]
     return _summary(session, owner if owner is not None else session.owner.get_username()) | {
         "lastSeq": live_state.last_seq_sync(str(session.pk)),
@@ -125,19 +120,16 @@ def new_session_payload(session: ChatSession) -> dict[str, Any]:
 
 
 def turns_list(*, session: ChatSession, status: str | None) -> list[dict[str, Any]]:
-    turns = _turns(session).order_by("id")
-    if status:
-        if status not in TurnStatus.values:
-            raise Invalid(f"status is one of {', '.join(TurnStatus.values)}")
-        turns = turns.filter(status=status)
-    return _with_streamed_content(session, list(turns))
+    if status and status not in TurnStatus.values:
+        raise Invalid(f"status is one of {', '.join(TurnStatus.values)}")
+    return _with_streamed_content(session, turns_with_messages(session.pk, statuses=[status] if status else []))
 
 
 def turn_detail(*, session: ChatSession, turn_id: str) -> dict[str, Any]:
-    turn = unique_row(_turns(session).filter(turn_id=turn_id))
-    if turn is None:
+    found = turns_with_messages(session.pk, turn_id=turn_id)
+    if not found:
         raise NotFound(f"no turn {turn_id!r} in this session")
-    [payload] = _with_streamed_content(session, [turn])
+    [payload] = _with_streamed_content(session, found)
     return payload
 
 

@@ -153,7 +153,7 @@ def test_an_agent_configured_with_options_its_model_refuses_is_not_added(session
         ],
     }
     for name in ("hasty", "lead"):  # itself, or as an orchestrator's sub-agent
-        with pytest.raises(Invalid, match="'hasty' is configured with options its model refuses.*rate"):
+        with pytest.raises(Invalid, match=r"'hasty' is configured with options its model refuses.*rate"):
             session_agent_add(session_id=session.pk, by=alice, name=name)
     assert ChatSession.objects.get(pk=session.pk).agents == []
     assert session_agent_add(session_id=session.pk, by=alice, name="steady").agents == ["steady"]

@@ -407,6 +407,35 @@ def _orm_snapshot_rows(chat: ChatSession) -> tuple[list[MessageNode], list[Turn]
     return list(nodes), list(turns.order_by("id"))
 
 
+def test_turns_with_their_messages_are_what_the_orm_loads_in_one_statement():
+    """What the turns list, a turn's detail and a session's detail show of each turn (its
+    messages' ids, its answer's text, its parent's turnId), read without the ORM."""
+    chat = _conversation(2)
+    answered = Turn.objects.filter(session=chat, user_message__node_id="first").order_by("id").first()
+    assert answered is not None
+    Turn.objects.create(
+        session=chat, turn_id="helper", user=answered.user, client_id="agent:critic", parent_turn=answered
+    )
+    MessageNode.objects.filter(turn=answered, role="assistant").update(parts=[{"type": "text", "text": "an answer"}])
+    orm = Turn.objects.filter(session=chat).select_related("user_message", "assistant_message", "parent_turn")
+
+    def payloads(turns) -> list[dict]:
+        return [selectors.turn_payload(turn) for turn in turns]
+
+    with CaptureQueriesContext(connection) as reads:
+        every = payloads(sessions_queries.turns_with_messages(chat.pk))
+    assert len(reads.captured_queries) == 1  # payloads made from it read nothing more
+    assert every == payloads(orm.order_by("id"))
+    assert {p["turnId"]: p["parentTurnId"] for p in every}["helper"] == answered.turn_id
+    assert {p["turnId"]: p["content"] for p in every}[answered.turn_id] == "an answer"
+    in_flight = payloads(sessions_queries.turns_with_messages(chat.pk, statuses=IN_FLIGHT))
+    assert in_flight == payloads(orm.filter(status__in=IN_FLIGHT).order_by("id")) and len(in_flight) >= 2
+    one = payloads(sessions_queries.turns_with_messages(chat.pk, turn_id=answered.turn_id))
+    assert one == payloads(orm.filter(turn_id=answered.turn_id))
+    assert sessions_queries.turns_with_messages(chat.pk, turn_id="none") == []
+    assert sessions_queries.turns_with_messages(session_create(owner=user("dora"), title="empty").pk) == []
+
+
 @pytest.mark.parametrize("exchanges", [0, 30])
 def test_a_snapshot_reads_what_the_orm_reads_in_three_statements_however_long_the_session(exchanges):
     chat = _conversation(exchanges)
