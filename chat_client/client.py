@@ -53,6 +53,11 @@ class ChatClient:
     async def session(self, session_id: str) -> dict[str, Any]:
         return await self.request("GET", f"/api/sessions/{session_id}")  # type: ignore[no-any-return]
 
+    async def delete_session(self, session_id: str) -> None:
+        """Delete the session (its owner only): its turns stop, and every device gets
+        `session.deleted`, then its connection closes with 4404."""
+        await self.request("DELETE", f"/api/sessions/{session_id}")
+
     async def add_member(self, session_id: str, username: str) -> dict[str, Any]:
         return await self.request("POST", f"/api/sessions/{session_id}/members", json={"username": username})  # type: ignore[no-any-return]
 

@@ -171,7 +171,15 @@ class Device(SessionState):
         return await self.wait_for(lambda: next((e for e in self.events if predicate(e)), None), timeout)  # type: ignore[no-any-return]
 
     async def wait_turn_end(self, turn_id: str, timeout: float = 30) -> Event:
-        return await self.wait_event(lambda e: e["type"] == "turn.end" and e["turnId"] == turn_id, timeout)
+        """The turn's `turn.end`; ChatClientError `not_found` if the session is deleted first."""
+
+        def ended() -> Event | None:
+            event = next((e for e in self.events if e["type"] == "turn.end" and e["turnId"] == turn_id), None)
+            if event is None and self.deleted:
+                raise ChatClientError("not_found", "the session was deleted")
+            return event
+
+        return await self.wait_for(ended, timeout)  # type: ignore[no-any-return]
 
     # --- commands ---
 

@@ -20,6 +20,7 @@ class SessionState:
         self.turns: dict[str, dict[str, Any]] = {}
         self.active_turns: dict[str, set[str]] = {}
         self.online: list[str] = []
+        self.deleted_by: str | None = None  # the session was deleted, by this clientId
         self.events: list[Event] = []
         self.receive_times: list[float] = []
         self.gaps: list[tuple[int, int]] = []
@@ -62,6 +63,11 @@ class SessionState:
             self._apply_delta(event)
         elif kind == "presence":
             self.online = list(event["online"])
+        elif kind == "session.deleted":
+            # The session and everything in it are gone: its turns stopped, and no
+            # `turn.end` follows for them (the server closes the connection with 4404).
+            self.deleted_by = event["clientId"]
+            self.active_turns = {}
         elif kind in ("tool.call", "tool.result"):
             answer = self.messages.get(event["messageId"])
             if answer is not None and event["seq"] > answer.get("contentSeq", 0):
@@ -115,6 +121,10 @@ class SessionState:
         node["contentSeq"] = event["seq"]
 
     # --- reading state ---
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_by is not None
 
     def text_of(self, message_id: str) -> str:
         node = self.messages.get(message_id, {})

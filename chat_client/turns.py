@@ -32,6 +32,8 @@ class TurnHandle:
                     yield event["text"]
                 elif event["type"] == "turn.end":
                     return
+            if self.device.deleted:
+                return  # the session was deleted: its turns stopped without a `turn.end`
             await self.device.next_event(timeout)
 
     async def end(self, timeout: float = 60) -> Event:

@@ -7,13 +7,16 @@ operator may change goes through the services, as actions that need the model's 
 permission (a view-only staff user sees the buttons' pages but cannot run them):
 
 - cancel turns (`turns_cancel`, as the session's members would, the authoriser bypassed);
-- end a stuck turn (`turn_end_stuck`: an active turn whose worker hangs ends `error`).
+- end a stuck turn (`turn_end_stuck`: an active turn whose worker hangs ends `error`);
+- delete sessions (`session_delete`, as their owner would: their turns stop and every device
+  hears of it), with the model's *delete* permission.
 
 A session's page shows its transcript: every message in the order it was written.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from django.contrib import admin, messages
@@ -27,6 +30,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from sessions_app.cancellation.services import turns_cancel
+from sessions_app.errors import NotFound
 from sessions_app.models import (
     IN_FLIGHT,
     ChatSession,
@@ -38,6 +42,7 @@ from sessions_app.models import (
     TurnStatus,
 )
 from sessions_app.schemas import CancelFilter
+from sessions_app.sessions.services import session_delete
 from sessions_app.turns.running import turn_end_stuck
 
 EXCERPT = 120  # characters of a message shown in lists
@@ -85,6 +90,24 @@ class ChatSessionAdmin(ReadOnlyAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False  # settings are the owner's, in the app (session.updated reaches every device)
+
+    # --- deleting: through the service, never a bare cascade ---------------------------------
+
+    def delete_model(self, request: HttpRequest, obj: ChatSession) -> None:
+        """A bare delete would leave its turns streaming and its devices connected."""
+        with contextlib.suppress(NotFound):  # deleted meanwhile (its owner, another operator)
+            session_delete(session=obj, by=request.user, as_admin=True)  # type: ignore[arg-type]  # staff: logged in
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ChatSession]) -> None:
+        """The list's "Delete selected" action: each session as `delete_model` deletes it."""
+        for session in queryset:
+            self.delete_model(request, session)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, ...]:
+        """The confirmation page: a session's turns, messages and events go with it through
+        the service, so their own admins' refusal to delete them one by one does not apply."""
+        deleted, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
 
     @admin.display(description="Transcript")
     def transcript(self, session: ChatSession) -> SafeString:

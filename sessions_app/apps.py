@@ -18,9 +18,11 @@ class SessionsAppConfig(AppConfig):
 
         # Security hooks: an ended membership closes its websockets; logout and a password
         # change revoke the user's API tokens (docs/security.md).
+        from sessions_app.cancellation import services as cancellation
         from sessions_app.sessions import services
         from sessions_app.web import security_checks, token_cache, tokens  # noqa: F401  (deploy checks)
 
         services.connect_signals()
+        cancellation.connect_signals()  # a deleted session's turns stop
         tokens.connect_signals()
         token_cache.connect_signals()

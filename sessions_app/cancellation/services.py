@@ -30,7 +30,7 @@ from sessions_app.infra.db_threads import after_commit
 from sessions_app.infra.live_state import Event
 from sessions_app.models import IN_FLIGHT, ChatSession, HeldCancel, Turn
 from sessions_app.schemas import CancelFilter
-from sessions_app.sessions.services import members_of, require_member
+from sessions_app.sessions.services import members_of, require_member, session_deleting
 from sessions_app.turns import announce, transitions
 from sessions_app.turns._queries import cancellable_turns
 from sessions_app.turns.locking import lock_sessions
@@ -291,3 +291,21 @@ def take_held_cancels(turns: Sequence[tuple[ChatSession, str, str]]) -> dict[tup
         if turn_id in allowed:
             taken[(session.pk, turn_id)] = client_id_of(cancel.requested_by)
     return taken
+
+
+def _stop_turns_of_deleted_session(
+    sender: Any, session: ChatSession, by: AbstractBaseUser, **kwargs: Any
+) -> list[tuple[str, list[int]]]:
+    """A session is being deleted (sessions/services.session_delete, under its lock): its
+    turns in flight end as an operator's cancel of all of them would end them (queued and
+    unclaimed ones here, claimed ones flagged), sub-agents' included. Their events are not
+    published: `session.deleted` ends them all for every device. Answers the turns whose
+    workers must stop."""
+    signals: list[tuple[str, list[int]]] = []
+    cancel_locked(session=session, requester=by, flt=CancelFilter(all=True), signals=signals, bypass_authoriser=True)
+    return signals
+
+
+def connect_signals() -> None:
+    """Called once from the app's ready()."""
+    session_deleting.connect(_stop_turns_of_deleted_session, dispatch_uid="sessions_app.stop_turns_of_deleted_session")

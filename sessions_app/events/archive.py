@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-from django.db import close_old_connections, transaction
+from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
 from sessions_app.infra import live_state, sql
@@ -98,8 +98,22 @@ class Archiver:
             try:
                 close_old_connections()
                 archive_many(batch)
+            except IntegrityError:
+                # A session of the batch was deleted (its `session.deleted` itself, or what
+                # a process published for it meanwhile): its events go with it, the others'
+                # are archived. Asked only then: no read per batch.
+                self._archive_existing(batch)
             except Exception:  # the live log still has them; retried by nothing, logged
                 logger.exception("archiving events of %d sessions failed", len(batch))
+
+    def _archive_existing(self, batch: dict[str, list[ArchivedFrame]]) -> None:
+        try:
+            existing = {str(pk) for pk in ChatSession.objects.filter(pk__in=list(batch)).values_list("pk", flat=True)}
+            kept = {session_id: frames for session_id, frames in batch.items() if session_id in existing}
+            if kept:
+                archive_many(kept)
+        except Exception:
+            logger.exception("archiving events of %d sessions failed", len(batch))
 
 
 archiver = Archiver()

@@ -13,6 +13,7 @@ from sessions_app.events.types import (
     MessageEvent,
     Node,
     Presence,
+    SessionDeleted,
     SessionUpdated,
     ToolCallEvent,
     ToolCallPart,
@@ -105,6 +106,10 @@ def member_joined(client_id: str, role: str, by: str) -> Event:
 
 def member_left(client_id: str) -> Event:
     return MemberLeft(type="member.left", client_id=client_id).wire()
+
+
+def session_deleted(by: str) -> Event:
+    return SessionDeleted(type="session.deleted", client_id=by).wire()
 
 
 def presence(online: list[str]) -> Event:

@@ -132,6 +132,14 @@ class MemberLeft(EventBase):
     client_id: str = Field(alias="clientId")  # the member who left
 
 
+class SessionDeleted(EventBase):
+    """The session's last event: it and everything in it are gone, its turns stopped (no
+    `turn.end` follows for them); its websockets then close with 4404."""
+
+    type: Literal["session.deleted"]
+    client_id: str = Field(alias="clientId")  # who deleted it (an operator, from the admin)
+
+
 EVENT_MODELS: dict[str, type[EventBase]] = {
     "presence": Presence,
     "turn.queued": TurnQueued,
@@ -143,6 +151,7 @@ EVENT_MODELS: dict[str, type[EventBase]] = {
     "session.updated": SessionUpdated,
     "member.joined": MemberJoined,
     "member.left": MemberLeft,
+    "session.deleted": SessionDeleted,
 }
 
 

@@ -716,6 +716,55 @@ def expire_live_contents_sync(answers: Sequence[tuple[str, str]], seconds: int =
     pipe.execute()
 
 
+# --- a deleted session ----------------------------------------------------------------------
+#
+# Its numbering and log outlive it this long: a reader woken by its last event
+# (`session.deleted`: a web process reading a gap, the Ably mirror) still finds it there.
+DELETED_SESSION_LOG_SECONDS = 60
+
+
+def _forget_session(pipe: Any, session_id: str, message_ids: Sequence[str]) -> None:
+    keys = [Keys.presence(session_id), Keys.online(session_id)]
+    keys += [key for message_id in message_ids for key in _live_keys(session_id, message_id)]
+    for start in range(0, len(keys), 1000):
+        pipe.delete(*keys[start : start + 1000])  # one hash tag: one slot, on a cluster too
+    pipe.expire(Keys.seq(session_id), DELETED_SESSION_LOG_SECONDS)
+    pipe.expire(Keys.log(session_id), DELETED_SESSION_LOG_SECONDS)
+
+
+def forget_session_sync(session_id: str, message_ids: Sequence[str]) -> None:
+    """A deleted session's state: the live buffers of its answers (`message_ids`), its
+    presence and online list go now; its numbering and log expire after
+    DELETED_SESSION_LOG_SECONDS. One round trip."""
+    pipe = sync_redis().pipeline(transaction=False)
+    _forget_session(pipe, session_id, message_ids)
+    pipe.execute()
+
+
+async def forget_session(session_id: str, message_ids: Sequence[str]) -> None:
+    """`forget_session_sync` from async code: a worker that stopped a turn of a deleted
+    session, after its last publish (which may have written those keys again)."""
+    pipe = async_redis().pipeline(transaction=False)
+    _forget_session(pipe, session_id, message_ids)
+    await pipe.execute()
+
+
+def signal_session_deleted_sync(session_id: str, turn_pks: Sequence[int]) -> None:
+    """Tell the workers to stop these turns of a session that was deleted: as a cancel's
+    signal, marked `deleted` (they publish nothing more for them, and end nothing)."""
+    if turn_pks:
+        payload = orjson.dumps({"session": session_id, "turns": list(turn_pks), "at": now_ms(), "deleted": True})
+        sync_redis().publish(Keys.cancel_channel(), payload)
+
+
+async def expire_live_content(session_id: str, message_id: str, seconds: int = 600) -> None:
+    """`expire_live_content_sync` from async code."""
+    pipe = async_redis().pipeline(transaction=False)
+    for key in _live_keys(session_id, message_id):
+        pipe.expire(key, seconds)
+    await pipe.execute()
+
+
 def offer_turns_sync(turn_pks: Sequence[int]) -> bool:
     """Offer a set of turns to the workers waiting for work (`take_offered_turns`); whether
     one took it. One round trip: Redis hands a pushed element to a client blocked on the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any, cast
 
 import orjson
@@ -11,13 +12,16 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models.signals import post_delete
+from django.dispatch import Signal
 
 from sessions_app.conf import app_settings, key_prefix
 from sessions_app.errors import ChatError, Forbidden, Invalid, NotFound
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
-from sessions_app.models import ChatSession, Membership, Policy
+from sessions_app.infra.db_threads import at_answer
+from sessions_app.models import ChatSession, Membership, MessageNode, Policy, Role
 from sessions_app.sessions._queries import sessions_of_members
+from sessions_app.turns.locking import lock_sessions
 from sessions_app.worker.providers.base import ProviderError
 from sessions_app.worker.providers.registry import check_options, is_configured
 
@@ -164,12 +168,75 @@ def member_leave(*, session: ChatSession, user: AbstractBaseUser) -> None:
             emit.on_commit(str(session.pk), [build.member_left(str(user.get_username()))])
 
 
+# --- deleting a session ----------------------------------------------------------------------
+
+# Sent inside a session's deletion, under its lock, before its rows go (kwargs: session, by).
+# A receiver stops the session's turns and answers the turns whose workers must hear it:
+# [(session id, turn pks)]. The cancellation package connects it (cancellation/services.py):
+# it imports this module, so this module cannot import it.
+session_deleting = Signal()
+
+# The sessions `session_delete` is deleting in this context: the cascade of their memberships
+# is not announced a user at a time (each user's sockets would close with 4403, ahead of
+# `session.deleted`); the deletion closes every socket of the session itself, after its event.
+_deleting: ContextVar[frozenset[Any]] = ContextVar("sessions_app_deleting", default=frozenset())
+
+
+def session_delete(*, session: ChatSession, by: AbstractBaseUser, as_admin: bool = False) -> None:
+    """Delete a session and everything in it: the owner's to do (any session's `as_admin`,
+    an operator in the admin). Raises NotFound if it is gone already.
+
+    One transaction, under the session's lock: its turns in flight are cancelled (the
+    cancellation service, authoriser bypassed: `session_deleting`), then its rows go
+    (cascade). After the commit, in this order (decision 045): `session.deleted` reaches
+    every device; every web process closes the session's websockets with 4404 once that
+    event is written to them; the workers stop its turns and publish nothing more for them;
+    its Redis state goes (its numbering and log a minute later: live_state)."""
+    if not as_admin and session.owner_id != by.pk:  # type: ignore[attr-defined]
+        raise Forbidden("only the owner deletes the session")
+    session_id = str(session.pk)
+    event = build.session_deleted(str(by.get_username()))
+    with transaction.atomic():
+        lock_sessions([session.pk])
+        signals: list[tuple[str, list[int]]] = []
+        for _receiver, stop in session_deleting.send(sender=ChatSession, session=session, by=by):
+            signals.extend(cast(list[tuple[str, list[int]]], stop or []))
+        answers = list(
+            MessageNode.objects.filter(session_id=session.pk, role=Role.ASSISTANT).values_list("node_id", flat=True)
+        )
+        mark = _deleting.set(_deleting.get() | {session.pk})
+        try:
+            _, per_model = ChatSession.objects.filter(pk=session.pk).delete()
+        finally:
+            _deleting.reset(mark)
+        if not per_model.get(ChatSession._meta.label):
+            raise NotFound("no such session")  # deleted meanwhile: the rollback undoes the cancel
+        # Each step its own: one failing (logged) does not hold back the next.
+        at_answer(lambda: emit.now(session_id, [event]))
+        at_answer(lambda: _announce_session_deleted(session_id))
+        at_answer(lambda: _stop_workers(signals))
+        at_answer(lambda: live_state.forget_session_sync(session_id, answers))
+
+
+def _stop_workers(signals: Sequence[tuple[str, Sequence[int]]]) -> None:
+    for session_id, turn_pks in signals:
+        live_state.signal_session_deleted_sync(session_id, turn_pks)
+
+
+def _announce_session_deleted(session_id: str) -> None:
+    """Every web process closes the session's websockets (4404), each once the events it
+    received before this (`session.deleted` among them) are written (web/hub.py)."""
+    payload = orjson.dumps({"session": session_id, "deleted": True})
+    live_state.sync_redis().publish(membership_ended_channel(), payload)
+
+
 # --- a membership ends: its user's open websockets of the session close ------------------
 
 
 def membership_ended_channel() -> str:
     """Redis pub/sub channel on which an ended membership is announced to every web process
-    (their hubs close that user's websockets of that session: web/hub.py)."""
+    (their hubs close that user's websockets of that session: web/hub.py), and a deleted
+    session (`{"session", "deleted": true}`: every websocket of it)."""
     return f"{key_prefix()}:membership-ended"
 
 
@@ -182,6 +249,8 @@ def announce_membership_ended(*, session_id: Any, user_id: Any) -> None:
 
 
 def _membership_deleted(sender: Any, instance: Membership, **kwargs: Any) -> None:
+    if instance.session_id in _deleting.get():  # type: ignore[attr-defined]
+        return  # the session's deletion closes its websockets itself
     announce_membership_ended(session_id=instance.session_id, user_id=instance.user_id)  # type: ignore[attr-defined]
 
 

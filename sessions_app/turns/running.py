@@ -279,6 +279,13 @@ def cancel_requested(turn_pks: Sequence[int]) -> list[int]:
     )
 
 
+def turns_gone(turn_pks: Sequence[int]) -> list[int]:
+    """Which of these turns no longer exist (their session was deleted: a worker that
+    missed the signal, while Redis was away, asks the database)."""
+    found = set(Turn.objects.filter(pk__in=list(turn_pks)).values_list("pk", flat=True))
+    return [pk for pk in turn_pks if pk not in found]
+
+
 def unclaimed_turns() -> list[int]:
     """Active turns no worker has claimed (their task may have been lost with Redis)."""
     return list(Turn.objects.filter(status=TurnStatus.ACTIVE, worker_id="").values_list("pk", flat=True))

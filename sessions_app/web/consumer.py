@@ -49,6 +49,7 @@ CLOSE_UNAUTHENTICATED = 4401  # no credential at the handshake, or the one used 
 CLOSE_BEHIND = 4408  # the client stopped reading: reconnect with ?after= when it reads again
 CLOSE_RATE_LIMITED = 4429  # too many connections of this user, or frames far beyond the rate
 CLOSE_SERVER_ERROR = 4500  # the server could not send a frame (never the client's fault)
+CLOSE_NO_SESSION = 4404  # no such session: at the handshake, or deleted since (after `session.deleted`)
 MAX_SEQ = 2**62
 # Frames small enough that a refused one is still parsed for its `ref`.
 REF_PARSE_BYTES = 4096
@@ -127,7 +128,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         if canonical is None:  # no session has this id: nothing to subscribe to or count
-            await self.close(code=4404)
+            await self.close(code=CLOSE_NO_SESSION)
             return
         try:
             after = parse_after(parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("after", [None])[0])
@@ -148,7 +149,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             try:
                 await db(require_member)(session_id=self.session_id, user=self.user)
             except NotFound:
-                await self._refuse(None, 4404)
+                await self._refuse(None, CLOSE_NO_SESSION)
                 return
             except Forbidden:
                 await self._refuse(None, 4403)
@@ -262,6 +263,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
         close (4403, as for a non-member's handshake); no further event or command."""
         if str(self.user.pk) == user_id and not self.closing:
             self._close_soon(4403)
+
+    def session_deleted(self) -> None:
+        """The hub heard that the session was deleted: `session.deleted`, offered before,
+        goes out with what was queued ahead of it, then the connection closes (4404, as for
+        a handshake to no session); no further event or command."""
+        if not self.closing:
+            self.closing = True
+            self._spawn(self._drain_and_close(CLOSE_NO_SESSION))
 
     def credentials_revoked(self) -> None:
         """The credential this websocket was opened with ended (revoked, expired, logged out
@@ -403,18 +412,20 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 outcome = await commands.cancel(session_id=self.session_id, user=self.user, flt=command.cancel)
                 reply.update(outcome.as_dict())
             await self._reply(reply)
-            await self._drain_and_close()
+            await self._drain_and_close(1000)
 
     async def _reply(self, payload: dict[str, Any]) -> None:
         self._enqueue(orjson.dumps(payload).decode())
 
-    async def _drain_and_close(self) -> None:
+    async def _drain_and_close(self, code: int) -> None:
+        """Let the writer send what is queued (5 s at most), then close with `code`."""
         self.outbox.put_nowait(None)
         if self.writer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.writer, timeout=5)
         await self._release()
-        await self.close(code=1000)
+        with contextlib.suppress(Exception):
+            await self.close(code=code)
 
     async def _presence(self, delta: int) -> None:
         """Count this device in or out of its user's presence in this process (web/hub.py:

@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 PRESENCE_BATCH = 500
 # The longest pause between tries while Redis is unreachable.
 MAX_BACKOFF_SECONDS = 2.0
+# Deleted sessions a hub remembers (a connection that raced the deletion states no presence).
+DELETED_REMEMBERED = 1000
 
 
 class Listener(Protocol):
@@ -63,7 +65,9 @@ class Listener(Protocol):
 
 
 # A listener may also have `membership_ended(user_id)`: the membership of `user_id` in the
-# session ended, and a listener of theirs closes (the websocket consumer has it).
+# session ended, and a listener of theirs closes (the websocket consumer has it); and
+# `session_deleted()`: the session was deleted, and it closes once what it was offered
+# before (`session.deleted` last) is written.
 
 
 class SessionFeed:
@@ -126,6 +130,9 @@ class Hub:
         self._unsubscribe: set[bytes] = set()  # channels of feeds that ended, to leave
         self._wake = asyncio.Event()
         self._closed = False
+        # Sessions deleted lately: no presence is stated for them any more (it would write
+        # their keys in Redis again, and number a `presence` event after `session.deleted`).
+        self._deleted: dict[str, None] = {}
 
     # --- tasks ---
 
@@ -218,6 +225,8 @@ class Hub:
     async def presence_join(self, session_id: str, client_id: str) -> None:
         """A device of `client_id` connected here. The first one of this process is stated
         at once (the hello lists its user online, after the `presence` event)."""
+        if session_id in self._deleted:
+            return  # its connection is closing (4404)
         clients = self._clients.setdefault(session_id, Counter())
         clients[client_id] += 1
         if clients[client_id] == 1:
@@ -235,7 +244,7 @@ class Hub:
             self._wake.set()
 
     async def _state_presence(self, sessions: Iterable[str]) -> None:
-        sessions = list(sessions)
+        sessions = [s for s in sessions if s not in self._deleted]
         lease = float(app_settings.PRESENCE_LEASE_SECONDS)
         for start in range(0, len(sessions), PRESENCE_BATCH):
             chunk = sessions[start : start + PRESENCE_BATCH]
@@ -317,11 +326,29 @@ class Hub:
 
     def _membership_ended(self, data: bytes) -> None:
         ended = orjson.loads(data)
+        if ended.get("deleted"):
+            self._session_deleted(ended["session"])
+            return
         feed = self.feeds.get(ended["session"])
         for listener in list(feed.listeners if feed is not None else ()):
             ended_for = getattr(listener, "membership_ended", None)
             if ended_for is not None:
                 ended_for(ended["user"])
+
+    def _session_deleted(self, session_id: str) -> None:
+        """The session was deleted (sessions/services.session_delete): its feed's events up
+        to `session.deleted` were offered before this (one subscription, in order); every
+        listener closes, and this process states no presence for it any more."""
+        self._deleted[session_id] = None
+        while len(self._deleted) > DELETED_REMEMBERED:
+            del self._deleted[next(iter(self._deleted))]
+        self._clients.pop(session_id, None)
+        self._dirty.discard(session_id)
+        feed = self.feeds.get(session_id)
+        for listener in list(feed.listeners if feed is not None else ()):
+            deleted = getattr(listener, "session_deleted", None)
+            if deleted is not None:
+                deleted()
 
     async def _tail_loop(self) -> None:
         while True:

@@ -55,6 +55,7 @@ from sessions_app.turns.running import (
     turns_claim,
     turns_fail_lost,
     turns_finish,
+    turns_gone,
     unclaimed_turns,
 )
 from sessions_app.turns.types import ClaimedTurn, TurnOutcome
@@ -104,6 +105,9 @@ class Engine:
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="engine-db"))
         self.aborts: dict[int, asyncio.Event] = {}
+        # Turns of sessions deleted while they ran: stopped without a word (nothing is
+        # published or ended for them: their rows are gone), then their Redis keys go.
+        self.gone: set[int] = set()
         self.cancel_asked_at: dict[int, float] = {}  # when a cancel of a running turn was committed
         # Turns handed over (or ended) while the previous claim (or finish) was in the
         # database go together: one transaction per batch (grouping.py).
@@ -273,15 +277,33 @@ class Engine:
             )
             if claimed is None:
                 return
-            runner = TurnRunner(claimed, abort, self.coalesce_window, archiver.add)
+            runner = TurnRunner(
+                claimed, abort, self.coalesce_window, archiver.add, session_gone=lambda: turn_pk in self.gone
+            )
             outcome = await runner.run()
-            # The archive catches up off the critical path.
-            await _persist(f"ending turn {claimed.turn_id}", lambda: self._finishes.call(outcome), give_up_after=None)
+            if turn_pk in self.gone:
+                await self._forget(claimed)
+            else:
+                # The archive catches up off the critical path.
+                ended = await _persist(
+                    f"ending turn {claimed.turn_id}", lambda: self._finishes.call(outcome), give_up_after=None
+                )
+                if not ended:  # ended meanwhile, or its session deleted unheard: its buffer goes in time
+                    await live_state.expire_live_content(outcome.session_id, outcome.message_id)
             self._count_end(turn_pk, outcome, runner.tokens_seen)
         finally:
+            self.gone.discard(turn_pk)
             self.aborts.pop(turn_pk, None)
             self.cancel_asked_at.pop(turn_pk, None)
             metrics.TURNS_STREAMING.dec()
+
+    async def _forget(self, turn: ClaimedTurn) -> None:
+        """A turn of a deleted session has stopped: what its last publishes wrote in Redis
+        goes (its answer's live buffer; the session's numbering and log expire soon)."""
+        try:
+            await live_state.forget_session(turn.session_id, [turn.assistant_message_id])
+        except TRANSIENT as exc:  # they expire anyway (a week: EVENT_LOG_TTL_SECONDS)
+            logger.warning("turn %s of a deleted session: forgetting its keys failed (%s)", turn.turn_id, exc)
 
     def _count_end(self, turn_pk: int, outcome: TurnOutcome, tokens: int) -> None:
         metrics.TOKENS.inc(tokens)
@@ -307,12 +329,17 @@ class Engine:
             if self.aborts:
                 for turn_pk in await db(cancel_requested)(list(self.aborts)):
                     self._abort(turn_pk)
+                for turn_pk in await db(turns_gone)(list(self.aborts)):
+                    self.gone.add(turn_pk)
+                    self._abort(turn_pk)
             async for message in pubsub.listen():
                 if message.get("type") != "message":
                     continue
                 signal = orjson.loads(message["data"])
                 asked_at = signal.get("at")
                 for turn_pk in signal.get("turns", []):
+                    if signal.get("deleted") and int(turn_pk) in self.aborts:
+                        self.gone.add(int(turn_pk))  # its session was deleted
                     self._abort(int(turn_pk), asked_at / 1000 if asked_at else None)
         finally:
             with contextlib.suppress(Exception):

@@ -158,6 +158,15 @@ class DeltaCoalescer:
                     raise
                 await asyncio.sleep(PUBLISH_RETRY_SECONDS * 2**attempt)
 
+    async def discard(self) -> None:
+        """Stop, publishing nothing more (the turn's session was deleted)."""
+        self._closed = True
+        async with self._publishing:  # a publish under way ends first
+            self._task.cancel()
+            self._pending = []
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
     def parts(self) -> list[dict[str, Any]]:
         return [value if kind == "part" else {"type": kind, "text": "".join(value)} for kind, value in self._ordered]
 
@@ -169,9 +178,11 @@ class TurnRunner:
         abort: asyncio.Event,
         window: Callable[[], float],
         on_published: OnPublished,
+        session_gone: Callable[[], bool] = lambda: False,
     ):
         self.turn = turn
         self.abort = abort
+        self.session_gone = session_gone  # asked once aborted: its session was deleted
         self.coalescer = DeltaCoalescer(turn, window, on_published)
         self.usage: dict[str, Any] = {}
         self.finish_reason = ""
@@ -194,6 +205,11 @@ class TurnRunner:
                 status, error_code, error_message = TurnStatus.ERROR, "internal", "the turn failed on the server"
         if self.abort.is_set():
             status, error_code, error_message = TurnStatus.CANCELLED, "", ""
+            if self.session_gone():
+                # Nothing more to say to a session that is gone: no onAbort, and what waits
+                # in the buffer is dropped (the devices had `session.deleted` and closed).
+                await self.coalescer.discard()
+                return self._outcome(status, error_code, error_message)
             await self._on_abort()
         try:
             await self.coalescer.close()
@@ -203,6 +219,9 @@ class TurnRunner:
             logger.exception("turn %s: publishing the end of the answer failed", self.turn.turn_id)
             if status != TurnStatus.CANCELLED:
                 status, error_code, error_message = TurnStatus.ERROR, "internal", f"publishing failed: {exc}"
+        return self._outcome(status, error_code, error_message)
+
+    def _outcome(self, status: str, error_code: str, error_message: str) -> TurnOutcome:
         return TurnOutcome(
             turn_pk=self.turn.pk,
             session_id=self.turn.session_id,

@@ -102,7 +102,7 @@ async def test_a_405_names_head_wherever_it_names_get(token, session_id):
     for method, path, allowed in (
         ("DELETE", "/api/models", "GET, HEAD"),
         ("PUT", f"/api/sessions/{session_id}/turns", "GET, HEAD, POST"),
-        ("POST", f"/api/sessions/{session_id}", "GET, HEAD, PATCH"),
+        ("POST", f"/api/sessions/{session_id}", "DELETE, GET, HEAD, PATCH"),
         ("POST", "/api/schema", "GET, HEAD"),
         ("GET", f"/api/sessions/{session_id}/cancel", "POST"),
     ):
@@ -135,3 +135,9 @@ async def test_a_204_carries_no_body_no_content_type_and_no_length(owner, sessio
         assert "content-length" not in answer.headers, (path, answer.headers)
     detail = (await call("GET", f"/api/sessions/{session_id}", await issue(owner))).json()
     assert (detail["members"], detail["agents"]) == ([owner.get_username()], [])  # the 204s did their work
+
+    deleted = await call("DELETE", f"/api/sessions/{session_id}", await issue(owner))  # the session itself
+
+    assert (deleted.status, deleted.body) == (204, b"")
+    assert "content-type" not in deleted.headers and "content-length" not in deleted.headers
+    assert not await ChatSession.objects.filter(pk=session_id).aexists()

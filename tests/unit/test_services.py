@@ -617,3 +617,41 @@ def test_archiving_a_message_moves_its_session_up_the_lists(session, alice):
     other.refresh_from_db()
     assert session.updated_at > before[session.pk]
     assert other.updated_at == before[other.pk]  # presence is not news
+
+
+def test_deleting_a_session_stops_its_turns_then_tells_devices_web_processes_workers_in_order(
+    session, alice, bob, monkeypatch, django_capture_on_commit_callbacks
+):
+    from sessions_app.sessions import services
+
+    claimed = send(session, alice, "streaming")
+    assert turn_claim(turn_pk=claimed.turn.pk, worker_id="w1") is not None
+    unclaimed = send(session, bob, "not picked up yet")
+    queued = send(session, alice, "waiting", policy="queue")
+    answers = sorted(r.turn.assistant_message.node_id for r in (claimed, unclaimed, queued))
+    sid = str(session.pk)
+    done: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(emit, "now", lambda s, events: done.append(("events", s, [e["type"] for e in events])))
+    monkeypatch.setattr(services, "_announce_session_deleted", lambda s: done.append(("close sockets", s)))
+    monkeypatch.setattr(services, "announce_membership_ended", lambda **kw: done.append(("member left", kw)))
+    monkeypatch.setattr(live_state, "signal_session_deleted_sync", lambda s, pks: done.append(("stop", s, pks)))
+    monkeypatch.setattr(live_state, "forget_session_sync", lambda s, ids: done.append(("forget", s, sorted(ids))))
+
+    with pytest.raises(Forbidden):
+        services.session_delete(session=session, by=bob)
+    assert Turn.objects.filter(session=session).count() == 3 and done == []
+    with django_capture_on_commit_callbacks(execute=True):
+        services.session_delete(session=session, by=alice)
+
+    # Only the claimed turn has a worker to stop; the members' sockets are not closed one
+    # by one (4403) ahead of the event, but all of them after it.
+    assert done == [
+        ("events", sid, ["session.deleted"]),
+        ("close sockets", sid),
+        ("stop", sid, [claimed.turn.pk]),
+        ("forget", sid, answers),
+    ]
+    assert not Turn.objects.filter(turn_id__in=[r.turn.turn_id for r in (claimed, unclaimed, queued)]).exists()
+    assert not MessageNode.objects.filter(node_id__in=answers).exists()
+    with pytest.raises(NotFound):  # a repeat: gone already
+        services.session_delete(session=session, by=alice)

@@ -22,7 +22,14 @@ from sessions_app.schemas import (
     WaitBody,
 )
 from sessions_app.sessions import selectors
-from sessions_app.sessions.services import member_add, member_leave, require_member, session_create, session_update
+from sessions_app.sessions.services import (
+    member_add,
+    member_leave,
+    require_member,
+    session_create,
+    session_delete,
+    session_update,
+)
 from sessions_app.web import commands, tokens
 from sessions_app.web.api.answers import (
     CancelAnswer,
@@ -133,6 +140,18 @@ def _session_change(user: AbstractBaseUser, session_id: str, body: SessionUpdate
         policy=body.policy,
     )
     return selectors.session_payload(session, detail=True)
+
+
+@api.delete(S, response={204: None, **ERRORS}, tags=["sessions"])
+async def session_remove(request: HttpRequest, session_id: str) -> HttpResponse:
+    """Delete the session and everything in it (owner only): its turns stop, every device
+    gets `session.deleted`, then its websockets close with 4404."""
+    await db(_session_remove)(_user(request), session_id)
+    return no_content()
+
+
+def _session_remove(user: AbstractBaseUser, session_id: str) -> None:
+    session_delete(session=require_member(session_id=session_id, user=user), by=user)
 
 
 @api.post(S + "/members", response={201: MemberAnswer, **ERRORS}, tags=["sessions"])
