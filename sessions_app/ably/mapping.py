@@ -186,7 +186,9 @@ class SessionTranslator:
             return self._tool(seq, event)
         if kind == "turn.end":
             return self._end(seq, event)
-        return []  # cancel, presence: nothing a stock client needs
+        if kind == "session.deleted":
+            return self._deleted(seq)
+        return []  # cancel, presence, session and member events: nothing a stock client needs
 
     def mark_gap(self) -> None:
         """Events were lost: the answers in flight cannot be followed part by part."""
@@ -272,7 +274,7 @@ class SessionTranslator:
             headers["input-codec-message-id"] = turn.user_message_id
         return headers
 
-    def _run_start(self, seq: int, turn: Turn) -> list[Op]:
+    def _run_start(self, seq: int | str, turn: Turn) -> list[Op]:
         if turn.run_started:
             return []
         turn.run_started = True
@@ -375,15 +377,27 @@ class SessionTranslator:
         turn.reason = event["reason"]
         error = event.get("error") or {}
         turn.error_code, turn.error_message = error.get("code"), error.get("message")
-        ops: list[Op] = self._run_start(seq, turn)
+        return self._ended(str(seq), turn)
+
+    def _deleted(self, seq: int) -> list[Op]:
+        """The session was deleted: its turns stopped, and no `turn.end` follows for them.
+        Each run still open on the channel ends as a cancelled turn's does."""
+        ops: list[Op] = []
+        for index, turn in enumerate(list(self.turns.values())):
+            turn.reason = "cancelled"
+            ops.extend(self._ended(f"{seq}.{index}", turn))  # one tag per run: message ids stay unique
+        return ops
+
+    def _ended(self, tag: str, turn: Turn) -> list[Op]:
+        ops: list[Op] = self._run_start(tag, turn)
         self.turns.pop(turn.turn_id, None)
         if turn.dirty:
-            return [*ops, Republish(turn, str(seq))]
+            return [*ops, Republish(turn, tag)]
         stream = turn.open_stream()
         if stream is not None:
             stream.status = "cancelled" if turn.reason == "cancelled" else "complete"
             ops.append(Close(stream, stream.status))
-        ops.append(Publish(self.ending(turn, str(seq)), turn_id=turn.turn_id))
+        ops.append(Publish(self.ending(turn, tag), turn_id=turn.turn_id))
         return ops
 
     def ending(self, turn: Turn, tag: str) -> list[OutMessage]:

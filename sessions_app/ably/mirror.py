@@ -86,6 +86,7 @@ class ChannelMirror:
         self._saved_at = 0.0
         self._dirty_state = False
         self.fresh = False  # no state kept for the session: start where its log starts
+        self.deleted = False  # its `session.deleted` was applied: its runs are ended
 
     @property
     def busy(self) -> bool:
@@ -98,6 +99,8 @@ class ChannelMirror:
             self.wake.clear()
             read = await self._step()
             await self.writer.flush_due()
+            if self.deleted and not self.writer.pending():
+                break
             await self._save(force=False)
             if read or self.busy:
                 idle_since = time.monotonic()
@@ -107,6 +110,9 @@ class ChannelMirror:
                 continue
             due = self.writer.next_due()
             await _wait(self.wake, TAIL_CHECK_SECONDS if due is None else due)
+        if self.deleted:  # nothing to resume: what the mirror kept of the session goes too
+            await async_redis().delete(session_state_key(self.session_id), inputs_on_channel_key(self.session_id))
+            return
         await self._save(force=True)
 
     # --- reading --------------------------------------------------------------------------
@@ -153,6 +159,7 @@ class ChannelMirror:
                 await self._rewrite(op)
         self.cursor = int(event["seq"])
         self._dirty_state = True
+        self.deleted = self.deleted or event["type"] == "session.deleted"
 
     async def _repair(self, after: int, until: int) -> None:
         """The log no longer holds after < seq <= until: it was trimmed or expired before

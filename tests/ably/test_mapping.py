@@ -205,3 +205,28 @@ def test_a_restart_rebuilds_the_open_stream_from_the_log() -> None:
         again.take_delta(delta)
     reloaded = again.turns["t1"].streams[0]
     assert (reloaded.serial, reloaded.sent, reloaded.pending, reloaded.needs_replace) == ("serial-1", "ab", "c", True)
+
+
+def test_a_deleted_session_ends_every_run_still_open_as_cancelled() -> None:
+    ev, translator = Events(), SessionTranslator(SESSION)
+    sent(ev, translator)  # t1: streaming
+    translator.apply(ev("delta", turnId="t1", messageId="a1", text="half an"))
+    translator.apply(ev.node("u2", "user", "bob", "t2", parts=[{"type": "text", "text": "later"}]))
+    translator.apply(ev.node("a2", "assistant", "bob", "t2", parent="u2", status="queued"))
+    translator.apply(ev("turn.queued", turnId="t2", clientId="bob", position=1))  # t2: queued, no run yet
+
+    ops = translator.apply(ev("session.deleted", clientId="alice"))
+
+    assert kinds(ops) == [
+        ("close", 0, "cancelled"),
+        ("publish", [("ai-run-end", None)]),
+        ("publish", [("ai-run-start", None)]),
+        ("publish", [("ai-run-end", None)]),
+    ]
+    ends = [publish(op).messages[-1] for op in ops if isinstance(op, Publish) and op.messages[-1].name == "ai-run-end"]
+    assert [(m.transport["run-id"], m.transport["run-reason"]) for m in ends] == [
+        ("t1", "cancelled"),
+        ("t2", "cancelled"),
+    ]
+    ids = [m.id for op in ops if isinstance(op, Publish) for m in op.messages]
+    assert len(set(ids)) == len(ids) and translator.turns == {}
