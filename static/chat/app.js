@@ -131,7 +131,10 @@ function renderConnection() {
   box.dataset.state = chat.state;
   const offline = chat.state === "reconnecting" && navigator.onLine === false;
   box.querySelector(".label").textContent = offline ? "Offline" : CONNECTION[chat.state] || chat.state;
-  if (chat.state === "closed" && CLOSE_REASONS[chat.closeCode]) say(CLOSE_REASONS[chat.closeCode]);
+  if (chat.deletedBy !== null) {
+    say(`This session was deleted by ${chat.deletedBy === me ? "you" : chat.deletedBy}.`, "info");
+    $("composer").inert = true; // nothing to send to
+  } else if (chat.state === "closed" && CLOSE_REASONS[chat.closeCode]) say(CLOSE_REASONS[chat.closeCode]);
 }
 
 function renderPeople() {
@@ -349,6 +352,7 @@ chat.addEventListener("servererror", (event) => say(explain(event.detail)));
 chat.addEventListener("event", (event) => {
   const { type, clientId } = event.detail;
   if (type === "member.left" && clientId === me) say("You left this session on another device.", "info");
+  if (type === "session.deleted") renderConnection();
 });
 chat.addEventListener("snapshot", () => {
   if (chat.stats.snapshots > 1) loadSession(); // a resync: the settings may have moved too

@@ -62,6 +62,7 @@ export class ChatTransport extends EventTarget {
     this.heartbeat = heartbeat;
     this.state = "idle"; // idle | connecting | open | reconnecting | closed
     this.closeCode = null;
+    this.deletedBy = null; // who deleted the session (`session.deleted`): nothing to reconnect to
     this.clientId = null;
     this.connectionId = null;
     this.lastSeq = null; // null until the first snapshot: then resume from it
@@ -147,7 +148,7 @@ export class ChatTransport extends EventTarget {
     clearInterval(this._pingTimer);
     this._unsent();
     this.closeCode = code;
-    if (this._closing || FINAL_CLOSE_CODES.has(code)) {
+    if (this._closing || FINAL_CLOSE_CODES.has(code) || this.deletedBy !== null) {
       this._finish(code);
       return;
     }
@@ -350,6 +351,16 @@ export class ChatTransport extends EventTarget {
         break;
       case "cancel":
         break; // an announcement: the state changes with the `turn.end` events that follow
+      case "session.deleted":
+        // The last event: its turns stopped (no `turn.end` follows) and the server closes
+        // with 4404; whatever else ends the connection now, it is not resumed.
+        this.deletedBy = event.clientId;
+        for (const turn of this.inFlight()) {
+          this._turn(turn.turnId, { status: "cancelled", reason: "cancelled", endedAt: event.at });
+          this._activeRemove(turn.clientId, turn.turnId);
+          this._setNodeStatus(turn.turnId, null, "cancelled");
+        }
+        break;
       case "session.updated":
       case "member.joined":
       case "member.left":

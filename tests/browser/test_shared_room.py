@@ -232,6 +232,23 @@ async def test_settings_invitations_and_renames_reach_every_device_live(person: 
     await expect(member.locator(f'#members li[data-user="{carol.username}"]')).to_have_count(0)
 
 
+async def test_a_deleted_session_shows_as_deleted_and_is_not_reconnected(person: Any, device: Any) -> None:
+    alice, bob = await person("alice"), await person("bob")
+    sid = (await alice.api.create_session(title="Short-lived", model_options=LONG))["id"]
+    await alice.api.add_member(sid, bob.username)
+    member = await open_chat(await device(bob), sid)
+    await type_and_send(member, "a long answer")
+    await expect(answers(member).last).to_have_attribute("data-status", "streaming")
+
+    await alice.api.delete_session(sid)
+
+    await expect(member.get_by_role("alert")).to_have_text(f"This session was deleted by {alice.username}.")
+    await expect(member.locator("#connection")).to_have_attribute("data-state", "closed")
+    await expect(answers(member).last).to_have_attribute("data-status", "cancelled")
+    assert await member.evaluate("() => [window.chat.closeCode, window.chat.activeTurns.size]") == [4404, 0]
+    await expect(member.locator("#composer")).to_have_js_property("inert", True)
+
+
 async def test_jump_to_latest_when_scrolled_up(person: Any, device: Any) -> None:
     alice, bob = await person("alice"), await person("bob")
     sid = (await alice.api.create_session(title="Scroll", model_options={"tokens": 300, "rate": 60}))["id"]
