@@ -22,7 +22,7 @@ from sessions_app.infra.sql import unique_row
 from sessions_app.models import IN_FLIGHT, ChatSession, Policy, Turn
 from sessions_app.schemas import Id, SendBody
 from sessions_app.sessions.services import require_member
-from sessions_app.turns.locking import lock_sessions
+from sessions_app.turns.locking import locked_session
 from sessions_app.turns.sending import Acting, SendResult, turn_send
 from sessions_app.worker.providers.base import ProviderError
 from sessions_app.worker.providers.registry import check_options, is_configured
@@ -55,7 +55,7 @@ def session_agent_add(*, session_id: Any, by: AbstractBaseUser, name: str) -> Ch
         except ProviderError as exc:
             raise Invalid(f"agent {added!r} is configured with options its model refuses: {exc.message}") from None
     with transaction.atomic():
-        session = lock_sessions([session.pk]).get(session.pk) or ChatSession.objects.get(pk=session.pk)
+        session = locked_session(session.pk)
         current = list(session.agents or [])
         missing = [n for n in names if n not in current]
         if missing:
@@ -71,7 +71,7 @@ def session_agent_remove(*, session_id: Any, by: AbstractBaseUser, name: str) ->
     if session.owner_id != by.pk:  # type: ignore[attr-defined]
         raise Forbidden("only the owner removes agents")
     with transaction.atomic():
-        session = lock_sessions([session.pk]).get(session.pk) or ChatSession.objects.get(pk=session.pk)
+        session = locked_session(session.pk)
         if name not in (session.agents or []):
             raise NotFound(f"agent {name!r} is not in this session")
         session.agents = [n for n in session.agents if n != name]

@@ -21,7 +21,7 @@ from sessions_app.infra import live_state
 from sessions_app.infra.db_threads import at_answer
 from sessions_app.models import ChatSession, Membership, MessageNode, Policy, Role
 from sessions_app.sessions._queries import sessions_of_members
-from sessions_app.turns.locking import lock_sessions
+from sessions_app.turns.locking import lock_sessions, locked_session
 from sessions_app.worker.providers.base import ProviderError
 from sessions_app.worker.providers.registry import check_options, is_configured
 
@@ -123,22 +123,30 @@ def session_update(
         raise Forbidden("only the owner changes the default policy, the model and its options")
     if model is not None:
         _check_model(model)
-    if (model, model_options) != (None, None):
-        _check_options(
-            model if model is not None else session.model,
-            model_options if model_options is not None else session.model_options,
-            kept=model_options is None,
-        )
-    if model is not None:
-        session.model = model
-    if model_options is not None:
-        session.model_options = model_options
-    if title is not None:
-        session.title = title
-    if policy is not None:
-        session.policy = Policy(policy)
     with transaction.atomic():
-        session.save()
+        # Changed as it is now: another member's change meanwhile is kept, a deletion wins.
+        session = locked_session(session.pk)
+        if (model, model_options) != (None, None):
+            _check_options(
+                model if model is not None else session.model,
+                model_options if model_options is not None else session.model_options,
+                kept=model_options is None,
+            )
+        changes = {
+            name: value
+            for name, value in (
+                ("title", title),
+                ("model", model),
+                ("model_options", model_options),
+                ("policy", Policy(policy) if policy is not None else None),
+            )
+            if value is not None and getattr(session, name) != value
+        }
+        if not changes:
+            return session  # nothing to tell anyone
+        for name, value in changes.items():
+            setattr(session, name, value)
+        session.save(update_fields=[*changes, "updated_at"])
         emit.on_commit(str(session.pk), [build.session_updated(session, by=str(user.get_username()))])
     return session
 
@@ -152,6 +160,7 @@ def member_add(*, session: ChatSession, by: AbstractBaseUser, username: str) -> 
     except user_model.DoesNotExist as exc:
         raise NotFound(f"no user named {username!r}") from exc
     with transaction.atomic():
+        locked_session(session.pk)  # deleted meanwhile: not found (its row must outlive the invitation)
         membership, created = Membership.objects.get_or_create(session=session, user=user)
         if created:
             event = build.member_joined(username, role=membership.role, by=str(by.get_username()))

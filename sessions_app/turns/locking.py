@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from django.db import connection, transaction
 
+from sessions_app.errors import NotFound
 from sessions_app.infra.sql import column, fetch, marks, table, values
 from sessions_app.models import ChatSession
 
@@ -24,6 +25,19 @@ def lock_sessions(session_ids: Iterable[Any]) -> dict[Any, ChatSession]:
     if not connection.features.has_select_for_update:
         return {}
     return {s.pk: s for s in ChatSession.objects.select_for_update().filter(pk__in=list(session_ids)).order_by("pk")}
+
+
+def locked_session(session_id: Any) -> ChatSession:
+    """The session as it is now, read under its lock (inside a transaction), for a change
+    that reads and then writes it: NotFound if it was deleted meanwhile. A change made from
+    a copy read earlier would undo another one, or bring back a deleted session (Django's
+    `save` inserts a row its update did not find)."""
+    found = lock_sessions([session_id]).get(session_id)
+    if found is None:  # no row locks (SQLite: the transaction holds the write lock), or gone
+        found = ChatSession.objects.filter(pk=session_id).first()
+    if found is None:
+        raise NotFound("no such session")
+    return found
 
 
 def lock_session_rows(session_ids: Iterable[Any]) -> None:

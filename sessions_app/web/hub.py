@@ -266,8 +266,11 @@ class Hub:
         next_refresh = loop.time() + refresh
         backoff = 0.1
         while True:
+            # asyncio.timeout, not wait_for: 3.11's wait_for, cancelled as its timeout of 0
+            # ran out, could leave this task waiting for ever (the hub's close then hung).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(next_refresh - loop.time(), 0))
+                async with asyncio.timeout(max(next_refresh - loop.time(), 0)):
+                    await self._wake.wait()
             self._wake.clear()
             due = loop.time() >= next_refresh
             sessions, self._dirty = self._dirty, set()

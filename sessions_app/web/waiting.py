@@ -16,6 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from sessions_app.cancellation.filters import matches
 from sessions_app.cancellation.services import client_id_of
+from sessions_app.errors import NotFound
 from sessions_app.infra.db_threads import db
 from sessions_app.models import IN_FLIGHT, Turn, oldest_first
 from sessions_app.schemas import CancelFilter
@@ -45,14 +46,23 @@ class _EndWatcher:
     def __init__(self, turn_ids: set[str]) -> None:
         self.waiting = set(turn_ids)
         self.done = asyncio.Event()
+        self.session_gone = False
 
     def offer(self, seq: int, frame: str) -> None:
         event = orjson.loads(frame)
-        if event.get("type") != "turn.end":
+        kind = event.get("type")
+        if kind == "session.deleted":  # no `turn.end` follows: the turns went with it
+            self.session_deleted()
+        if kind != "turn.end":
             return
         self.waiting.discard(event.get("turnId"))
         if not self.waiting:
             self.done.set()
+
+    def session_deleted(self) -> None:
+        """The hub's word that the session was deleted (also heard as its last event)."""
+        self.session_gone = True
+        self.done.set()
 
     def resync(self) -> None:
         self.done.set()  # re-read the database below
@@ -75,6 +85,8 @@ async def wait_for_turns(
             watcher.done.clear()
             # The database is the truth: also covers ends that happened before we listened.
             turns = await db(turn_states)(session_id=session_id, turn_ids=turn_ids)
+            if watcher.session_gone or len(turns) < len(turn_ids):  # turns go only with their session
+                raise NotFound("no such session: it was deleted")
             if all(t["status"] not in IN_FLIGHT for t in turns):
                 return {"turns": turns, "timedOut": False}
             remaining = deadline - loop.time()

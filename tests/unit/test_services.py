@@ -15,7 +15,7 @@ from sessions_app.errors import Busy, Conflict, Forbidden, NotFound, QueueFull
 from sessions_app.events import emit
 from sessions_app.events.archive import archive_many
 from sessions_app.infra import live_state
-from sessions_app.models import MessageNode, NodeStatus, Turn, TurnStatus
+from sessions_app.models import ChatSession, Membership, MessageNode, NodeStatus, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter, SendBody
 from sessions_app.sessions.services import member_add, session_create
 from sessions_app.turns import announce, send_rate
@@ -655,3 +655,45 @@ def test_deleting_a_session_stops_its_turns_then_tells_devices_web_processes_wor
     assert not MessageNode.objects.filter(node_id__in=answers).exists()
     with pytest.raises(NotFound):  # a repeat: gone already
         services.session_delete(session=session, by=alice)
+
+
+# --- changes made from a copy read before another change -----------------------------------
+
+
+def test_a_change_from_a_copy_read_before_a_deletion_does_not_bring_the_session_back(session, alice, bob, monkeypatch):
+    """A member's rename, an invitation and the agents' changes read the session, then write
+    it: one that lost the race with the owner's deletion is `not_found`, and the session
+    stays gone (a plain `save` of the copy inserted it again, with no member)."""
+    from sessions_app.agents.services import session_agent_remove
+    from sessions_app.sessions import services
+
+    monkeypatch.setattr(live_state, "forget_session_sync", lambda s, ids: None)
+    carol = get_user_model().objects.create_user(username=f"carol-{uuid.uuid4().hex[:6]}", password="x")
+    copy = ChatSession.objects.get(pk=session.pk)  # as a request read it before the deletion
+    services.session_delete(session=session, by=alice)
+    with pytest.raises(NotFound):
+        services.session_update(session=copy, user=bob, title="renamed")
+    with pytest.raises(NotFound):
+        services.session_update(session=copy, user=alice, policy="queue")
+    with pytest.raises(NotFound):
+        member_add(session=copy, by=alice, username=carol.username)
+    monkeypatch.setattr("sessions_app.agents.services.require_member", lambda **kw: copy)
+    with pytest.raises(NotFound):
+        session_agent_remove(session_id=copy.pk, by=alice, name="critic")
+    assert not ChatSession.objects.filter(pk=session.pk).exists()
+    assert not Membership.objects.filter(session_id=session.pk).exists()
+
+
+def test_two_changes_made_at_once_both_stay(session, alice, bob, django_capture_on_commit_callbacks):
+    """The owner's new options and a member's rename, each from a copy read before the
+    other's change: neither undoes the other, and a change that changes nothing tells no one."""
+    from sessions_app.sessions import services
+
+    owners_copy, members_copy = (ChatSession.objects.get(pk=session.pk) for _ in range(2))
+    services.session_update(session=members_copy, user=bob, title="renamed")
+    services.session_update(session=owners_copy, user=alice, model_options={"tokens": 9}, policy="queue")
+    stored = ChatSession.objects.get(pk=session.pk)
+    assert (stored.title, stored.model_options, stored.policy) == ("renamed", {"tokens": 9}, "queue")
+    with django_capture_on_commit_callbacks() as told:
+        unchanged = services.session_update(session=members_copy, user=bob, title="renamed")
+    assert told == [] and unchanged.updated_at == stored.updated_at

@@ -1,0 +1,60 @@
+"""A `wait` pending when its session is deleted answers `not_found` as soon as it hears the
+session go (no `turn.end` follows `session.deleted`), rather than reading, seconds later,
+that the turns it waited for are gone and answering that there was nothing to wait for.
+Against the tests' real Redis and database, with the web process's hub."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from sessions_app.errors import NotFound
+from sessions_app.events.archive import archiver
+from sessions_app.infra.db_threads import db
+from sessions_app.schemas import CancelFilter, SendBody
+from sessions_app.sessions.services import session_create, session_delete
+from sessions_app.turns.running import turns_claim
+from sessions_app.turns.sending import turn_send
+from sessions_app.web.hub import hub
+from sessions_app.web.waiting import wait_for_turns
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="function")]
+
+
+@pytest.fixture(autouse=True)
+def no_archive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not what this test looks at; its thread would write after the test's data is gone."""
+    monkeypatch.setattr(archiver, "add", lambda *args: None)
+
+
+@pytest.fixture
+def streaming() -> tuple[Any, Any]:
+    """A member, and their session with a turn of theirs a worker has claimed."""
+    alice = get_user_model().objects.create_user(username=f"alice-{uuid.uuid4().hex[:6]}", password="x")
+    session = session_create(owner=alice, title="t")
+    message = {"id": str(uuid.uuid4()), "role": "user", "parts": [{"type": "text", "text": "hi"}]}
+    first = turn_send(session_id=session.pk, user=alice, body=SendBody.model_validate({"messages": [message]}))
+    turns_claim(turn_pks=[first.turn.pk], worker_id="w")
+    return alice, session
+
+
+async def test_a_wait_pending_when_its_session_is_deleted_answers_not_found(streaming):
+    alice, session = streaming
+    session_id = str(session.pk)
+    feed_hub = hub()
+    waiting = asyncio.ensure_future(wait_for_turns(session_id=session_id, user=alice, flt=CancelFilter(), timeout=60))
+    try:
+        # Until the wait listens to the session's feed (its turn is still streaming).
+        while not ((feed := feed_hub.feeds.get(session_id)) and feed.listeners):
+            assert not waiting.done(), waiting.result()
+            await asyncio.sleep(0.01)
+        await db(session_delete)(session=session, by=alice)
+        with pytest.raises(NotFound, match="deleted"):
+            await waiting
+    finally:
+        waiting.cancel()
+        await feed_hub.aclose()
