@@ -170,7 +170,7 @@ def _emit_on_commit(batches: Sequence[tuple[str, list[Event]]], signals: Sequenc
     if signals:
         emit.ahead_of_workers(batches, signals)
     elif batches:
-        after_commit(lambda: emit.many_now(batches))
+        emit.in_commit_order(batches)
 
 
 def turns_cancel(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from sessions_app.events.archive import archiver
-from sessions_app.infra import live_state
+from sessions_app.infra import live_state, publish_order
 from sessions_app.infra.db_threads import after_commit, at_answer
 from sessions_app.infra.live_state import Event
 
@@ -40,6 +40,31 @@ def on_commit(session_id: str, events: Sequence[Event]) -> None:
         after_commit(lambda: now(session_id, batch))
 
 
+def in_commit_order(batches: Sequence[tuple[str, Sequence[Event]]], then: Callable[[], None] | None = None) -> None:
+    """Publish `batches` once the surrounding transaction has committed (with the deferred
+    work, db_threads.after_commit), after the events of the commands that committed before
+    it on the same sessions in this process (infra/publish_order); then run `then`. For a
+    command whose events must not be overtaken by a later command's: a send's (a cancel of
+    its turn could otherwise reach devices before the turn's `turn.start`)."""
+    batches = [(session_id, list(events)) for session_id, events in batches if events]
+    ticket = publish_order.AtCommit(session_id for session_id, _ in batches)
+
+    def publish() -> None:
+        taken = ticket.get()
+        try:
+            if taken is not None:
+                taken.wait()
+            if batches:
+                many_now(batches)
+        finally:
+            if taken is not None:
+                taken.published()
+        if then is not None:
+            then()
+
+    after_commit(publish)
+
+
 def ahead_of_workers(
     batches: Sequence[tuple[str, Sequence[Event]]],
     signals: Sequence[tuple[str, Sequence[int]]] = (),
@@ -55,12 +80,26 @@ def ahead_of_workers(
     its `turn.end`, and one that ends a turn starts the queued turns, from their own
     transactions (decision 043)."""
     batches = [(session_id, list(events)) for session_id, events in batches]
+    ticket = publish_order.AtCommit(session_id for session_id, events in batches if events)
 
     def write() -> None:
-        read = live_state.publish_then_signal(batches, signals)
+        taken = ticket.get()
+        if taken is not None:
+            taken.wait()  # the commands committed before it on its sessions have published
+        try:
+            read = live_state.publish_then_signal(batches, signals)
+        except BaseException:
+            if taken is not None:
+                taken.published()
+            raise
 
         def finish() -> None:
-            for (session_id, events), frames in zip(batches, read(), strict=True):
+            try:
+                frames_of = read()  # Redis has run the publishes: the next command's may go
+            finally:
+                if taken is not None:
+                    taken.published()
+            for (session_id, events), frames in zip(batches, frames_of, strict=True):
                 if events:
                     archiver.add(session_id, events, frames)
             if then is not None:

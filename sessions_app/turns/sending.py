@@ -29,7 +29,6 @@ from sessions_app.cancellation.services import cancel_locked, client_id_of, take
 from sessions_app.conf import app_settings
 from sessions_app.errors import Busy, ChatError, Conflict, Invalid, NotFound, QueueFull, RateLimited, TooLarge
 from sessions_app.events import build, emit
-from sessions_app.infra import db_threads
 from sessions_app.infra.live_state import Event
 from sessions_app.infra.sql import insert_new, unique_row
 from sessions_app.models import ChatSession, MessageNode, NodeStatus, Policy, Role, Turn, TurnStatus
@@ -498,16 +497,12 @@ def _emit_on_commit(plans: list[_Plan]) -> None:
         announce.started([turn for turn in turns if turn.status == TurnStatus.ACTIVE])
         announce.ended([turn for turn in turns if turn.is_ended])
 
-    def after_commit() -> None:
-        emit.many_now(batches)
-        announce_all()
-
     # The sessions' updated_at moves when their `message` events are archived (events.py).
     signals = [signal for plan in plans for signal in plan.signals]
     if signals or any(turn.status == TurnStatus.QUEUED for turn in turns):
         emit.ahead_of_workers(batches, signals, then=announce_all)
     else:
-        db_threads.after_commit(after_commit)
+        emit.in_commit_order(batches, then=announce_all)
 
 
 # --- repeated sends ----------------------------------------------------------------------

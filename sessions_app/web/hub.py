@@ -70,6 +70,10 @@ class Listener(Protocol):
 # before (`session.deleted` last) is written.
 
 
+# How a `session.deleted` frame begins after its seq (events/build.session_deleted).
+_DELETED = '"type":"session.deleted"'
+
+
 class SessionFeed:
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
@@ -77,8 +81,13 @@ class SessionFeed:
         self.seq = 0
         self.ready = asyncio.Event()
         self.early: list[tuple[int, list[str]]] = []
+        # `session.deleted` was forwarded: nothing after it is (a worker may publish a last
+        # delta before it hears that the session is gone).
+        self.ended = False
 
     def forward(self, first: int, frames: list[str]) -> None:
+        if self.ended:
+            return
         for index, frame in enumerate(frames):
             seq = first + index
             if seq <= self.seq:
@@ -86,6 +95,9 @@ class SessionFeed:
             self.seq = seq
             for listener in list(self.listeners):
                 listener.offer(seq, frame)
+            if frame.startswith(_DELETED, frame.find(",") + 1):
+                self.ended = True
+                return
 
     async def catch_up(self, until: int) -> None:
         """Forward what the log holds after `self.seq` up to `until`; if some of it is no
@@ -102,6 +114,8 @@ class SessionFeed:
         self.forward(first, frames)
 
     def resync(self) -> None:
+        if self.ended:
+            return  # nothing to start again from: the session is gone
         for listener in list(self.listeners):
             listener.resync()
 

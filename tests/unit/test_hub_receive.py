@@ -8,6 +8,7 @@ import asyncio
 import logging
 import uuid
 
+import orjson
 import pytest
 
 from sessions_app.infra import live_state
@@ -62,3 +63,22 @@ async def test_a_sessions_events_reach_its_listener_unformatted() -> None:
     first = listener.seqs[0]
     assert listener.seqs == [first, first + 1, first + 2]  # each once, in order
     assert handler.records == 0
+
+
+def test_nothing_is_forwarded_after_a_sessions_deletion() -> None:
+    """A worker can publish a last delta before it hears that the session is gone: the
+    devices have `session.deleted` as their last event all the same."""
+    from sessions_app.events import build
+    from sessions_app.web.hub import SessionFeed
+
+    def frame(seq: int, event: dict) -> str:  # as the numbering script writes it
+        return f'{{"seq":{seq},' + orjson.dumps(event)[1:].decode()
+
+    feed = SessionFeed(str(uuid.uuid4()))
+    device = Collected()
+    feed.listeners.add(device)
+    delta = build.delta("t", "a-1", "late", "text")
+    feed.forward(1, [frame(1, delta), frame(2, build.session_deleted("alice")), frame(3, delta)])
+    feed.forward(4, [frame(4, delta)])
+    feed.resync()  # nothing to start again from
+    assert device.seqs == [1, 2]

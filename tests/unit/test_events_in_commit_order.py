@@ -1,0 +1,94 @@
+"""Two commands on one session publish their events in the order they committed (decision
+046): a cancel that commits while a send's events still wait for the send's HTTP answer
+(decision 033) publishes after them, so that no device sees a turn end before it started.
+Run as the web process runs them (`answering_first`, an HTTP send's `Hold`), against the
+tests' real Redis; one subscriber hears the session's events and the workers' signals in
+the order Redis ran the publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from django.contrib.auth import get_user_model
+
+from sessions_app.cancellation.services import CancelCommand, CancelOutcome, turns_cancel_many
+from sessions_app.events.archive import archiver
+from sessions_app.infra import live_state
+from sessions_app.infra.db_threads import Hold, answering_first, db
+from sessions_app.models import ChatSession
+from sessions_app.schemas import CancelFilter, SendBody
+from sessions_app.sessions.services import session_create
+from sessions_app.turns.running import turns_claim
+from sessions_app.turns.sending import SendRequest, SendResult, turns_send
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="function")]
+
+
+@pytest.fixture(autouse=True)
+def no_archive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not what these tests look at; its thread would write after the test's data is gone."""
+    monkeypatch.setattr(archiver, "add", lambda *args: None)
+
+
+@pytest.fixture
+def chat() -> tuple[Any, ChatSession]:
+    alice = get_user_model().objects.create_user(username=f"alice-{uuid.uuid4().hex[:6]}", password="x")
+    return alice, session_create(owner=alice, title="t")
+
+
+@pytest.fixture
+def listener(chat: tuple[Any, ChatSession]) -> Iterator[Any]:
+    _, session = chat
+    pubsub = live_state.sync_redis().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(live_state.Keys.events_channel(str(session.pk)), live_state.Keys.cancel_channel())
+    for _ in range(2):
+        pubsub.get_message(timeout=5)  # the subscriptions' confirmations
+    yield pubsub
+    pubsub.close()
+
+
+def heard(pubsub: Any) -> tuple[str, list[str]]:
+    """("events", their types) or ("signal", []), whichever came next."""
+    message = pubsub.get_message(timeout=10)
+    assert message is not None, "nothing was published"
+    if message["channel"].decode() == live_state.Keys.cancel_channel():
+        return "signal", []
+    return "events", [orjson.loads(frame)["type"] for frame in message["data"].decode().split("\n")]
+
+
+def body() -> SendBody:
+    message = {"id": str(uuid.uuid4()), "role": "user", "parts": [{"type": "text", "text": "hi"}]}
+    return SendBody.model_validate({"messages": [message]})
+
+
+@pytest.mark.parametrize("claimed", [False, True], ids=["no worker yet", "a worker runs it"])
+async def test_a_cancel_committed_while_a_sends_events_wait_for_its_answer_publishes_after_them(
+    chat, listener, claimed
+):
+    alice, session = chat
+    hold = Hold(1, limit=60)  # the send's HTTP answer, not written yet
+
+    [sent], sent_published = await answering_first(turns_send, hold)([SendRequest(session.pk, alice, body())])
+    assert isinstance(sent, SendResult)
+    if claimed:  # a worker took it (in a real stack only after its `turn.start`: the same rows)
+        await db(turns_claim)(turn_pks=[sent.turn.pk], worker_id="w")
+    command = CancelCommand(session.pk, alice, CancelFilter(turn_id=sent.turn.turn_id))
+    [outcome], cancel_published = await answering_first(turns_cancel_many)([command])
+    assert isinstance(outcome, CancelOutcome) and outcome.cancelled == [sent.turn.turn_id]
+
+    # The cancel has committed and answered; its events wait behind the send's.
+    assert not cancel_published.done()
+    hold.release_one()  # the send's answer is written: its events go, then the cancel's
+    await asyncio.gather(sent_published, cancel_published)
+
+    assert heard(listener) == ("events", ["message", "message", "turn.start"])
+    if claimed:  # its worker ends it, told after the `cancel`
+        assert heard(listener) == ("events", ["cancel"])
+        assert heard(listener) == ("signal", [])
+    else:  # no worker had it: the cancel ended it
+        assert heard(listener) == ("events", ["cancel", "turn.end"])
