@@ -308,10 +308,31 @@ def _plan(
             bypass_authoriser=acting is not None,
         )
         plan.emitted.extend(outcome.events)
+        # An interrupt of the sender's still waiting for its turns to stop is superseded by
+        # this one (cancel-then-send: only the newest message is answered), and this one waits
+        # for what it waited for: the sender's turns whose cancel was asked before.
+        for superseded in _waiting_interrupts(in_flight, client_id):
+            later = cancel_locked(
+                session=session,
+                requester=user,
+                flt=CancelFilter(turn_id=superseded.turn_id),
+                signals=plan.signals,
+                bypass_authoriser=True,  # the sender's own
+            )
+            plan.emitted.extend(later.events)
+        still_ending = [
+            t.turn_id
+            for t in _own_top_level(in_flight, client_id)
+            if t.status == TurnStatus.ACTIVE and t.cancel_requested_by
+        ]
         # Sub-agent turns were cancelled with the turns they work for; those are what it follows.
-        interrupted = [t for t in in_flight if t.turn_id in outcome.cancelled and t.parent_turn_id is None]
+        interrupted = [
+            t
+            for t in in_flight
+            if (t.turn_id in outcome.cancelled or t.turn_id in still_ending) and t.parent_turn_id is None
+        ]
         ended_here = {t.turn_id for t in outcome.ended}  # never claimed: ended by the cancel
-        stopping = [turn_id for turn_id in outcome.cancelled if turn_id not in ended_here]
+        stopping = [turn_id for turn_id in outcome.cancelled if turn_id not in ended_here] + still_ending
         if stopping:
             # Cancel-then-send: the new turn waits until the workers have ended the turns it
             # interrupts, whose `turn.end` every device then sees before its `turn.start`
@@ -324,6 +345,19 @@ def _plan(
         top_level = [t for t in in_flight if t.parent_turn_id is None]
         plan.parent = default_parent(policy=policy, in_flight=top_level, interrupted=interrupted, newest=newest)
     return plan
+
+
+def _own_top_level(in_flight: Sequence[Turn], client_id: str) -> list[Turn]:
+    return [t for t in in_flight if t.client_id == client_id and t.parent_turn_id is None]
+
+
+def _waiting_interrupts(in_flight: Sequence[Turn], client_id: str) -> list[Turn]:
+    """The sender's interrupting turns still waiting for the turns they interrupt to stop."""
+    return [
+        t
+        for t in _own_top_level(in_flight, client_id)
+        if t.status == TurnStatus.QUEUED and t.policy == Policy.INTERRUPT and not t.cancel_requested_by
+    ]
 
 
 def _over_cap(in_flight: Sequence[Turn], starting: int, interrupting: str | None) -> bool:

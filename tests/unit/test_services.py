@@ -158,6 +158,29 @@ def test_an_interrupting_turn_starts_when_the_turn_it_interrupts_ends_and_after_
     assert Turn.objects.get(pk=theirs.turn.pk).status == TurnStatus.ACTIVE
 
 
+def test_a_second_interrupt_supersedes_the_first_still_waiting_and_only_it_starts(
+    session, alice, django_capture_on_commit_callbacks
+):
+    """Two devices of one member interrupt at once: the newest message is the one answered.
+    The first interrupt's turn, still waiting for the streaming turn to stop, ends
+    `cancelled`; the second waits for that same turn, follows its answer, and starts alone."""
+    mine = send(session, alice)
+    turn_claim(turn_pk=mine.turn.pk, worker_id="w")
+    first = send(session, alice, policy="interrupt")
+    second = send(session, alice, policy="interrupt")
+    assert Turn.objects.get(pk=first.turn.pk).status == TurnStatus.CANCELLED
+    assert second.turn.status == TurnStatus.QUEUED  # until the worker has stopped `mine`
+    assert second.turn.user_message.parent == mine.turn.assistant_message
+    with django_capture_on_commit_callbacks(execute=True):
+        assert turn_finish(ended(mine, TurnStatus.CANCELLED))
+    statuses = dict(Turn.objects.filter(session=session).values_list("turn_id", "status"))
+    assert statuses == {
+        mine.turn.turn_id: TurnStatus.CANCELLED,
+        first.turn.turn_id: TurnStatus.CANCELLED,
+        second.turn.turn_id: TurnStatus.ACTIVE,
+    }
+
+
 def test_interrupting_a_turn_no_worker_has_claimed_ends_it_and_starts_at_once(session, alice):
     mine = send(session, alice)
     new = send(session, alice, policy="interrupt")
