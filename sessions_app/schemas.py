@@ -105,11 +105,13 @@ _REF_CHECK = plain_json(max_depth=8, max_bytes=1024)
 
 def echoable_ref(value: Any) -> Any:
     """`value` if it may be echoed as a `ref`, else None (for error answers to frames that
-    did not validate)."""
+    did not validate): a ref the command schemas refuse (too deep or big, holding a NUL
+    character) is not echoed."""
     try:
-        return _REF_CHECK.func(value)  # type: ignore[call-arg]
+        checked = _REF_CHECK.func(value)  # type: ignore[call-arg]
     except ValueError:
         return None
+    return None if nul_problem(checked) is not None else checked
 
 
 class Strict(BaseModel):

@@ -78,3 +78,12 @@ def test_a_clients_edit_names_no_parent_but_an_ably_input_may():
         WsSend.model_validate({"type": "send", **edit})
     # An Ably client's input names the edited message's parent too (ably/invocations.py).
     assert SendBody.model_validate(edit).fork_of == "u1"
+
+
+def test_a_ref_refused_for_a_nul_character_is_not_echoed():
+    from sessions_app.schemas import echoable_ref
+
+    assert echoable_ref({"k": [1, "x"]}) == {"k": [1, "x"]}
+    assert echoable_ref("a\u0000") is None
+    assert echoable_ref({"k\u0000": 1}) is None
+    assert echoable_ref([[[[[[[[[["deep"]]]]]]]]]]) is None

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from django.contrib.auth import get_user_model
@@ -185,3 +186,26 @@ def test_a_snapshots_turns_show_their_answers_text_so_far_from_the_read_its_mess
     assert contents == {done.turn.turn_id: "all of it", first.turn.turn_id: "Hello there"}
     [streaming] = [m for m in snapshot["messages"] if m["id"] == answer_id(first)]
     assert streaming["parts"][-1] == {"type": "text", "text": "Hello there"}  # the same read shows both
+
+
+def test_an_events_page_older_than_the_live_log_ends_where_the_log_starts(session, alice):
+    """Further back than the live log keeps, the archive answers (every event but the
+    deltas), up to where the log starts: the log's own events, deltas included, come on the
+    next page, none skipped."""
+    from sessions_app.events.archive import archive_many
+
+    session_id = str(session.pk)
+    live_state.publish(session_id, [build.member_left(name) for name in ("x", "y", "z")])  # seqs 1..3
+    last = stream(send(session, alice, "one"), ("text", "a"), ("text", "b"), ("text", "c"))  # 4..6
+    frames = live_state.read_log_sync(session_id, 0, 100)
+    assert [live_state.seq_of(f) for f in frames] == [1, 2, 3, 4, 5, 6] and last == 6
+    archive_many(
+        {session_id: [(live_state.seq_of(f), orjson.loads(f)["type"], f) for f in frames if '"delta"' not in f]}
+    )
+    live_state.sync_redis().xtrim(live_state.Keys.log(session_id), minid="3-0", approximate=False)  # the log keeps 3..6
+
+    first = selectors.events_page(session=session, after=0, limit=100)
+    assert [e["seq"] for e in first["events"]] == [1, 2]  # not the archive's 3: the log has it
+    second = selectors.events_page(session=session, after=2, limit=100)
+    assert [(e["seq"], e["type"]) for e in second["events"]] == [(3, "member.left"), *((s, "delta") for s in (4, 5, 6))]
+    assert second["lastSeq"] == 6
