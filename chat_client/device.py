@@ -46,6 +46,8 @@ class Device(SessionState):
         self._ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
+        self._reopening = False  # reconnect() opens the next connection itself
+        self._auto_reconnecting: asyncio.Task[None] | None = None
 
     # --- connection ---
 
@@ -64,9 +66,20 @@ class Device(SessionState):
             raise ChatClientError("closed", f"connection closed with code {self.close_code}")
 
     async def reconnect(self) -> None:
-        """Resume from the last seq this device saw."""
-        await self.drop()
+        """Resume from the last seq this device saw (one connection: with `auto_reconnect`,
+        the drop does not also start one of its own)."""
+        self._reopening = True
+        try:
+            await self.drop()
+        finally:
+            self._reopening = False
+        self._stop_auto_reconnect()
         await self.open(after=self.last_seq)
+
+    def _stop_auto_reconnect(self) -> None:
+        if self._auto_reconnecting is not None and not self._auto_reconnecting.done():
+            self._auto_reconnecting.cancel()
+        self._auto_reconnecting = None
 
     async def drop(self) -> None:
         """Lose the connection abruptly, as a network drop does (no close command)."""
@@ -80,6 +93,7 @@ class Device(SessionState):
     async def close(self, cancel: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Close this device; `cancel` (a filter) cancels turns on the way out."""
         self._closing = True
+        self._stop_auto_reconnect()
         reply = None
         if self.ws is not None and self.close_code is None:
             frame: dict[str, Any] = {"type": "close"}
@@ -107,18 +121,23 @@ class Device(SessionState):
                     future.set_exception(ChatClientError("closed", "connection closed"))
             self._replies.clear()
             self._changed.set()
-            if self.auto_reconnect and not self._closing and self.close_code not in FINAL_CLOSE_CODES:
-                asyncio.get_running_loop().create_task(self._auto_reconnect())
+            reopen = self.auto_reconnect and not self._closing and not self._reopening
+            if reopen and self.close_code not in FINAL_CLOSE_CODES and self._auto_reconnecting is None:
+                self._auto_reconnecting = asyncio.get_running_loop().create_task(self._auto_reconnect())
 
     async def _auto_reconnect(self) -> None:
         delay = 0.1
-        while not self._closing:
-            try:
-                await self.open(after=self.last_seq)
-                return
-            except Exception:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5)
+        try:
+            while not self._closing:
+                try:
+                    await self.open(after=self.last_seq)
+                    return
+                except Exception:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5)
+        finally:
+            if self._auto_reconnecting is asyncio.current_task():
+                self._auto_reconnecting = None
 
     # --- receiving frames ---
 

@@ -203,12 +203,11 @@ def events_page(*, session: ChatSession, after: int, limit: int) -> dict[str, An
     last = live_state.last_seq_sync(session_id)
     frames = live_state.read_log_sync(session_id, after, limit)
     if not frames or live_state.seq_of(frames[0]) != after + 1:
-        # Older than the live log: the archive, up to where the log starts (the log's own
-        # events, deltas included, come from the log on a later page).
+        # Older than the live log: the archive, up to where the log starts, then the log's
+        # own events, deltas included.
         first_live = live_state.seq_of(frames[0]) if frames else None
         archived = _archived_frames(session_id, after, before=first_live, limit=limit)
-        if archived:
-            frames = archived
+        frames = (archived + frames)[:limit]
     return {"events": [orjson.loads(f) for f in frames], "lastSeq": last}
 
 

@@ -49,6 +49,23 @@ async def test_automatic_reconnect_resumes_where_it_left_off(make_client):
     await device.close()
 
 
+async def test_reconnecting_a_device_that_reconnects_by_itself_opens_one_connection(make_client):
+    """`reconnect()` on an `auto_reconnect` device: its drop does not also open a connection
+    of its own, which would leave two reading the same events (every frame doubled)."""
+    alice = await make_client("alice")
+    session = await session_with(alice, tokens=40, rate=80)
+    device = await alice.connect(session["id"], auto_reconnect=True)
+    turn = await device.send("once")
+    await device.wait_for(lambda: device.text_of(turn.ack["assistantMessageId"]).count(" ") >= 5)
+
+    await device.reconnect()
+    await turn.end(timeout=30)
+
+    assert device.text_of(turn.ack["assistantMessageId"]) == expected_answer("once", 40)
+    assert_clean(device)  # no event arrived twice
+    await device.close()
+
+
 async def test_a_device_joining_mid_stream_gets_a_snapshot_then_the_rest(make_client):
     alice, bob = await make_client("alice"), await make_client("bob")
     session = await session_with(alice, bob, tokens=120, rate=120)
