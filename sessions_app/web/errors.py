@@ -5,7 +5,9 @@ status (docs/protocol.md, "Errors"). Each edge adds its own envelope: HTTP answe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
@@ -35,11 +37,23 @@ class WireError:
 INTERNAL = WireError(500, "internal", "server error")
 
 
+def problem_text(error: Mapping[str, Any]) -> str:
+    """A pydantic error's message as a client reads it: a check of ours says what is wrong
+    in its own words, without pydantic's "Value error, " before them."""
+    message = str(error.get("msg", "invalid input"))
+    if error.get("type") == "value_error" and message.startswith(_VALUE_ERROR):
+        return message[len(_VALUE_ERROR) :]
+    return message
+
+
+_VALUE_ERROR = "Value error, "
+
+
 def validation_message(exc: ValidationError) -> str:
     """The first problem of a pydantic validation, as `field.path: message`."""
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
-    return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+    return f"{where}: {problem_text(first)}" if where else problem_text(first)
 
 
 def describe(exc: BaseException) -> WireError | None:

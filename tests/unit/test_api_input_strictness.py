@@ -87,3 +87,14 @@ def test_a_ref_refused_for_a_nul_character_is_not_echoed():
     assert echoable_ref("a\u0000") is None
     assert echoable_ref({"k\u0000": 1}) is None
     assert echoable_ref([[[[[[[[[["deep"]]]]]]]]]]) is None
+
+
+def test_a_refusal_of_ours_reads_in_its_own_words():
+    """Not prefixed with pydantic's "Value error, " (over HTTP and the websocket alike)."""
+    from sessions_app.web.api.app import _validation_message
+    from sessions_app.web.errors import validation_message
+
+    with pytest.raises(ValidationError) as refused:
+        SendCommand.model_validate(send(forkOf="m", parent="p"))
+    for message in (validation_message(refused.value), _validation_message([dict(e) for e in refused.value.errors()])):
+        assert "forkOf" in message and "Value error" not in message, message

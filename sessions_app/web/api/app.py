@@ -26,7 +26,7 @@ from sessions_app.ops import metrics
 from sessions_app.schemas import NUL
 from sessions_app.web.api.parsing import JsonParser
 from sessions_app.web.api.security import SessionAuth, TokenAuth
-from sessions_app.web.errors import INTERNAL, WireError, describe
+from sessions_app.web.errors import INTERNAL, WireError, describe, problem_text
 
 logger = logging.getLogger(__name__)
 
@@ -191,5 +191,5 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     if first.get("type") == "missing" and len(loc) == 2 and loc[0] == "body":  # (source, parameter)
         return "a JSON object body is required"  # none was sent (pydantic: "Field required", naming nothing)
     where = [str(p) for p in loc if p not in ("body", "query", "path")]
-    message = str(first.get("msg", "invalid input"))
+    message = problem_text(first)
     return f"{'.'.join(where)}: {message}" if where else message
