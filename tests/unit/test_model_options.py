@@ -55,6 +55,11 @@ def openai(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     [
         ("demo", {"rate": "fast"}, "rate"),
         ("demo", {"tokens": True}, "tokens"),
+        ("demo", {"tokens": -5}, "tokens"),
+        ("demo", {"tokens": 1.5}, "tokens"),
+        ("demo", {"tokens": 1e30}, "tokens"),
+        ("demo", {"rate": 0}, "rate"),
+        ("demo", {"pauseSeconds": 7200}, "pauseSeconds"),
         ("openai:gpt-test", {"temprature": 0.2}, "temprature"),
         ("openai:gpt-test", {"temperature": 3}, "temperature"),
         ("openai:gpt-test", {"reasoningEffort": "extreme"}, "reasoningEffort"),

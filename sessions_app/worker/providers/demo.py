@@ -144,7 +144,19 @@ def _number(options: dict[str, Any], key: str, default: float, low: float, high:
     value = options.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProviderError("provider_bad_request", f"demo option {key} must be a number")
-    return min(max(float(value), low), high)
+    if not low <= value <= high:
+        raise ProviderError("provider_bad_request", f"demo option {key} is between {low:g} and {high:g}")
+    return float(value)
+
+
+def _count(options: dict[str, Any], key: str) -> int | None:
+    """A count option (tokens, pauseAfter, failAfter): a whole number, 0 to 100,000."""
+    if key not in options:
+        return None
+    value = _number(options, key, 0, 0, 100_000)
+    if value != int(value):
+        raise ProviderError("provider_bad_request", f"demo option {key} must be a whole number")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -160,13 +172,13 @@ class DemoOptions:
 def parse_demo_options(options: dict[str, Any]) -> DemoOptions:
     """The demo model's options (ProviderError `provider_bad_request` for one that is not a
     number); other keys are ignored, so a session keeps a vendor's options while it tries the
-    demo. Numbers out of range are clamped."""
+    demo. A number out of its range, or a count that is not whole, is refused too."""
     return DemoOptions(
-        count=int(_number(options, "tokens", 0, 0, 100_000)) if "tokens" in options else None,
+        count=_count(options, "tokens"),
         rate=_number(options, "rate", 30, 0.01, 100_000),
-        pause_after=int(_number(options, "pauseAfter", 0, 0, 100_000)) if "pauseAfter" in options else None,
+        pause_after=_count(options, "pauseAfter"),
         pause_seconds=_number(options, "pauseSeconds", 0, 0, 3600),
-        fail_after=int(_number(options, "failAfter", 0, 0, 100_000)) if "failAfter" in options else None,
+        fail_after=_count(options, "failAfter"),
         stamp=bool(options.get("stamp")),
     )
 
