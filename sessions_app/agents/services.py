@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from sessions_app.agents.config import Agent, configured_agents
 from sessions_app.errors import Conflict, Forbidden, Invalid, NotFound
+from sessions_app.events import build, emit
 from sessions_app.infra.sql import unique_row
 from sessions_app.models import IN_FLIGHT, ChatSession, Policy, Turn
 from sessions_app.schemas import Id, SendBody
@@ -61,6 +62,7 @@ def session_agent_add(*, session_id: Any, by: AbstractBaseUser, name: str) -> Ch
         if missing:
             session.agents = [*current, *missing]
             session.save(update_fields=["agents", "updated_at"])
+            emit.on_commit(str(session.pk), [build.session_updated(session, by=str(by.get_username()))])
     return session
 
 
@@ -76,6 +78,7 @@ def session_agent_remove(*, session_id: Any, by: AbstractBaseUser, name: str) ->
             raise NotFound(f"agent {name!r} is not in this session")
         session.agents = [n for n in session.agents if n != name]
         session.save(update_fields=["agents", "updated_at"])
+        emit.on_commit(str(session.pk), [build.session_updated(session, by=str(by.get_username()))])
     return session
 
 

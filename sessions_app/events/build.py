@@ -95,6 +95,7 @@ def session_updated(session: ChatSession, by: str) -> Event:
         policy=session.policy,
         model=session.model,
         model_options=session.model_options,
+        agents=list(session.agents or []),
     ).wire()
 
 

@@ -118,6 +118,8 @@ class SessionUpdated(EventBase):
     policy: str
     model: str
     model_options: dict[str, Any] = Field(alias="modelOptions")
+    # The session's agents (docs/agents.md); absent from events archived before it was sent.
+    agents: list[str] = Field(default_factory=list)
 
 
 class MemberJoined(EventBase):

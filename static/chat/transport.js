@@ -454,8 +454,9 @@ export class ChatTransport extends EventTarget {
   _applySessionEvent(event) {
     if (event.type === "session.updated") {
       if (!this.session) return; // the load that follows carries it
-      const { title, policy, model, modelOptions } = event;
+      const { title, policy, model, modelOptions, agents } = event;
       Object.assign(this.session, { title, policy, model, modelOptions });
+      if (agents) this.session.agents = agents; // (events from before agents were announced carry none)
     } else if (this.members) {
       const others = this.members.filter((name) => name !== event.clientId);
       this.members = event.type === "member.joined" ? [...others, event.clientId] : others;

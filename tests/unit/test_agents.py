@@ -546,3 +546,22 @@ async def test_the_end_of_a_sub_agent_turn_in_this_process_wakes_its_orchestrato
     results = await asyncio.wait_for(waiting, 10)
     assert [r.status for r in results] == ["complete"]
     assert 4141 not in orchestrator._waiters
+
+
+def test_every_device_hears_when_the_owner_adds_or_removes_an_agent(
+    session, alice, monkeypatch, django_capture_on_commit_callbacks
+):
+    told: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(
+        emit,
+        "now",
+        lambda _sid, batch: told.extend((e["type"], e["agents"]) for e in batch if e["type"] == "session.updated"),
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        session_agent_add(session_id=session.pk, by=alice, name="panel")
+    with django_capture_on_commit_callbacks(execute=True):
+        session_agent_add(session_id=session.pk, by=alice, name="panel")  # changes nothing: no word
+    with django_capture_on_commit_callbacks(execute=True):
+        session_agent_remove(session_id=session.pk, by=alice, name="critic")
+    panel = ChatSession.objects.get(pk=session.pk).agents
+    assert told == [("session.updated", [*panel, "critic"]), ("session.updated", panel)]
