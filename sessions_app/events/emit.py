@@ -52,13 +52,11 @@ def in_commit_order(batches: Sequence[tuple[str, Sequence[Event]]], then: Callab
     def publish() -> None:
         taken = ticket.get()
         try:
-            if taken is not None:
-                taken.wait()
+            taken.wait()
             if batches:
                 many_now(batches)
         finally:
-            if taken is not None:
-                taken.published()
+            taken.published()
         if then is not None:
             then()
 
@@ -84,21 +82,18 @@ def ahead_of_workers(
 
     def write() -> None:
         taken = ticket.get()
-        if taken is not None:
-            taken.wait()  # the commands committed before it on its sessions have published
+        taken.wait()  # the commands committed before it on its sessions have published
         try:
             read = live_state.publish_then_signal(batches, signals)
         except BaseException:
-            if taken is not None:
-                taken.published()
+            taken.published()
             raise
 
         def finish() -> None:
             try:
                 frames_of = read()  # Redis has run the publishes: the next command's may go
             finally:
-                if taken is not None:
-                    taken.published()
+                taken.published()
             for (session_id, events), frames in zip(batches, frames_of, strict=True):
                 if events:
                     archiver.add(session_id, events, frames)

@@ -29,6 +29,8 @@ from typing import Any, TypeVar
 
 from django.db import close_old_connections, transaction
 
+from sessions_app.infra import publish_order
+
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
@@ -153,10 +155,12 @@ def _run(
     finally:
         _deferred.work = _deferred.at_answer = None
     if after is None:
+        publish_order.release_uncommitted()
         return
     if hold is not None and work:
         hold.wait()
     _run_each(work)
+    publish_order.release_uncommitted()  # a command's transaction that rolled back publishes nothing
     _settle_soon(loop, after, None, None)
 
 

@@ -7,11 +7,12 @@ session's lock), but without more, the second's events could be numbered first: 
 committed just after a send then reached every device before the send's `message` and
 `turn.start`, and a client showed the turn it ended as running for ever.
 
-So each such command takes a ticket as it commits (its first on-commit step: the next
-command on the session can only commit after this one, and in practice after this step), and
-its publish waits for the publishes of the tickets taken before it on the same sessions, in
-this process. A wait is bounded (WAIT_LIMIT_SECONDS): a publish that never comes (its work
-failed) holds the next back no longer. Commands served by another web process are not
+So each such command takes a ticket inside its transaction, while it holds the session's
+lock (the order of the tickets is the order of the commits), and its publish waits for the
+publishes of the tickets taken before it on the same sessions, in this process. A ticket
+whose transaction rolls back is released: when its thread next takes one, or when its
+database call ends (db_threads). A wait is bounded (WAIT_LIMIT_SECONDS): a publish that
+never comes holds the next back no longer. Commands served by another web process are not
 ordered by this (decision 046).
 """
 
@@ -78,20 +79,48 @@ def take(session_ids: Iterable[str]) -> Ticket:
     return Ticket(published, before, sessions)
 
 
+# This thread's tickets whose transaction has not committed yet, with that transaction.
+_open = threading.local()
+
+
+def _open_tickets() -> list[tuple[object, Ticket]]:
+    tickets: list[tuple[object, Ticket]] | None = getattr(_open, "tickets", None)
+    if tickets is None:
+        tickets = _open.tickets = []
+    return tickets
+
+
+def release_uncommitted(keep: object | None = None) -> None:
+    """Release this thread's tickets whose transaction is over without committing (rolled
+    back: nothing of theirs will be published), but those of the transaction `keep`."""
+    tickets = _open_tickets()
+    for entry in [entry for entry in tickets if entry[0] is not keep]:
+        tickets.remove(entry)
+        entry[1].published()
+
+
 class AtCommit:
-    """The ticket of the surrounding transaction's command, taken as it commits (nothing if
-    it rolls back); `get()` once committed."""
+    """The ticket of the surrounding transaction's command: taken now, inside it (in the
+    order of the sessions' locks), kept if it commits, released if it rolls back."""
 
     __slots__ = ("_ticket",)
 
     def __init__(self, session_ids: Iterable[str]) -> None:
-        self._ticket: Ticket | None = None
-        sessions = list(session_ids)
+        connection = transaction.get_connection()
+        outermost = connection.atomic_blocks[0] if connection.atomic_blocks else None
+        release_uncommitted(keep=outermost)
+        self._ticket = take(session_ids)
+        if outermost is None:
+            return  # no transaction: what it describes is committed already
+        entry = (outermost, self._ticket)
+        _open_tickets().append(entry)
 
-        def taken() -> None:
-            self._ticket = take(sessions)
+        def committed() -> None:
+            tickets = _open_tickets()
+            if entry in tickets:
+                tickets.remove(entry)
 
-        transaction.on_commit(taken, robust=True)
+        transaction.on_commit(committed, robust=True)
 
-    def get(self) -> Ticket | None:
+    def get(self) -> Ticket:
         return self._ticket

@@ -310,12 +310,15 @@ def _plan(
         plan.emitted.extend(outcome.events)
         # An interrupt of the sender's still waiting for its turns to stop is superseded by
         # this one (cancel-then-send: only the newest message is answered), and this one waits
-        # for what it waited for: the sender's turns whose cancel was asked before.
-        for superseded in _waiting_interrupts(in_flight, client_id):
+        # for what it waited for: the sender's turns whose cancel was asked before. (Without
+        # such an interrupt, a turn another cancel already stops is not waited for: the new
+        # turn starts at once, as before.)
+        superseded = _waiting_interrupts(in_flight, client_id)
+        for waiting in superseded:
             later = cancel_locked(
                 session=session,
                 requester=user,
-                flt=CancelFilter(turn_id=superseded.turn_id),
+                flt=CancelFilter(turn_id=waiting.turn_id),
                 signals=plan.signals,
                 bypass_authoriser=True,  # the sender's own
             )
@@ -323,7 +326,7 @@ def _plan(
         still_ending = [
             t.turn_id
             for t in _own_top_level(in_flight, client_id)
-            if t.status == TurnStatus.ACTIVE and t.cancel_requested_by
+            if superseded and t.status == TurnStatus.ACTIVE and t.cancel_requested_by
         ]
         # Sub-agent turns were cancelled with the turns they work for; those are what it follows.
         interrupted = [

@@ -8,6 +8,7 @@ the order Redis ran the publishes."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -92,3 +93,34 @@ async def test_a_cancel_committed_while_a_sends_events_wait_for_its_answer_publi
         assert heard(listener) == ("signal", [])
     else:  # no worker had it: the cancel ended it
         assert heard(listener) == ("events", ["cancel", "turn.end"])
+
+
+async def test_a_command_that_rolled_back_holds_no_later_publish_up(chat):
+    """Its ticket, taken inside its transaction, is released once its database call ends:
+    the next command on the session publishes without waiting for it."""
+    from django.db import transaction
+
+    from sessions_app.infra import publish_order
+
+    _, session = chat
+    session_id = str(session.pk)
+
+    def rolled_back() -> None:
+        with transaction.atomic():
+            publish_order.AtCommit([session_id])
+            raise RuntimeError("the command failed")
+
+    with pytest.raises(RuntimeError):
+        await db(rolled_back)()
+
+    waits_for: list[bool] = []
+
+    def next_command() -> None:  # on a thread of its own: a thread never waits for itself
+        ticket = publish_order.take([session_id])
+        waits_for.extend(earlier.is_set() for earlier in ticket._before)
+        ticket.published()
+
+    other = threading.Thread(target=next_command)
+    other.start()
+    await asyncio.to_thread(other.join)
+    assert all(waits_for)
