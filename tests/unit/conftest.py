@@ -18,3 +18,12 @@ async def watching() -> AsyncIterator[None]:
         while token_cache._heard() is None:
             await asyncio.sleep(0.005)
     yield
+
+
+@pytest.fixture
+def no_archive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The event archive left out, for tests that do not look at it: its thread would write
+    after the test's data is gone."""
+    from sessions_app.events.archive import archiver
+
+    monkeypatch.setattr(archiver, "add", lambda *args: None)

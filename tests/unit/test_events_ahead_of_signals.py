@@ -17,7 +17,6 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from sessions_app.cancellation.services import CancelCommand, CancelOutcome, turns_cancel_many
-from sessions_app.events.archive import archiver
 from sessions_app.infra import live_state
 from sessions_app.infra.db_threads import Hold, answering_first, db
 from sessions_app.models import ChatSession
@@ -26,13 +25,11 @@ from sessions_app.sessions.services import session_create
 from sessions_app.turns.running import turns_claim
 from sessions_app.turns.sending import SendRequest, SendResult, turn_send, turns_send
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="function")]
-
-
-@pytest.fixture(autouse=True)
-def no_archive(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Not what these tests look at; its thread would write after the test's data is gone."""
-    monkeypatch.setattr(archiver, "add", lambda *args: None)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.asyncio(loop_scope="function"),
+    pytest.mark.usefixtures("no_archive"),  # not what these tests look at
+]
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from sessions_app.errors import NotFound
-from sessions_app.events.archive import archiver
 from sessions_app.infra.db_threads import db
 from sessions_app.schemas import CancelFilter, SendBody
 from sessions_app.sessions.services import session_create, session_delete
@@ -22,13 +21,11 @@ from sessions_app.turns.sending import turn_send
 from sessions_app.web.hub import hub
 from sessions_app.web.waiting import wait_for_turns
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="function")]
-
-
-@pytest.fixture(autouse=True)
-def no_archive(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Not what this test looks at; its thread would write after the test's data is gone."""
-    monkeypatch.setattr(archiver, "add", lambda *args: None)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.asyncio(loop_scope="function"),
+    pytest.mark.usefixtures("no_archive"),  # not what these tests look at
+]
 
 
 @pytest.fixture
