@@ -47,16 +47,15 @@ def in_commit_order(batches: Sequence[tuple[str, Sequence[Event]]], then: Callab
     command whose events must not be overtaken by a later command's: a send's (a cancel of
     its turn could otherwise reach devices before the turn's `turn.start`)."""
     batches = [(session_id, list(events)) for session_id, events in batches if events]
-    ticket = publish_order.AtCommit(session_id for session_id, _ in batches)
+    ticket = publish_order.take_in_transaction(session_id for session_id, _ in batches)
 
     def publish() -> None:
-        taken = ticket.get()
         try:
-            taken.wait()
+            ticket.wait()
             if batches:
                 many_now(batches)
         finally:
-            taken.published()
+            ticket.published()
         if then is not None:
             then()
 
@@ -78,22 +77,21 @@ def ahead_of_workers(
     its `turn.end`, and one that ends a turn starts the queued turns, from their own
     transactions (decision 043)."""
     batches = [(session_id, list(events)) for session_id, events in batches]
-    ticket = publish_order.AtCommit(session_id for session_id, events in batches if events)
+    ticket = publish_order.take_in_transaction(session_id for session_id, events in batches if events)
 
     def write() -> None:
-        taken = ticket.get()
-        taken.wait()  # the commands committed before it on its sessions have published
+        ticket.wait()  # the commands committed before it on its sessions have published
         try:
             read = live_state.publish_then_signal(batches, signals)
         except BaseException:
-            taken.published()
+            ticket.published()
             raise
 
         def finish() -> None:
             try:
                 frames_of = read()  # Redis has run the publishes: the next command's may go
             finally:
-                taken.published()
+                ticket.published()
             for (session_id, events), frames in zip(batches, frames_of, strict=True):
                 if events:
                     archiver.add(session_id, events, frames)

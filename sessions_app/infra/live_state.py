@@ -710,10 +710,21 @@ def expire_live_contents_sync(answers: Sequence[tuple[str, str]], seconds: int =
     if not answers:
         return
     pipe = sync_redis().pipeline(transaction=False)
+    _expire_live(pipe, answers, seconds)
+    pipe.execute()
+
+
+async def expire_live_content(session_id: str, message_id: str, seconds: int = 600) -> None:
+    """`expire_live_content_sync` from async code."""
+    pipe = async_redis().pipeline(transaction=False)
+    _expire_live(pipe, [(session_id, message_id)], seconds)
+    await pipe.execute()
+
+
+def _expire_live(pipe: Any, answers: Sequence[tuple[str, str]], seconds: int) -> None:
     for session_id, message_id in answers:
         for key in _live_keys(session_id, message_id):
             pipe.expire(key, seconds)
-    pipe.execute()
 
 
 # --- a deleted session ----------------------------------------------------------------------
@@ -749,22 +760,6 @@ async def forget_session(session_id: str, message_ids: Sequence[str]) -> None:
     await pipe.execute()
 
 
-def signal_session_deleted_sync(session_id: str, turn_pks: Sequence[int]) -> None:
-    """Tell the workers to stop these turns of a session that was deleted: as a cancel's
-    signal, marked `deleted` (they publish nothing more for them, and end nothing)."""
-    if turn_pks:
-        payload = orjson.dumps({"session": session_id, "turns": list(turn_pks), "at": now_ms(), "deleted": True})
-        sync_redis().publish(Keys.cancel_channel(), payload)
-
-
-async def expire_live_content(session_id: str, message_id: str, seconds: int = 600) -> None:
-    """`expire_live_content_sync` from async code."""
-    pipe = async_redis().pipeline(transaction=False)
-    for key in _live_keys(session_id, message_id):
-        pipe.expire(key, seconds)
-    await pipe.execute()
-
-
 def offer_turns_sync(turn_pks: Sequence[int]) -> bool:
     """Offer a set of turns to the workers waiting for work (`take_offered_turns`); whether
     one took it. One round trip: Redis hands a pushed element to a client blocked on the
@@ -790,9 +785,11 @@ def signal_cancel_sync(session_id: str, turn_pks: Sequence[int]) -> None:
     signal_cancels_sync([(session_id, turn_pks)])
 
 
-def signal_cancels_sync(signals: Sequence[tuple[str, Sequence[int]]]) -> None:
-    """`signal_cancel_sync` for many sessions' turns, one message each, in one round trip."""
-    payloads = _cancel_signals(signals)
+def signal_cancels_sync(signals: Sequence[tuple[str, Sequence[int]]], *, deleted: bool = False) -> None:
+    """`signal_cancel_sync` for many sessions' turns, one message each, in one round trip;
+    `deleted`: their sessions were deleted (the workers publish nothing more for those
+    turns, and end nothing)."""
+    payloads = _cancel_signals(signals, deleted=deleted)
     if len(payloads) == 1:
         sync_redis().publish(Keys.cancel_channel(), payloads[0])
     elif payloads:
@@ -858,10 +855,10 @@ def _published_then_signalled(
     return lambda: frames
 
 
-def _cancel_signals(signals: Sequence[tuple[str, Sequence[int]]]) -> list[bytes]:
+def _cancel_signals(signals: Sequence[tuple[str, Sequence[int]]], *, deleted: bool = False) -> list[bytes]:
     """The messages telling the workers to abort turns: one per session with turns to stop."""
-    at = now_ms()
-    return [orjson.dumps({"session": s, "turns": list(pks), "at": at}) for s, pks in signals if pks]
+    at, marked = now_ms(), {"deleted": True} if deleted else {}
+    return [orjson.dumps({"session": s, "turns": list(pks), "at": at} | marked) for s, pks in signals if pks]
 
 
 # --- presence ------------------------------------------------------------------------------

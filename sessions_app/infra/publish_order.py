@@ -79,48 +79,39 @@ def take(session_ids: Iterable[str]) -> Ticket:
     return Ticket(published, before, sessions)
 
 
-# This thread's tickets whose transaction has not committed yet, with that transaction.
-_open = threading.local()
+class _Open(threading.local):
+    """This thread's tickets whose transaction has not committed yet, with that transaction."""
+
+    def __init__(self) -> None:
+        self.tickets: list[tuple[object, Ticket]] = []
 
 
-def _open_tickets() -> list[tuple[object, Ticket]]:
-    tickets: list[tuple[object, Ticket]] | None = getattr(_open, "tickets", None)
-    if tickets is None:
-        tickets = _open.tickets = []
-    return tickets
+_open = _Open()
 
 
 def release_uncommitted(keep: object | None = None) -> None:
     """Release this thread's tickets whose transaction is over without committing (rolled
     back: nothing of theirs will be published), but those of the transaction `keep`."""
-    tickets = _open_tickets()
-    for entry in [entry for entry in tickets if entry[0] is not keep]:
-        tickets.remove(entry)
+    for entry in [entry for entry in _open.tickets if entry[0] is not keep]:
+        _open.tickets.remove(entry)
         entry[1].published()
 
 
-class AtCommit:
+def take_in_transaction(session_ids: Iterable[str]) -> Ticket:
     """The ticket of the surrounding transaction's command: taken now, inside it (in the
     order of the sessions' locks), kept if it commits, released if it rolls back."""
+    connection = transaction.get_connection()
+    outermost = connection.atomic_blocks[0] if connection.atomic_blocks else None
+    release_uncommitted(keep=outermost)
+    ticket = take(session_ids)
+    if outermost is None:
+        return ticket  # no transaction: what it describes is committed already
+    entry = (outermost, ticket)
+    _open.tickets.append(entry)
 
-    __slots__ = ("_ticket",)
+    def committed() -> None:
+        if entry in _open.tickets:
+            _open.tickets.remove(entry)
 
-    def __init__(self, session_ids: Iterable[str]) -> None:
-        connection = transaction.get_connection()
-        outermost = connection.atomic_blocks[0] if connection.atomic_blocks else None
-        release_uncommitted(keep=outermost)
-        self._ticket = take(session_ids)
-        if outermost is None:
-            return  # no transaction: what it describes is committed already
-        entry = (outermost, self._ticket)
-        _open_tickets().append(entry)
-
-        def committed() -> None:
-            tickets = _open_tickets()
-            if entry in tickets:
-                tickets.remove(entry)
-
-        transaction.on_commit(committed, robust=True)
-
-    def get(self) -> Ticket:
-        return self._ticket
+    transaction.on_commit(committed, robust=True)
+    return ticket

@@ -174,7 +174,12 @@ def _with_live_parts(session_id: str, nodes: list[MessageNode]) -> list[dict[str
     """The nodes' payloads, an answer still streaming with its parts so far and their
     `contentSeq` from the live buffer, as a snapshot shows it (the database holds its parts
     only once it ends): one Redis read for the page, none when nothing on it streams."""
-    live = live_state.live_contents_sync(session_id, _streaming(nodes))
+    return _node_payloads(nodes, live_state.live_contents_sync(session_id, _streaming(nodes)))
+
+
+def _node_payloads(nodes: list[MessageNode], live: Mapping[str, live_state.LiveContent]) -> list[dict[str, Any]]:
+    """The nodes' payloads, those streaming (in `live`) with their parts so far and the
+    `contentSeq` of those parts."""
     payloads = []
     for node in nodes:
         payload = node_dict(node)
@@ -254,17 +259,10 @@ async def build_snapshot(
     each with `contentSeq` (the seq of its last delta): a client skips a delta for that
     message whose seq is not above it, so nothing shows twice."""
     live_content = await live_state.live_contents(session_id, _streaming(nodes))
-    messages = []
-    for node in nodes:
-        payload = node_dict(node)
-        if node.node_id in live_content:
-            content = live_content[node.node_id]
-            payload["parts"], payload["contentSeq"] = content.parts, content.content_seq
-        messages.append(payload)
     return {
         "type": "snapshot",
         "lastSeq": last_seq,
-        "messages": messages,
+        "messages": _node_payloads(nodes, live_content),
         "turns": [turn_payload(t, content=_streamed_text(t, live_content)) for t in turns],
     }
 

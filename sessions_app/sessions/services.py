@@ -223,13 +223,8 @@ def session_delete(*, session: ChatSession, by: AbstractBaseUser, as_admin: bool
         # Each step its own: one failing (logged) does not hold back the next.
         at_answer(lambda: emit.now(session_id, [event]))
         at_answer(lambda: _announce_session_deleted(session_id))
-        at_answer(lambda: _stop_workers(signals))
+        at_answer(lambda: live_state.signal_cancels_sync(signals, deleted=True))
         at_answer(lambda: live_state.forget_session_sync(session_id, answers))
-
-
-def _stop_workers(signals: Sequence[tuple[str, Sequence[int]]]) -> None:
-    for session_id, turn_pks in signals:
-        live_state.signal_session_deleted_sync(session_id, turn_pks)
 
 
 def _announce_session_deleted(session_id: str) -> None:

@@ -104,7 +104,7 @@ async def test_a_command_that_rolled_back_holds_no_later_publish_up(chat):
 
     def rolled_back() -> None:
         with transaction.atomic():
-            publish_order.AtCommit([session_id])
+            publish_order.take_in_transaction([session_id])
             raise RuntimeError("the command failed")
 
     with pytest.raises(RuntimeError):

@@ -657,7 +657,11 @@ def test_deleting_a_session_stops_its_turns_then_tells_devices_web_processes_wor
     monkeypatch.setattr(emit, "now", lambda s, events: done.append(("events", s, [e["type"] for e in events])))
     monkeypatch.setattr(services, "_announce_session_deleted", lambda s: done.append(("close sockets", s)))
     monkeypatch.setattr(services, "announce_membership_ended", lambda **kw: done.append(("member left", kw)))
-    monkeypatch.setattr(live_state, "signal_session_deleted_sync", lambda s, pks: done.append(("stop", s, pks)))
+    monkeypatch.setattr(
+        live_state,
+        "signal_cancels_sync",
+        lambda signals, deleted=False: done.extend(("stop", s, pks) for s, pks in signals if deleted),
+    )
     monkeypatch.setattr(live_state, "forget_session_sync", lambda s, ids: done.append(("forget", s, sorted(ids))))
 
     with pytest.raises(Forbidden):
