@@ -46,8 +46,10 @@ async def test_a_wait_pending_when_its_session_is_deleted_answers_not_found(stre
     waiting = asyncio.ensure_future(wait_for_turns(session_id=session_id, user=alice, flt=CancelFilter(), timeout=60))
     try:
         # Until the wait listens to the session's feed (its turn is still streaming).
+        deadline = asyncio.get_running_loop().time() + 30
         while not ((feed := feed_hub.feeds.get(session_id)) and feed.listeners):
             assert not waiting.done(), waiting.result()
+            assert asyncio.get_running_loop().time() < deadline, "the wait never listened"
             await asyncio.sleep(0.01)
         await db(session_delete)(session=session, by=alice)
         with pytest.raises(NotFound, match="deleted"):
