@@ -9,7 +9,8 @@ permission (a view-only staff user sees the buttons' pages but cannot run them):
 - cancel turns (`turns_cancel`, as the session's members would, the authoriser bypassed);
 - end a stuck turn (`turn_end_stuck`: an active turn whose worker hangs ends `error`);
 - delete sessions (`session_delete`, as their owner would: their turns stop and every device
-  hears of it), with the model's *delete* permission.
+  hears of it), with the model's *delete* permission;
+- delete users: the sessions they own go as their deletion would (the user admin lets them).
 
 A session's page shows its transcript: every message in the order it was written.
 """
@@ -20,6 +21,8 @@ import contextlib
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.exceptions import NotRegistered
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -314,3 +317,36 @@ class EventRecordAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False  # the archive a resuming device reads
+
+
+# --- a user's account: it takes the sessions it owns with it ---------------------------------
+
+# What goes with a deleted user's sessions, which their own admins never delete one by one.
+_GOING_WITH_SESSIONS = {str(model._meta.verbose_name) for model in (Turn, MessageNode, EventRecord)}
+
+
+def _let_users_go_with_their_sessions() -> None:
+    """Django's user admin refuses to delete a user who owns a session with turns, messages
+    or events in it: the admins of those refuse to delete them one by one. The sessions go
+    through the product's deletion however their rows go (sessions/services._session_going:
+    their turns stop, every device hears `session.deleted`), so an operator who may delete
+    users (and sessions) may delete such a user. The user model's admin, whichever is
+    registered (a project's own included, from an app listed before this one), is kept
+    with that one refusal lifted."""
+    user_model = get_user_model()
+    try:
+        registered = admin.site.get_model_admin(user_model)
+    except NotRegistered:
+        return
+
+    class UserAdmin(type(registered)):  # type: ignore[misc]
+        def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, ...]:
+            deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+            return deleted, counts, perms_needed - _GOING_WITH_SESSIONS, protected
+
+    UserAdmin.__name__ = UserAdmin.__qualname__ = type(registered).__name__
+    admin.site.unregister(user_model)
+    admin.site.register(user_model, UserAdmin)
+
+
+_let_users_go_with_their_sessions()

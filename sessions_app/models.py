@@ -144,9 +144,10 @@ class Turn(models.Model):
     turn_id = models.CharField(max_length=100, help_text="Public id, client-chosen or a server UUID.")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
-        on_delete=models.CASCADE,
+        null=True,
+        on_delete=models.SET_NULL,  # the session's history outlives a member's account
         related_name="chat_turns",
-        help_text="The user who sent it; for an agent's turn, the user it works for.",
+        help_text="The user who sent it; for an agent's turn, the user it works for (none once deleted).",
     )
     client_id = models.CharField(max_length=150, help_text="The owner's clientId (username, or agent:<name>).")
     status = models.CharField(max_length=16, choices=TurnStatus.choices, default=TurnStatus.ACTIVE)

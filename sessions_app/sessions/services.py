@@ -11,14 +11,14 @@ import orjson
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models.signals import post_delete
+from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import Signal
 
 from sessions_app.conf import app_settings, key_prefix
 from sessions_app.errors import ChatError, Forbidden, Invalid, NotFound
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
-from sessions_app.infra.db_threads import at_answer
+from sessions_app.infra.db_threads import after_commit, at_answer
 from sessions_app.models import ChatSession, Membership, MessageNode, Policy, Role
 from sessions_app.sessions._queries import sessions_of_members
 from sessions_app.turns.locking import lock_sessions, locked_session
@@ -171,10 +171,8 @@ def member_add(*, session: ChatSession, by: AbstractBaseUser, username: str) -> 
 def member_leave(*, session: ChatSession, user: AbstractBaseUser) -> None:
     if session.owner_id == user.pk:  # type: ignore[attr-defined]
         raise Invalid("the owner cannot leave their own session")
-    with transaction.atomic():
-        left, _ = Membership.objects.filter(session=session, user_id=user.pk).delete()
-        if left:
-            emit.on_commit(str(session.pk), [build.member_left(str(user.get_username()))])
+    # Every device hears `member.left` (`_membership_deleted`).
+    Membership.objects.filter(session=session, user_id=user.pk).delete()
 
 
 # --- deleting a session ----------------------------------------------------------------------
@@ -185,46 +183,57 @@ def member_leave(*, session: ChatSession, user: AbstractBaseUser) -> None:
 # it imports this module, so this module cannot import it.
 session_deleting = Signal()
 
-# The sessions `session_delete` is deleting in this context: the cascade of their memberships
-# is not announced a user at a time (each user's sockets would close with 4403, ahead of
-# `session.deleted`); the deletion closes every socket of the session itself, after its event.
-_deleting: ContextVar[frozenset[Any]] = ContextVar("sessions_app_deleting", default=frozenset())
+# Who is deleting sessions in this context (`session_delete`); a deletion made elsewhere (a
+# user's, which takes the sessions they own with them; a queryset's in a shell) is their
+# owner's.
+_deleted_by: ContextVar[AbstractBaseUser | None] = ContextVar("sessions_app_deleted_by", default=None)
 
 
 def session_delete(*, session: ChatSession, by: AbstractBaseUser, as_admin: bool = False) -> None:
     """Delete a session and everything in it: the owner's to do (any session's `as_admin`,
     an operator in the admin). Raises NotFound if it is gone already.
 
-    One transaction, under the session's lock: its turns in flight are cancelled (the
-    cancellation service, authoriser bypassed: `session_deleting`), then its rows go
-    (cascade). After the commit, in this order (decision 045): `session.deleted` reaches
-    every device; every web process closes the session's websockets with 4404 once that
-    event is written to them; the workers stop its turns and publish nothing more for them;
-    its Redis state goes (its numbering and log a minute later: live_state)."""
+    One transaction, under the session's lock; what a session's deletion does is done for
+    every deletion of its row, however made (`_session_going`)."""
     if not as_admin and session.owner_id != by.pk:  # type: ignore[attr-defined]
         raise Forbidden("only the owner deletes the session")
-    session_id = str(session.pk)
-    event = build.session_deleted(str(by.get_username()))
     with transaction.atomic():
         lock_sessions([session.pk])
-        signals: list[tuple[str, list[int]]] = []
-        for _receiver, stop in session_deleting.send(sender=ChatSession, session=session, by=by):
-            signals.extend(cast(list[tuple[str, list[int]]], stop or []))
-        answers = list(
-            MessageNode.objects.filter(session_id=session.pk, role=Role.ASSISTANT).values_list("node_id", flat=True)
-        )
-        mark = _deleting.set(_deleting.get() | {session.pk})
+        mark = _deleted_by.set(by)
         try:
             _, per_model = ChatSession.objects.filter(pk=session.pk).delete()
         finally:
-            _deleting.reset(mark)
+            _deleted_by.reset(mark)
         if not per_model.get(ChatSession._meta.label):
             raise NotFound("no such session")  # deleted meanwhile: the rollback undoes the cancel
-        # Each step its own: one failing (logged) does not hold back the next.
-        at_answer(lambda: emit.now(session_id, [event]))
-        at_answer(lambda: _announce_session_deleted(session_id))
-        at_answer(lambda: live_state.signal_cancels_sync(signals, deleted=True))
-        at_answer(lambda: live_state.forget_session_sync(session_id, answers))
+
+
+def _session_going(sender: Any, instance: ChatSession, origin: Any = None, **kwargs: Any) -> None:
+    """A session's row is about to be deleted (inside the deletion's transaction, before its
+    rows go): its turns in flight are cancelled (the cancellation service, authoriser
+    bypassed: `session_deleting`). After the commit, in this order (decision 045):
+    `session.deleted` reaches every device; every web process closes the session's
+    websockets with 4404 once that event is written to them; the workers stop its turns and
+    publish nothing more for them; its Redis state goes (its numbering and log a minute
+    later: live_state). Registered ahead of the announcements of its memberships' ends
+    (their rows go after this): a device closes once, with 4404."""
+    by = _deleted_by.get()
+    if by is None:
+        by = origin if isinstance(origin, get_user_model()) and origin.pk == instance.owner_id else instance.owner  # type: ignore[attr-defined]
+    lock_sessions([instance.pk])
+    session_id = str(instance.pk)
+    event = build.session_deleted(str(by.get_username()))
+    signals: list[tuple[str, list[int]]] = []
+    for _receiver, stop in session_deleting.send(sender=ChatSession, session=instance, by=by):
+        signals.extend(cast(list[tuple[str, list[int]]], stop or []))
+    answers = list(
+        MessageNode.objects.filter(session_id=instance.pk, role=Role.ASSISTANT).values_list("node_id", flat=True)
+    )
+    # Each step its own: one failing (logged) does not hold back the next.
+    at_answer(lambda: emit.now(session_id, [event]))
+    at_answer(lambda: _announce_session_deleted(session_id))
+    at_answer(lambda: live_state.signal_cancels_sync(signals, deleted=True))
+    at_answer(lambda: live_state.forget_session_sync(session_id, answers))
 
 
 def _announce_session_deleted(session_id: str) -> None:
@@ -244,21 +253,35 @@ def membership_ended_channel() -> str:
     return f"{key_prefix()}:membership-ended"
 
 
-def announce_membership_ended(*, session_id: Any, user_id: Any) -> None:
-    """After the commit that removed it: tell every web process. Membership is checked when
-    a websocket connects, so without this a member who left (or was removed in the admin, or
-    whose user or session was deleted) would go on receiving the session live."""
-    payload = orjson.dumps({"session": str(session_id), "user": str(user_id)})
-    transaction.on_commit(lambda: live_state.sync_redis().publish(membership_ended_channel(), payload))
+def _membership_deleted(sender: Any, instance: Membership, origin: Any = None, **kwargs: Any) -> None:
+    """Any deletion of a membership (leave, the admin, its user's account deleted): once
+    committed, every device hears `member.left`, and every web process closes the member's
+    websockets of the session (4403). Membership is checked when a websocket connects, so
+    without this a member who left would go on receiving the session live. Nothing where
+    the session goes too: its deletion tells every device itself (`_session_going`)."""
+    if isinstance(origin, ChatSession) or getattr(origin, "model", None) is ChatSession:
+        return
+    session_id, user_id = str(instance.session_id), str(instance.user_id)  # type: ignore[attr-defined]
+    client_id = str(instance.user.get_username())
+    after_commit(lambda: _membership_ended(session_id, user_id, client_id))
 
 
-def _membership_deleted(sender: Any, instance: Membership, **kwargs: Any) -> None:
-    if instance.session_id in _deleting.get():  # type: ignore[attr-defined]
-        return  # the session's deletion closes its websockets itself
-    announce_membership_ended(session_id=instance.session_id, user_id=instance.user_id)  # type: ignore[attr-defined]
+def _membership_ended(session_id: str, user_id: str, client_id: str) -> None:
+    if not ChatSession.objects.filter(pk=session_id).exists():  # its owner's account went
+        return
+    emit.now(session_id, [build.member_left(client_id)])
+    _announce_membership_ended(session_id, user_id)
+
+
+def _announce_membership_ended(session_id: str, user_id: str) -> None:
+    """Every web process closes the member's websockets of the session (4403: web/hub.py)."""
+    payload = orjson.dumps({"session": session_id, "user": user_id})
+    live_state.sync_redis().publish(membership_ended_channel(), payload)
 
 
 def connect_signals() -> None:
     """Called once from the app's ready(): any deletion of a membership (leave, the admin, a
-    cascade) is announced, whichever process makes it."""
+    cascade) is announced, and any deletion of a session (the service, its owner's account
+    deleted, a queryset's) stops it, whichever process makes it."""
     post_delete.connect(_membership_deleted, sender=Membership, dispatch_uid="sessions_app.membership_ended")
+    pre_delete.connect(_session_going, sender=ChatSession, dispatch_uid="sessions_app.session_going")

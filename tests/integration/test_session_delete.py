@@ -201,3 +201,46 @@ async def test_the_admin_deletes_sessions_through_the_service(own, make_client, 
     ):
         await gone_for_everyone(stack, port, orm, session["id"], operator, devices, turn)
     no_fault_logged(stack, since)
+
+
+async def test_a_user_deleted_in_the_admin_takes_their_sessions_with_them(own, make_client, create_user, orm):
+    """The sessions a user owns go with their account (a cascade, not the service's call):
+    they stop as the owner's deletion stops them. A session of someone else they were a
+    member of goes on: their device of it closes (4403), the others hear `member.left`, and
+    what they wrote there stays, their answer streaming at the time included."""
+    from django.contrib.auth import get_user_model
+
+    stack, port = own
+    since = log_offsets(stack)
+    alice, bob = await make_client("alice", stack.base_url), await make_client("bob", stack.base_url)
+    owned, *owned_devices, owned_turn = await a_streaming_turn(alice, bob)
+    others = await session_with(bob, alice)
+    alice_there, bob_there = await alice.connect(others["id"]), await bob.connect(others["id"])
+    theirs = await alice_there.send("an answer that outlives my account")
+    await bob_there.wait_event(lambda e: e["type"] == "delta" and e["turnId"] == theirs.turn_id)
+    operator = create_user("admin", True)
+    alice_pk = orm(lambda: get_user_model().objects.get(username=alice.client_id).pk)
+
+    admin = await admin_login(stack.base_url, operator)
+    try:
+        page = await admin.get(f"/admin/auth/user/{alice_pk}/delete/")
+        assert page.status_code == 200 and "Are you sure" in page.text, page.text[-2000:]
+        done = await admin.post(
+            f"/admin/auth/user/{alice_pk}/delete/", data={"post": "yes", "csrfmiddlewaretoken": csrf_token(page.text)}
+        )
+        assert done.status_code == 200
+    finally:
+        await admin.aclose()
+
+    await gone_for_everyone(stack, port, orm, owned["id"], alice.client_id, owned_devices, owned_turn)
+    await alice_there.wait_for(lambda: alice_there.close_code is not None)
+    assert alice_there.close_code == 4403 and not alice_there.events_of("session.deleted")
+    left = await bob_there.wait_event(lambda e: e["type"] == "member.left")
+    assert left["clientId"] == alice.client_id and bob_there.close_code is None
+    ended = await bob_there.wait_event(lambda e: e["type"] == "turn.end" and e["turnId"] == theirs.turn_id)
+    assert ended["reason"] == "complete"
+    end = await (await bob_there.send("still here")).end()
+    assert end["reason"] == "complete"
+    kept = await bob.http.get(f"/api/sessions/{others['id']}/turns/{theirs.turn_id}")
+    assert kept.status_code == 200 and kept.json()["clientId"] == alice.client_id, kept.text
+    no_fault_logged(stack, since)

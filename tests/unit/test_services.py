@@ -656,7 +656,7 @@ def test_deleting_a_session_stops_its_turns_then_tells_devices_web_processes_wor
     done: list[tuple[Any, ...]] = []
     monkeypatch.setattr(emit, "now", lambda s, events: done.append(("events", s, [e["type"] for e in events])))
     monkeypatch.setattr(services, "_announce_session_deleted", lambda s: done.append(("close sockets", s)))
-    monkeypatch.setattr(services, "announce_membership_ended", lambda **kw: done.append(("member left", kw)))
+    monkeypatch.setattr(services, "_membership_ended", lambda *a: done.append(("member left", *a)))
     monkeypatch.setattr(
         live_state,
         "signal_cancels_sync",
@@ -682,6 +682,45 @@ def test_deleting_a_session_stops_its_turns_then_tells_devices_web_processes_wor
     assert not MessageNode.objects.filter(node_id__in=answers).exists()
     with pytest.raises(NotFound):  # a repeat: gone already
         services.session_delete(session=session, by=alice)
+
+
+def test_a_users_account_deleted_takes_the_sessions_they_own_as_their_deletion_would(
+    session, alice, bob, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Not through the service: the cascade of the account's deletion (the admin's user
+    page, a shell). Their own session stops and goes for everyone, as its deletion by them
+    would; in someone else's session they only leave."""
+    from sessions_app.sessions import services
+
+    claimed = send(session, alice, "streaming")
+    assert turn_claim(turn_pk=claimed.turn.pk, worker_id="w1") is not None
+    answers = [claimed.turn.assistant_message.node_id]
+    others = session_create(owner=bob, title="bob's")
+    member_add(session=others, by=bob, username=alice.get_username())
+    sid, other_sid = str(session.pk), str(others.pk)
+    done: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(emit, "now", lambda s, events: done.append(("events", s, [e.get("clientId") for e in events])))
+    monkeypatch.setattr(services, "_announce_session_deleted", lambda s: done.append(("close sockets", s)))
+    monkeypatch.setattr(services, "_announce_membership_ended", lambda s, user: done.append(("close theirs", s, user)))
+    monkeypatch.setattr(
+        live_state,
+        "signal_cancels_sync",
+        lambda signals, deleted=False: done.extend(("stop", s, pks) for s, pks in signals if deleted),
+    )
+    monkeypatch.setattr(live_state, "forget_session_sync", lambda s, ids: done.append(("forget", s, sorted(ids))))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        get_user_model().objects.get(pk=alice.pk).delete()
+
+    assert done == [
+        ("events", sid, [alice.get_username()]),  # session.deleted, by its owner
+        ("close sockets", sid),
+        ("stop", sid, [claimed.turn.pk]),
+        ("forget", sid, answers),
+        ("events", other_sid, [alice.get_username()]),  # member.left
+        ("close theirs", other_sid, str(alice.pk)),
+    ]
+    assert not ChatSession.objects.filter(pk=sid).exists() and ChatSession.objects.filter(pk=other_sid).exists()
 
 
 # --- changes made from a copy read before another change -----------------------------------
