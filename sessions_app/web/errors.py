@@ -12,6 +12,7 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import Http404
+from django.http.multipartparser import MultiPartParserError
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -68,6 +69,8 @@ def describe(exc: BaseException) -> WireError | None:
         return WireError(503, "unavailable", "the service is unavailable for a moment; try again")
     if isinstance(exc, RequestDataTooBig):
         return WireError(413, "too_large", "request body too large")
+    if isinstance(exc, MultiPartParserError):  # a form content type over a body that is not one
+        return WireError(400, "invalid", f"the body is not the form its Content-Type says: {exc}")
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         return WireError(401, "unauthenticated", str(exc.detail))
     if isinstance(exc, exceptions.PermissionDenied):

@@ -56,11 +56,19 @@ async def test_paging_values_out_of_range_are_invalid_and_an_unknown_cursor_not_
         ("events", {"limit": 5001}),
         ("events", {"after": -1}),
         ("events", {"after": "1.5"}),
+        # What int() would read, and the websocket's `?after=` refuses.
+        *[("events", {"after": written}) for written in ("5_0", "+5", " 5", "5 ", "\t5", "5.0", "٥")],
+        *[("messages", {"limit": written}) for written in ("5_0", "+5", "5.0", "")],
+        ("events", {"after": "9" * 40}),
+        ("turns", {"status": "running"}),
     ]:
         response = await alice.http.get(f"/api/sessions/{sid}/{path}", params=params)
         assert error_of(response) == (400, "invalid"), (path, params, response.text)
+        if "limit" in params or "after" in params:
+            assert "whole number" in response.json()["error"]["message"], response.text
     assert (await alice.http.get(f"/api/sessions/{sid}/messages", params={"limit": 500})).status_code == 200
     assert (await alice.http.get(f"/api/sessions/{sid}/events", params={"limit": 5000})).status_code == 200
+    assert (await alice.http.get(f"/api/sessions/{sid}/turns", params={"status": ""})).status_code == 200
     response = await alice.http.get(f"/api/sessions/{sid}/messages", params={"before": "no-such-message"})
     assert error_of(response) == (404, "not_found")
 

@@ -20,6 +20,7 @@ def no_vendors(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_vendors_are_offered_only_when_configured(no_vendors: None, monkeypatch: pytest.MonkeyPatch):
     assert registry.available_models() == ["demo"]
     assert not registry.is_configured("openai:gpt-4.1-mini")
+    assert not registry.is_configured("demo:gpt-5") and not registry.is_configured("demo:")  # one demo model
 
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")  # a keyless local server
     monkeypatch.setenv("OPENAI_MODELS", "llama3.2, qwen3")

@@ -198,3 +198,20 @@ async def test_an_answers_field_names_are_the_sent_ones():
         if "_" in name and not component.get("title", "").startswith("AblyStats")  # the mirror's figures
     ]
     assert snake == []
+
+
+async def test_the_schema_names_the_ranges_of_the_paging_numbers_and_the_statuses():
+    """A client generated from the schema sends what the server takes."""
+    schema = (await call("GET", "/api/schema")).json()
+
+    def query(path: str) -> dict[str, Any]:
+        return {p["name"]: p["schema"] for p in schema["paths"][path]["get"]["parameters"] if p["in"] == "query"}
+
+    messages, events = query("/api/sessions/{session_id}/messages"), query("/api/sessions/{session_id}/events")
+    assert (messages["limit"]["minimum"], messages["limit"]["maximum"]) == (1, 500)
+    assert (events["limit"]["minimum"], events["limit"]["maximum"]) == (1, 5000)
+    assert (events["after"]["minimum"], events["after"]["maximum"]) == (0, 2**62)
+    status = query("/api/sessions/{session_id}/turns")["status"]
+    [named] = [option["$ref"] for option in status["anyOf"] if "$ref" in option]
+    statuses = schema["components"]["schemas"][named.rsplit("/", 1)[1]]["enum"]
+    assert set(statuses) == {"active", "queued", "complete", "cancelled", "error"}

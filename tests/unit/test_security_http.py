@@ -279,3 +279,19 @@ def test_the_login_page_is_throttled_too(user, settings):
     locked = Client().post("/login/", {"username": user.get_username(), "password": PASSWORD}, REMOTE_ADDR="10.4.0.2")
 
     assert locked.status_code == 429
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary="])
+def test_a_login_whatever_its_content_type_says_counts_towards_the_limit(user, settings, content_type):
+    """A JSON body sent as a form with no boundary: once a 500 that the throttle never
+    recorded, so that passwords could be guessed at any rate."""
+
+    def attempt(password: str) -> Any:
+        body = f'{{"username": "{user.get_username()}", "password": "{password}"}}'
+        return Client().post("/api/auth/token", body, content_type=content_type, REMOTE_ADDR="10.5.0.1")
+
+    answers = [error_of(attempt("wrong")) for _ in range(settings.AXES_FAILURE_LIMIT)]
+
+    assert answers[:-1] == [(401, "unauthenticated")] * (settings.AXES_FAILURE_LIMIT - 1)
+    assert answers[-1] == (429, "rate_limited")
+    assert error_of(attempt(PASSWORD)) == (429, "rate_limited")

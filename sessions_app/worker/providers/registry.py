@@ -44,9 +44,9 @@ def _vendor(name: str) -> Provider:
 def resolve(model: str) -> tuple[Provider, str]:
     """The provider of a model string and the provider's own model name (KeyError if the
     provider is not configured, or the model is not one of its listed models)."""
+    if model == "demo":
+        return _DEMO, model
     name, _, model_name = model.partition(":")
-    if name == "demo":
-        return _DEMO, model_name or name
     config = vendor_config(VENDORS[name][0]) if name in VENDORS else None
     if config is None or not model_name or (config.models and model_name not in config.models):
         raise KeyError(model)
