@@ -48,7 +48,7 @@ async def test_pages_of_messages_and_events_walk_the_whole_session(make_client, 
 async def test_paging_values_out_of_range_are_invalid_and_an_unknown_cursor_not_found(make_client, stack):
     alice = await make_client("alice")
     sid = (await session_with(alice))["id"]
-    for path, params in [
+    cases: list[tuple[str, dict[str, int | str]]] = [
         ("messages", {"limit": 0}),
         ("messages", {"limit": 501}),
         ("messages", {"limit": "ten"}),
@@ -61,7 +61,8 @@ async def test_paging_values_out_of_range_are_invalid_and_an_unknown_cursor_not_
         *[("messages", {"limit": written}) for written in ("5_0", "+5", "5.0", "")],
         ("events", {"after": "9" * 40}),
         ("turns", {"status": "running"}),
-    ]:
+    ]
+    for path, params in cases:
         response = await alice.http.get(f"/api/sessions/{sid}/{path}", params=params)
         assert error_of(response) == (400, "invalid"), (path, params, response.text)
         if "limit" in params or "after" in params:
