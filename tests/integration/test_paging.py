@@ -4,6 +4,8 @@ clamped. Against the real stack."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from tests.integration.helpers import session_with
@@ -48,7 +50,7 @@ async def test_pages_of_messages_and_events_walk_the_whole_session(make_client, 
 async def test_paging_values_out_of_range_are_invalid_and_an_unknown_cursor_not_found(make_client, stack):
     alice = await make_client("alice")
     sid = (await session_with(alice))["id"]
-    cases: list[tuple[str, dict[str, int | str]]] = [
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("messages", {"limit": 0}),
         ("messages", {"limit": 501}),
         ("messages", {"limit": "ten"}),
