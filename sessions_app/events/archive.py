@@ -82,38 +82,48 @@ class Archiver:
 
     def _run(self) -> None:
         while True:
-            batch: dict[str, list[ArchivedFrame]] = {}
-            session_id, frames = self._queue.get()
-            # Events come in bursts (a send's three, a turn's end, a cancel's), each right
-            # before a latency-critical write elsewhere (the claim, the finish): wait a little
-            # so as not to take the write lock at that moment, and to batch more.
-            time.sleep(ARCHIVE_DELAY_SECONDS)
-            batch.setdefault(session_id, []).extend(frames)
-            while len(batch) < 500:
-                try:
-                    session_id, frames = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                batch.setdefault(session_id, []).extend(frames)
-            try:
-                close_old_connections()
-                archive_many(batch)
-            except IntegrityError:
-                # A session of the batch was deleted (its `session.deleted` itself, or what
-                # a process published for it meanwhile): its events go with it, the others'
-                # are archived. Asked only then: no read per batch.
-                self._archive_existing(batch)
-            except Exception:  # the live log still has them; retried by nothing, logged
-                logger.exception("archiving events of %d sessions failed", len(batch))
+            batch = self._next_batch()
+            close_old_connections()
+            self.write(batch)
 
-    def _archive_existing(self, batch: dict[str, list[ArchivedFrame]]) -> None:
+    def _next_batch(self) -> dict[str, list[ArchivedFrame]]:
+        batch: dict[str, list[ArchivedFrame]] = {}
+        session_id, frames = self._queue.get()
+        # Events come in bursts (a send's three, a turn's end, a cancel's), each right
+        # before a latency-critical write elsewhere (the claim, the finish): wait a little
+        # so as not to take the write lock at that moment, and to batch more.
+        time.sleep(ARCHIVE_DELAY_SECONDS)
+        batch.setdefault(session_id, []).extend(frames)
+        while len(batch) < 500:
+            try:
+                session_id, frames = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            batch.setdefault(session_id, []).extend(frames)
+        return batch
+
+    def write(self, batch: dict[str, list[ArchivedFrame]]) -> None:
         try:
-            existing = {str(pk) for pk in ChatSession.objects.filter(pk__in=list(batch)).values_list("pk", flat=True)}
-            kept = {session_id: frames for session_id, frames in batch.items() if session_id in existing}
-            if kept:
-                archive_many(kept)
-        except Exception:
+            archive_many(batch)
+        except IntegrityError:
+            # A session of the batch was deleted (its `session.deleted` itself, or what a
+            # process published for it meanwhile): each session's events on their own, so
+            # that a deleted session's go with it and the others' are archived. Not "the
+            # sessions that exist, again": a deletion not committed yet still shows its
+            # session, whose rows the insert then waits for and fails on (PostgreSQL), and
+            # the batch would be lost. Only then: no read or extra statement per batch.
+            self._write_each(batch)
+        except Exception:  # the live log still has them; retried by nothing, logged
             logger.exception("archiving events of %d sessions failed", len(batch))
+
+    def _write_each(self, batch: dict[str, list[ArchivedFrame]]) -> None:
+        for session_id, frames in batch.items():
+            try:
+                archive_many({session_id: frames})
+            except IntegrityError:
+                continue  # deleted: its events go with it
+            except Exception:
+                logger.exception("archiving events of session %s failed", session_id)
 
 
 archiver = Archiver()
