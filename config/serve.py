@@ -15,6 +15,12 @@ line (every option of `daphne`), with three differences on websockets:
   for every frame sent, debug logging on or off, ~3% of a web process's CPU while it
   streams to many devices. Daphne never turns that logging on.
 
+And one as the server stops (SIGTERM, as a deploy stops it): every open websocket gets a
+close frame with code 1012 (service restart) before Daphne cancels the connections. Plain
+Daphne drops their TCP connections, which a client can only read as 1006, the code of a
+network fault; 1012 tells it that the server is going away and that another one (or this
+one again) takes its reconnect.
+
 And one on every connection: what the server writes goes out at the end of the event
 loop's turn in which it was written, by a plain `send`, rather than after Twisted has
 asked epoll to watch the socket for writability, waited a turn for the answer, written,
@@ -52,6 +58,8 @@ from daphne.http_protocol import WebRequest
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import tcp
+
+CLOSE_SERVICE_RESTART = 1012  # RFC 6455's registry: the server is restarting
 
 
 class UnboundedSendProtocol(WebSocketProtocol):
@@ -121,6 +129,15 @@ class CleanCloseServer(Server):
     def listen_success(self, port: Any) -> None:
         flush_soon_on(port)  # runs as the port starts listening, before its first accept
         super().listen_success(port)
+
+    def kill_all_applications(self) -> Any:
+        """Daphne's shutdown step, after a close frame (1012) to every open websocket: the
+        frames are written while Daphne waits for the cancelled connections to end."""
+        for protocol in list(self.connections):
+            if isinstance(protocol, WebSocketProtocol) and protocol.state == WebSocketProtocol.STATE_OPEN:
+                # sendClose takes 1000 and 3000-4999 only; the frame itself any code
+                protocol.sendCloseFrame(code=CLOSE_SERVICE_RESTART, isReply=False)
+        return super().kill_all_applications()
 
     @property  # type: ignore[override]
     def ws_factory(self) -> Any:

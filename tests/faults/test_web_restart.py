@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 
 import pytest
+import websockets
 
 from tests.faults.helpers import assert_shows_what_the_server_stored, settled
 from tests.integration.helpers import expected_answer, session_with
@@ -39,3 +40,20 @@ async def test_devices_resume_after_their_web_process_restarts(fault_stack, logi
     assert "Task was destroyed but it is pending" not in log
     for device in (phone, laptop):
         await device.close()
+
+
+async def test_a_stopping_web_process_says_so_to_its_websockets(fault_stack, login):
+    """A deploy's SIGTERM closes each websocket with 1012 (service restart), not a dropped
+    TCP connection a client can only read as a network fault (1006)."""
+    stack = fault_stack()
+    alice = await login(stack.base_url, "alice")
+    session = await session_with(alice)
+    url = stack.base_url.replace("http", "ws", 1) + f"/ws/sessions/{session['id']}/"
+    async with websockets.connect(url, additional_headers={"Authorization": f"Token {alice.token}"}) as ws:
+        assert '"type":"hello"' in str(await ws.recv())
+
+        stack.kill("web", signal.SIGTERM)
+
+        await ws.wait_closed()
+        assert ws.close_code == 1012
+    stack.start_web("web", port=stack.web_ports["web"])
