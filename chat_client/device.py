@@ -17,8 +17,11 @@ from chat_client.state import SessionState
 from chat_client.turns import TurnHandle
 
 # Closes a reconnect cannot mend (docs/protocol.md, "Websocket"): a bad request, no or bad
-# credentials, not a member, no such session, a frame the server cannot send.
+# credentials, not a member, no such session, a frame the server cannot send. A connection
+# that ends with one, on its handshake or later, leaves the device closed for good (until
+# the program itself opens it again): no automatic reconnect, and waits and commands raise.
 FINAL_CLOSE_CODES = frozenset({4400, 4401, 4403, 4404, 4500})
+SESSION_GONE = 4404
 
 if TYPE_CHECKING:
     from chat_client.client import ChatClient
@@ -27,7 +30,7 @@ if TYPE_CHECKING:
 class Device(SessionState):
     """One websocket connection to a session, with the session's state as it sees it
     (`SessionState`): it resumes after a drop from the last seq it applied (`reconnect()`,
-    or by itself with `auto_reconnect`)."""
+    or by itself with `auto_reconnect`), and stops at a final close code (`closed_for_good`)."""
 
     def __init__(self, client: ChatClient, session_id: str, *, auto_reconnect: bool = False) -> None:
         super().__init__()
@@ -48,6 +51,7 @@ class Device(SessionState):
         self._closing = False
         self._reopening = False  # reconnect() opens the next connection itself
         self._auto_reconnecting: asyncio.Task[None] | None = None
+        self._closed_for_good = False
 
     # --- connection ---
 
@@ -58,6 +62,7 @@ class Device(SessionState):
         headers = {"Authorization": f"Token {self.client.token}"} if self.client.token else {}
         self._ready.clear()
         self.ws = await websockets.connect(url, additional_headers=headers, max_size=None, open_timeout=30)
+        self._closed_for_good = False  # a connection again, whatever ended the last one
         self._reader = asyncio.create_task(self._read_loop(self.ws))
         ready = asyncio.create_task(self._ready.wait())
         await asyncio.wait({ready, self._reader}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
@@ -116,13 +121,19 @@ class Device(SessionState):
             pass
         finally:
             self.close_code = ws.close_code
+            self._closed_for_good = self.close_code in FINAL_CLOSE_CODES
             for future in self._replies.values():
                 if not future.done():
-                    future.set_exception(ChatClientError("closed", "connection closed"))
+                    future.set_exception(self._closed_error())
             self._replies.clear()
             self._changed.set()
-            reopen = self.auto_reconnect and not self._closing and not self._reopening
-            if reopen and self.close_code not in FINAL_CLOSE_CODES and self._auto_reconnecting is None:
+            # A reader cancelled is the program shutting down (asyncio.run cancels every task
+            # left when its coroutine returns), not a network drop: a reconnect started now
+            # would never run ("Task was destroyed but it is pending").
+            task = asyncio.current_task()
+            shutting_down = task is not None and task.cancelling() > 0
+            reopen = self.auto_reconnect and not self._closing and not self._reopening and not shutting_down
+            if reopen and not self._closed_for_good and self._auto_reconnecting is None:
                 self._auto_reconnecting = asyncio.get_running_loop().create_task(self._auto_reconnect())
 
     async def _auto_reconnect(self) -> None:
@@ -133,11 +144,27 @@ class Device(SessionState):
                     await self.open(after=self.last_seq)
                     return
                 except Exception:
+                    if self._closed_for_good:
+                        return  # the handshake was refused for good (4401, 4403, 4404, ...)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5)
         finally:
             if self._auto_reconnecting is asyncio.current_task():
                 self._auto_reconnecting = None
+
+    @property
+    def closed_for_good(self) -> bool:
+        """The last connection ended with a final close code (`FINAL_CLOSE_CODES`), on its
+        handshake or later: no automatic reconnect follows, and waits and commands raise
+        ChatClientError `closed` (until the program opens the device again)."""
+        return self._closed_for_good
+
+    def _closed_error(self) -> ChatClientError:
+        return ChatClientError("closed", f"connection closed with code {self.close_code}")
+
+    def _session_gone(self) -> bool:
+        """The session was deleted: `session.deleted` arrived, or the server closed with 4404."""
+        return self.deleted or (self._closed_for_good and self.close_code == SESSION_GONE)
 
     # --- receiving frames ---
 
@@ -179,6 +206,8 @@ class Device(SessionState):
             value = predicate()
             if value:
                 return value
+            if self._closed_for_good:
+                raise self._closed_error()  # nothing more will arrive: no use waiting
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError(f"condition not met within {timeout} s")
@@ -190,11 +219,13 @@ class Device(SessionState):
         return await self.wait_for(lambda: next((e for e in self.events if predicate(e)), None), timeout)  # type: ignore[no-any-return]
 
     async def wait_turn_end(self, turn_id: str, timeout: float = 30) -> Event:
-        """The turn's `turn.end`; ChatClientError `not_found` if the session is deleted first."""
+        """The turn's `turn.end` (`turn_end()`: at once if this device already knows that the
+        turn ended, from an event or from its snapshot); ChatClientError `not_found` if the
+        session is deleted first, `closed` if the device closes for good first."""
 
         def ended() -> Event | None:
-            event = next((e for e in self.events if e["type"] == "turn.end" and e["turnId"] == turn_id), None)
-            if event is None and self.deleted:
+            event = self.turn_end(turn_id)
+            if event is None and self._session_gone():
                 raise ChatClientError("not_found", "the session was deleted")
             return event
 
@@ -203,17 +234,31 @@ class Device(SessionState):
     # --- commands ---
 
     async def _command(self, frame: dict[str, Any], timeout: float = 30) -> Event:
+        """Send a command and wait for its answer; ChatClientError `closed` if the connection
+        is closed, or closes before the answer."""
+        if self.ws is None or self._reader is None or self._reader.done():
+            raise self._closed_error()  # no reader is left to answer it
         ref = new_id()
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         self._replies[ref] = future
-        await self.ws.send(orjson.dumps({**frame, "ref": ref}).decode())
-        reply = await asyncio.wait_for(future, timeout)
+        try:
+            await self.ws.send(orjson.dumps({**frame, "ref": ref}).decode())
+            reply = await asyncio.wait_for(future, timeout)
+        except websockets.ConnectionClosed as exc:
+            raise self._closed_error() from exc
+        finally:
+            self._replies.pop(ref, None)
         if reply["type"] == "error":
             raise ChatClientError(reply["code"], reply["message"])
         return reply
 
     async def send_raw(self, raw: str | bytes) -> None:
-        await self.ws.send(raw)
+        if self.ws is None:
+            raise self._closed_error()
+        try:
+            await self.ws.send(raw)
+        except websockets.ConnectionClosed as exc:
+            raise self._closed_error() from exc
 
     async def send(
         self,

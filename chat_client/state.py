@@ -130,6 +130,33 @@ class SessionState:
         node = self.messages.get(message_id, {})
         return "".join(p.get("text", "") for p in node.get("parts", []) if p.get("type") == "text")
 
+    def turn_ended(self, turn_id: str) -> bool:
+        """Whether this state knows the turn ended (from its `turn.end`, or a snapshot)."""
+        return self.turns.get(turn_id, {}).get("status") not in (None, "queued", "active")
+
+    def turn_end(self, turn_id: str) -> Event | None:
+        """The turn's `turn.end` if this state knows the turn ended, else None: the event
+        applied, or, for a turn that had ended before the snapshot applied (no `turn.end`
+        reaches this device then), one made from the snapshot's turn: `type`, `turnId`,
+        `clientId`, `reason` (its status), and `error`, `parentTurnId`, `cancelledBy` where
+        the turn has them; with no `seq` or `at`, as it was never received."""
+        if not self.turn_ended(turn_id):
+            return None
+        for event in reversed(self._by_turn.get(turn_id, [])):
+            if event["type"] == "turn.end":
+                return event
+        turn = self.turns[turn_id]
+        ended: Event = {
+            "type": "turn.end",
+            "turnId": turn_id,
+            "clientId": turn.get("clientId"),
+            "reason": turn["status"],
+        }
+        for key in ("error", "parentTurnId", "cancelledBy"):
+            if turn.get(key) is not None:
+                ended[key] = turn[key]
+        return ended
+
     def turn_events(self, turn_id: str) -> list[Event]:
         return self._by_turn.get(turn_id, [])
 

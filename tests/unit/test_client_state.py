@@ -36,3 +36,28 @@ def test_a_queued_turns_answer_streams_once_the_turn_starts_and_settles_at_its_e
         "hi",
         "complete",
     )
+
+
+def snapshot(*turns: dict[str, Any]) -> SessionState:
+    state = SessionState()
+    state._apply_snapshot({"type": "snapshot", "lastSeq": 10, "messages": [], "turns": list(turns)})
+    return state
+
+
+def test_a_turn_end_is_the_event_applied_or_made_from_the_snapshots_turn():
+    ended = {"turnId": "t-1", "clientId": "demo", "status": "cancelled", "reason": "cancelled", "error": None}
+    state = snapshot(
+        {**ended, "cancelledBy": "demo2", "parentTurnId": None},
+        {"turnId": "t-2", "clientId": "demo", "status": "active"},
+    )
+
+    assert state.turn_end("t-1") == {
+        "type": "turn.end",
+        "turnId": "t-1",
+        "clientId": "demo",
+        "reason": "cancelled",
+        "cancelledBy": "demo2",
+    }
+    assert (state.turn_ended("t-2"), state.turn_end("t-2"), state.turn_end("t-3")) == (False, None, None)
+    state._apply_event({"seq": 11, "type": "turn.end", "turnId": "t-2", "clientId": "demo", "reason": "complete"}, 0.0)
+    assert state.turn_ended("t-2") and state.turn_end("t-2") == state.events[-1]
