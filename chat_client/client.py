@@ -102,7 +102,11 @@ class ChatClient:
 
     async def connect(self, session_id: str, *, after: int | None = None, auto_reconnect: bool = False) -> Device:
         device = Device(self, session_id, auto_reconnect=auto_reconnect)
-        await device.open(after=after)
+        try:
+            await device.open(after=after)
+        except BaseException:
+            await device.close()  # the caller never gets it: nothing of it may go on reconnecting
+            raise
         return device
 
 

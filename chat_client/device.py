@@ -16,6 +16,8 @@ from chat_client.protocol import ChatClientError, Event, filter_of, new_id, user
 from chat_client.state import SessionState
 from chat_client.turns import TurnHandle
 
+HELLO_TIMEOUT_SECONDS = 30.0  # a handshake's wait for the server's `hello`
+
 # Closes a reconnect cannot mend (docs/protocol.md, "Websocket"): a bad request, no or bad
 # credentials, not a member, no such session, a frame the server cannot send. A connection
 # that ends with one, on its handshake or later, leaves the device closed for good (until
@@ -65,9 +67,15 @@ class Device(SessionState):
         self._closed_for_good = False  # a connection again, whatever ended the last one
         self._reader = asyncio.create_task(self._read_loop(self.ws))
         ready = asyncio.create_task(self._ready.wait())
-        await asyncio.wait({ready, self._reader}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({ready, self._reader}, timeout=HELLO_TIMEOUT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
         if not self._ready.is_set():
             ready.cancel()
+            if not self._reader.done():  # no `hello` in time: give this connection up, and its reader
+                reopening, self._reopening = self._reopening, True  # its end starts no reconnect
+                try:
+                    await self.drop()
+                finally:
+                    self._reopening = reopening
             raise ChatClientError("closed", f"connection closed with code {self.close_code}")
 
     async def reconnect(self) -> None:

@@ -168,3 +168,42 @@ async def test_a_program_that_never_closes_its_reconnecting_device_exits_quietly
     out, err = await asyncio.wait_for(program.communicate(), 60)
     assert (program.returncode, out.decode().strip()) == (0, "done"), err.decode()
     assert "Task was destroyed" not in err.decode(), err.decode()
+
+
+async def test_a_connect_that_fails_leaves_nothing_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that accepts the websocket and never says `hello`: `connect` raises
+    `closed`, and neither that connection's reader nor an automatic reconnect goes on for a
+    device the caller never got (each would open connections of its own, unseen)."""
+    import websockets
+
+    from chat_client import device as device_module
+
+    monkeypatch.setattr(device_module, "HELLO_TIMEOUT_SECONDS", 0.2)
+    handshakes: list[Any] = []
+    silent = asyncio.Event()
+
+    async def never_greets(connection: Any) -> None:
+        handshakes.append(connection)
+        await silent.wait()
+
+    made: list[Device] = []
+    real_init = Device.__init__
+
+    def remember(self: Device, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Device, "__init__", remember)
+    async with websockets.serve(never_greets, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        client = ChatClient(f"http://127.0.0.1:{port}", token="unused")
+        try:
+            with pytest.raises(ChatClientError) as refused:
+                await client.connect("00000000-0000-0000-0000-000000000001", auto_reconnect=True)
+            [device] = made
+            assert refused.value.code == "closed"
+            assert device._reader is not None and device._reader.done()
+            assert device._auto_reconnecting is None and len(handshakes) == 1
+        finally:
+            silent.set()
+            await client.aclose()
