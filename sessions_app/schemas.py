@@ -3,18 +3,127 @@ HTTP and the websocket alike. The events the server emits are typed in events/ty
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
 
 import orjson
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
-from pydantic.json_schema import SkipJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    RootModel,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.json_schema import JsonDict, JsonSchemaValue, SkipJsonSchema
+from pydantic_core import CoreSchema, PydanticCustomError
 
+from sessions_app.conf import app_settings
 from sessions_app.models import Policy
+from sessions_app.worker.providers.config import vendor_config
+from sessions_app.worker.providers.registry import VENDORS, available_models
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+# --- what the OpenAPI schema says beyond the types -------------------------------------------
+# The schema served at /api/schema is generated from these models (web/api/app.py), and a
+# client or a fuzzer makes its "valid" requests from it: it must not call valid what the
+# checks below refuse (decision 048). What a check refuses is written into the schema here,
+# as annotations and `json_schema_extra`, which only describe: no code of theirs runs when a
+# request is validated (the send and cancel endpoints' budget: docs/performance.md). The
+# schema is generated again at each GET of /api/schema (Django Ninja keeps no copy), so what
+# it reads of the configuration (the models, the limits) is the configuration then.
+
+NUL_FREE = r"^[^\u0000]*$"  # a JSON Schema (ECMA-262) and Python pattern: no U+0000
+
+
+@dataclass(frozen=True)
+class _NoNulInSchema:
+    """A string's schema says it holds no NUL character (which `Command` refuses anywhere,
+    like a path or query holding one: web/api/app.py). Schema only."""
+
+    def __get_pydantic_json_schema__(self, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        handler.resolve_ref_schema(schema).setdefault("pattern", NUL_FREE)  # an Id's pattern already excludes it
+        return schema
+
+
+@dataclass(frozen=True)
+class _KeysWithoutNul:
+    """An object's schema says its keys hold no NUL character. Schema only."""
+
+    def __get_pydantic_json_schema__(self, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        handler.resolve_ref_schema(schema)["propertyNames"] = {"pattern": NUL_FREE}
+        return schema
+
+
+@dataclass(frozen=True)
+class _JsonWithoutNul:
+    """An object's schema says that nothing in it, key or value at any depth, holds a NUL
+    character: its values are `PlainJsonValue`s (a model's options). Schema only."""
+
+    def __get_pydantic_json_schema__(self, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        target["propertyNames"] = {"pattern": NUL_FREE}
+        target["additionalProperties"] = handler(_plain_json_value_schema())
+        return schema
+
+
+@dataclass(frozen=True)
+class _ConfiguredModelInSchema:
+    """A model's schema names the models configured (`available_models()`, read from the
+    environment when the schema is made, as the server's check reads it: registry.py), and,
+    for a vendor configured without a list of models, any `<vendor>:<name>`. Schema only:
+    the check is the services' (`model ... is not configured`)."""
+
+    def __get_pydantic_json_schema__(self, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        unlisted = [name for name, (prefix, _) in VENDORS.items() if _lists_no_models(prefix)]
+        if unlisted:
+            any_name = {"pattern": f"^({'|'.join(unlisted)}):[^\\u0000]+$"}
+            target["anyOf"] = [{"enum": available_models()}, any_name]
+        else:
+            target["enum"] = available_models()
+        return schema
+
+
+def _lists_no_models(prefix: str) -> bool:
+    config = vendor_config(prefix)
+    return config is not None and not config.models
+
+
+# Text a client sends: any string without a NUL character.
+Text = Annotated[str, _NoNulInSchema()]
+
+
+class PlainJsonValue(RootModel[Union[Text, int, float, bool, list["PlainJsonValue"], "_JsonObject", None]]):
+    """Any JSON value without a NUL character, in a value or a key."""
+
+    # For the schema only (a component of its own, as it nests): ModelOptions' values.
+    # Nothing is validated with it; plain_json() and `Command` check what is sent.
+
+
+_JsonObject = Annotated[dict[str, PlainJsonValue], _KeysWithoutNul()]
+
+
+@functools.cache
+def _plain_json_value_schema() -> CoreSchema:
+    PlainJsonValue.model_rebuild()
+    return PlainJsonValue.__pydantic_core_schema__
+
+
+# A model's name, as a session names it: one configured.
+ModelName = Annotated[str, StringConstraints(max_length=100), _NoNulInSchema(), _ConfiguredModelInSchema()]
 
 
 # --- plain JSON values ----------------------------------------------------------------------
@@ -95,7 +204,7 @@ def json_safe(value: Any) -> Any:
 
 
 # A model's options: a JSON object, as small and shallow as any provider's options are.
-ModelOptions = Annotated[dict[str, Any], plain_json(max_depth=16, max_bytes=64 * 1024)]
+ModelOptions = Annotated[dict[str, Any], plain_json(max_depth=16, max_bytes=64 * 1024), _JsonWithoutNul()]
 # A websocket frame's `ref`, echoed back in its answer: any small JSON value.
 Ref = Annotated[Any, plain_json(max_depth=8, max_bytes=1024)]
 
@@ -188,9 +297,19 @@ TrueFlag = Annotated[Literal[True] | SkipJsonSchema[None], BeforeValidator(_exac
 PolicyName = Annotated[Policy, Field(strict=False)]
 
 
+def _at_most_message_chars(schema: JsonDict) -> None:
+    # Schema only: a message over the limit is `too_large` (turns/sending.py), which the
+    # schema can say of one part; of several, it cannot say that their sum is bounded.
+    schema["maxLength"] = app_settings.MAX_MESSAGE_CHARS
+
+
+def _at_most_messages_per_send(schema: JsonDict) -> None:
+    schema["maxItems"] = app_settings.MAX_MESSAGES_PER_SEND  # schema only: more are `too_large`
+
+
 class TextPart(CommandPart):
     type: Literal["text"]
-    text: str = Field(min_length=1)
+    text: Text = Field(min_length=1, json_schema_extra=_at_most_message_chars)
 
 
 class UserMessage(CommandPart):
@@ -199,11 +318,37 @@ class UserMessage(CommandPart):
     parts: list[TextPart] = Field(min_length=1)
 
 
+# What a send's validators take, for the schema (a JSON Schema; schema only): it regenerates
+# (`regenerate` given, no messages, neither `parent` nor `forkOf`), or it carries messages (no
+# `regenerate`). A field given as null is one not given. (A property's schema holds for an
+# object only where the object has that property: `"parent": {"type": "null"}` says "no
+# parent".)
+_REGENERATES: JsonDict = {
+    "required": ["regenerate"],
+    "properties": {
+        "regenerate": {"not": {"type": "null"}},
+        "messages": {"maxItems": 0},
+        "parent": {"type": "null"},
+        "forkOf": {"type": "null"},
+    },
+}
+_CARRIES_MESSAGES: JsonDict = {
+    "required": ["messages"],
+    "properties": {"messages": {"minItems": 1}, "regenerate": {"type": "null"}},
+}
+# A client's edit (`forkOf`) names no `parent` (SendCommand).
+_NOT_BOTH_PARENT_AND_FORK_OF: JsonDict = {
+    "anyOf": [{"properties": {"parent": {"type": "null"}}}, {"properties": {"forkOf": {"type": "null"}}}]
+}
+
+
 class SendBody(Command):
     """A send, as the server's own callers make it too (agents, an Ably client's input)."""
 
+    model_config = ConfigDict(json_schema_extra={"anyOf": [_REGENERATES, _CARRIES_MESSAGES]})
+
     turn_id: Id | None = Field(default=None, alias="turnId")
-    messages: list[UserMessage] = Field(default_factory=list)
+    messages: list[UserMessage] = Field(default_factory=list, json_schema_extra=_at_most_messages_per_send)
     parent: Id | None = None
     fork_of: Id | None = Field(default=None, alias="forkOf")
     regenerate: Id | None = None
@@ -230,6 +375,10 @@ class SendCommand(SendBody):
     edits is, so it names no `parent`. (An Ably client's input names both, the parent being
     that message's: ably/invocations.py builds a SendBody.)"""
 
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [_REGENERATES, {**_CARRIES_MESSAGES, **_NOT_BOTH_PARENT_AND_FORK_OF}]}
+    )
+
     @model_validator(mode="after")
     def an_edit_names_no_parent(self) -> SendCommand:
         if self.fork_of and self.parent:
@@ -238,14 +387,17 @@ class SendCommand(SendBody):
 
 
 class CancelFilter(Command):
-    """Exactly one of own / turnId / clientId / all. A key given as null is refused, not
-    read as absent: `{"turnId": null}` from a client whose variable is unset must not
-    become `{}`, which cancels all of the caller's turns. (`| SkipJsonSchema[None]`: the
-    schema shows no null.)"""
+    """`{}` (own), or exactly one of own / turnId / clientId / all. A key given as null is
+    refused, not read as absent: `{"turnId": null}` from a client whose variable is unset
+    must not become `{}`, which cancels all of the caller's turns. (`| SkipJsonSchema[None]`:
+    the schema shows no null; `own` and `all` are `true` only; so the schema's
+    `maxProperties: 1` says the rest.)"""
+
+    model_config = ConfigDict(json_schema_extra={"maxProperties": 1})
 
     own: TrueFlag = None
     turn_id: Id | SkipJsonSchema[None] = Field(default=None, alias="turnId")
-    client_id: Annotated[str, StringConstraints(min_length=1, max_length=150)] | SkipJsonSchema[None] = Field(
+    client_id: Annotated[Text, StringConstraints(min_length=1, max_length=150)] | SkipJsonSchema[None] = Field(
         default=None, alias="clientId"
     )
     all: TrueFlag = None
@@ -273,21 +425,21 @@ class WaitBody(Command):
 
 
 class SessionCreateBody(Command):
-    title: str = Field(default="", max_length=200)
-    model: str | None = Field(default=None, max_length=100)
+    title: Text = Field(default="", max_length=200)
+    model: ModelName | None = None
     model_options: ModelOptions = Field(default_factory=dict, alias="modelOptions")
     policy: PolicyName | None = None
 
 
 class SessionUpdateBody(Command):
-    title: str | None = Field(default=None, max_length=200)
-    model: str | None = Field(default=None, max_length=100)
+    title: Text | None = Field(default=None, max_length=200)
+    model: ModelName | None = None
     model_options: ModelOptions | None = Field(default=None, alias="modelOptions")
     policy: PolicyName | None = None
 
 
 class MemberBody(Command):
-    username: str = Field(min_length=1, max_length=150)
+    username: Text = Field(min_length=1, max_length=150)
 
 
 # websocket frames

@@ -174,12 +174,47 @@ async def test_every_answer_conforms_to_the_schema_of_its_endpoint(users, monkey
     assert endpoints - answered == left
 
 
+S = "/api/sessions/{session_id}"
+SESSION = {400, 401, 403, 404, 500, 503}  # a session named: not a member, unknown; a NUL in the path
+# The error statuses each operation may answer (docs/protocol.md, "Errors"), and only those.
+ERROR_STATUSES: dict[tuple[str, str], set[int]] = {
+    ("/api/auth/token", "post"): {400, 401, 413, 429, 500, 503},
+    ("/api/auth/token/revoke", "post"): {400, 401, 403, 413, 500, 503},
+    ("/api/auth/ws-ticket", "post"): {401, 403, 500, 503},
+    ("/api/models", "get"): {401, 500, 503},
+    ("/api/sessions", "get"): {401, 500, 503},
+    ("/api/agents", "get"): {401, 500, 503},
+    ("/api/sessions", "post"): {400, 401, 403, 413, 500, 503},
+    (S, "get"): SESSION,
+    (S, "patch"): SESSION | {413},
+    (S, "delete"): SESSION,
+    (S + "/members", "post"): SESSION | {413},
+    (S + "/members", "delete"): SESSION,  # 400: the owner cannot leave
+    (S + "/agents", "get"): SESSION,
+    (S + "/agents", "post"): SESSION | {413},
+    (S + "/agents/{name}", "delete"): SESSION,
+    (S + "/turns", "post"): SESSION | {409, 413, 429},
+    (S + "/turns", "get"): SESSION,
+    (S + "/turns/{turn_id}", "get"): SESSION,
+    (S + "/cancel", "post"): SESSION | {413},
+    (S + "/wait", "post"): SESSION | {413},
+    (S + "/messages", "get"): SESSION,
+    (S + "/events", "get"): SESSION,
+}
+EVERY_STATUS = {400, 401, 403, 404, 409, 413, 429, 500, 503}  # sessions_app/ably/views.py's (ERRORS)
+
+
 async def test_the_schema_keeps_the_error_envelope_of_every_documented_status():
+    """Each operation lists the error statuses it may answer, each with the envelope."""
     schema = (await call("GET", "/api/schema")).json()
     for path, methods in schema["paths"].items():
         for method, operation in methods.items():
-            for status in ("400", "401", "403", "404", "409", "413", "429", "500", "503"):
-                envelope = operation["responses"][status]["content"]["application/json"]["schema"]
+            declared = {int(status) for status in operation["responses"] if int(status) >= 400}
+            ably = path.startswith(("/api/ably", S + "/ably"))
+            expected = ERROR_STATUSES.get((path, method), EVERY_STATUS if ably else set())
+            assert declared == expected, (method, path, sorted(declared))
+            for status in declared:
+                envelope = operation["responses"][str(status)]["content"]["application/json"]["schema"]
                 assert envelope == {"$ref": "#/components/schemas/ErrorOut"}, (method, path, status)
     codes = schema["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"]
     assert {"invalid", "busy", "conflict", "too_large", "queue_full", "rate_limited", "unavailable"} <= set(codes)

@@ -20,6 +20,7 @@ def test_an_empty_filter_means_own():
         {"own": True, "all": True},
         {"turnId": "a", "clientId": "b"},
         {"own": False},
+        {"all": False},
         {"all": "yes"},
         {"turnId": ""},
         {"nope": 1},

@@ -1,7 +1,9 @@
 """The HTTP API (docs/protocol.md, "HTTP") as one Django Ninja application: async views, so
 concurrent requests of one process never queue behind each other on a thread (decision
 024); the OpenAPI 3 schema at /api/schema and its docs page at /api/docs are generated from
-the same code and the command schemas (sessions_app/schemas.py)."""
+the same code and the command schemas (sessions_app/schemas.py), anew for each request (Ninja
+keeps no copy: what it reads of the configuration, such as the models, is current; decision
+048)."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from sessions_app.schemas import (
     SendCommand,
     SessionCreateBody,
     SessionUpdateBody,
+    Text,
     WaitBody,
 )
 from sessions_app.sessions import selectors
@@ -46,11 +47,22 @@ from sessions_app.web.api.answers import (
     WaitAnswer,
 )
 from sessions_app.web.api.app import api, json_response, no_content
-from sessions_app.web.api.schemas import ERRORS, EventsQuery, LoginBody, MessagesQuery, TurnsQuery
+from sessions_app.web.api.schemas import (
+    BODY_ERRORS,
+    LOGIN_ERRORS,
+    READ_ERRORS,
+    SEND_ERRORS,
+    SESSION_BODY_ERRORS,
+    SESSION_ERRORS,
+    EventsQuery,
+    LoginBody,
+    MessagesQuery,
+    TurnsQuery,
+)
 from sessions_app.web.waiting import wait_for_turns
 from sessions_app.worker.providers.registry import available_models
 
-S = "/sessions/{session_id}"
+S = "/sessions/{session_id}"  # its parameter, `session_id: Text`: no NUL character (the API refuses one in a path)
 
 # Bodies whose fields are all optional: no body at all means `{}`.
 NEW_SESSION: Any = Body(default_factory=SessionCreateBody)
@@ -68,7 +80,7 @@ def _user(request: HttpRequest) -> AbstractBaseUser:
 # --- auth --------------------------------------------------------------------------------
 
 
-@api.post("/auth/token", auth=None, response={200: TokenAnswer, **ERRORS}, tags=["auth"])
+@api.post("/auth/token", auth=None, response={200: TokenAnswer, **LOGIN_ERRORS}, tags=["auth"])
 async def token(request: HttpRequest, body: LoginBody) -> HttpResponse:
     """Exchange a username and password for an API token (`Authorization: Token <key>`)."""
     return json_response(await db(_token)(request, body.username, body.password))
@@ -88,13 +100,13 @@ def _token(request: HttpRequest, username: str, password: str) -> dict[str, str]
 # --- models and sessions -----------------------------------------------------------------
 
 
-@api.get("/models", response={200: ModelsAnswer, **ERRORS}, tags=["sessions"])
+@api.get("/models", response={200: ModelsAnswer, **READ_ERRORS}, tags=["sessions"])
 async def models(request: HttpRequest) -> HttpResponse:
     """The models sessions may use."""
     return json_response({"results": available_models()})
 
 
-@api.get("/sessions", response={200: SessionsAnswer, **ERRORS}, tags=["sessions"])
+@api.get("/sessions", response={200: SessionsAnswer, **READ_ERRORS}, tags=["sessions"])
 async def sessions_list(request: HttpRequest) -> HttpResponse:
     """The sessions the caller belongs to, most recently active first."""
     return json_response(await db(_sessions_list)(_user(request)))
@@ -104,7 +116,7 @@ def _sessions_list(user: AbstractBaseUser) -> dict[str, Any]:
     return {"results": [selectors.session_payload(s) for s in selectors.sessions_for_user(user=user)]}
 
 
-@api.post("/sessions", response={201: SessionDetailAnswer, **ERRORS}, tags=["sessions"])
+@api.post("/sessions", response={201: SessionDetailAnswer, **BODY_ERRORS}, tags=["sessions"])
 async def session_new(request: HttpRequest, body: SessionCreateBody = NEW_SESSION) -> HttpResponse:
     """Create a session; the caller owns it."""
     return json_response(await db(_session_new)(_user(request), body), status=201)
@@ -117,8 +129,8 @@ def _session_new(user: AbstractBaseUser, body: SessionCreateBody) -> dict[str, A
     return selectors.new_session_payload(session)
 
 
-@api.get(S, response={200: SessionDetailAnswer, **ERRORS}, tags=["sessions"])
-async def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
+@api.get(S, response={200: SessionDetailAnswer, **SESSION_ERRORS}, tags=["sessions"])
+async def session_detail(request: HttpRequest, session_id: Text) -> HttpResponse:
     """A session with its members, last seq and in-flight turns."""
     return json_response(await db(_session_detail)(_user(request), session_id))
 
@@ -127,8 +139,8 @@ def _session_detail(user: AbstractBaseUser, session_id: str) -> dict[str, Any]:
     return selectors.session_payload(require_member(session_id=session_id, user=user), detail=True)
 
 
-@api.patch(S, response={200: SessionDetailAnswer, **ERRORS}, tags=["sessions"])
-async def session_change(request: HttpRequest, session_id: str, body: SessionUpdateBody = NO_CHANGE) -> HttpResponse:
+@api.patch(S, response={200: SessionDetailAnswer, **SESSION_BODY_ERRORS}, tags=["sessions"])
+async def session_change(request: HttpRequest, session_id: Text, body: SessionUpdateBody = NO_CHANGE) -> HttpResponse:
     """Rename, or change the default policy, model or options (model: owner only)."""
     return json_response(await db(_session_change)(_user(request), session_id, body))
 
@@ -146,8 +158,8 @@ def _session_change(user: AbstractBaseUser, session_id: str, body: SessionUpdate
     return selectors.session_payload(session, detail=True)
 
 
-@api.delete(S, response={204: None, **ERRORS}, tags=["sessions"])
-async def session_remove(request: HttpRequest, session_id: str) -> HttpResponse:
+@api.delete(S, response={204: None, **SESSION_ERRORS}, tags=["sessions"])
+async def session_remove(request: HttpRequest, session_id: Text) -> HttpResponse:
     """Delete the session and everything in it (owner only): its turns stop, every device
     gets `session.deleted`, then its websockets close with 4404."""
     await db(_session_remove)(_user(request), session_id)
@@ -158,8 +170,8 @@ def _session_remove(user: AbstractBaseUser, session_id: str) -> None:
     session_delete(session=require_member(session_id=session_id, user=user), by=user)
 
 
-@api.post(S + "/members", response={201: MemberAnswer, **ERRORS}, tags=["sessions"])
-async def member_invite(request: HttpRequest, session_id: str, body: MemberBody) -> HttpResponse:
+@api.post(S + "/members", response={201: MemberAnswer, **SESSION_BODY_ERRORS}, tags=["sessions"])
+async def member_invite(request: HttpRequest, session_id: Text, body: MemberBody) -> HttpResponse:
     """Add a member (owner only)."""
     return json_response(await db(_member_invite)(_user(request), session_id, body.username), status=201)
 
@@ -169,8 +181,8 @@ def _member_invite(user: AbstractBaseUser, session_id: str, username: str) -> di
     return {"username": membership.user.get_username(), "role": membership.role}
 
 
-@api.delete(S + "/members", response={204: None, **ERRORS}, tags=["sessions"])
-async def member_leave_session(request: HttpRequest, session_id: str) -> HttpResponse:
+@api.delete(S + "/members", response={204: None, **SESSION_ERRORS}, tags=["sessions"])
+async def member_leave_session(request: HttpRequest, session_id: Text) -> HttpResponse:
     """The caller leaves the session."""
     await db(_member_leave)(_user(request), session_id)
     return no_content()
@@ -183,16 +195,16 @@ def _member_leave(user: AbstractBaseUser, session_id: str) -> None:
 # --- turns -------------------------------------------------------------------------------
 
 
-@api.post(S + "/turns", response={202: SendAnswer, 200: SendAnswer, **ERRORS}, tags=["turns"])
-async def send(request: HttpRequest, session_id: str, body: SendCommand) -> HttpResponse:
+@api.post(S + "/turns", response={202: SendAnswer, 200: SendAnswer, **SEND_ERRORS}, tags=["turns"])
+async def send(request: HttpRequest, session_id: Text, body: SendCommand) -> HttpResponse:
     """Send message(s): a turn starts, queues or is refused by the double-texting policy.
     Sends arriving together (over HTTP or websockets) are decided as one set."""
     result = await commands.send(session_id=session_id, user=_user(request), body=body, events_first=False)
     return json_response(result.as_dict(), status=202 if result.created else 200)
 
 
-@api.get(S + "/turns", response={200: TurnsAnswer, **ERRORS}, tags=["turns"])
-async def turns_list(request: HttpRequest, session_id: str, query: Query[TurnsQuery]) -> HttpResponse:
+@api.get(S + "/turns", response={200: TurnsAnswer, **SESSION_ERRORS}, tags=["turns"])
+async def turns_list(request: HttpRequest, session_id: Text, query: Query[TurnsQuery]) -> HttpResponse:
     """The session's turns, optionally of one status."""
     return json_response(await db(_turns_list)(_user(request), session_id, query.status))
 
@@ -202,8 +214,8 @@ def _turns_list(user: AbstractBaseUser, session_id: str, status: str | None) -> 
     return {"results": selectors.turns_list(session=session, status=status)}
 
 
-@api.get(S + "/turns/{turn_id}", response={200: TurnAnswer, **ERRORS}, tags=["turns"])
-async def turn_detail(request: HttpRequest, session_id: str, turn_id: str) -> HttpResponse:
+@api.get(S + "/turns/{turn_id}", response={200: TurnAnswer, **SESSION_ERRORS}, tags=["turns"])
+async def turn_detail(request: HttpRequest, session_id: Text, turn_id: Text) -> HttpResponse:
     """One turn, with its answer's text so far."""
     return json_response(await db(_turn_detail)(_user(request), session_id, turn_id))
 
@@ -212,15 +224,15 @@ def _turn_detail(user: AbstractBaseUser, session_id: str, turn_id: str) -> dict[
     return selectors.turn_detail(session=require_member(session_id=session_id, user=user), turn_id=turn_id)
 
 
-@api.post(S + "/cancel", response={200: CancelAnswer, **ERRORS}, tags=["turns"])
-async def cancel(request: HttpRequest, session_id: str, body: CancelFilter = OWN) -> HttpResponse:
+@api.post(S + "/cancel", response={200: CancelAnswer, **SESSION_BODY_ERRORS}, tags=["turns"])
+async def cancel(request: HttpRequest, session_id: Text, body: CancelFilter = OWN) -> HttpResponse:
     """Cancel the turns a filter matches (`{}`: the caller's own)."""
     outcome = await commands.cancel(session_id=session_id, user=_user(request), flt=body, events_first=False)
     return json_response(outcome.as_dict())
 
 
-@api.post(S + "/wait", response={200: WaitAnswer, **ERRORS}, tags=["turns"])
-async def wait(request: HttpRequest, session_id: str, body: WaitBody = WAIT_OWN) -> HttpResponse:
+@api.post(S + "/wait", response={200: WaitAnswer, **SESSION_BODY_ERRORS}, tags=["turns"])
+async def wait(request: HttpRequest, session_id: Text, body: WaitBody = WAIT_OWN) -> HttpResponse:
     """Wait until the turns a filter matches have ended, or the timeout (seconds) passes."""
     user = _user(request)
     await db(require_member)(session_id=session_id, user=user)
@@ -231,8 +243,8 @@ async def wait(request: HttpRequest, session_id: str, body: WaitBody = WAIT_OWN)
 # --- reads -------------------------------------------------------------------------------
 
 
-@api.get(S + "/messages", response={200: MessagesAnswer, **ERRORS}, tags=["reads"])
-async def messages(request: HttpRequest, session_id: str, query: Query[MessagesQuery]) -> HttpResponse:
+@api.get(S + "/messages", response={200: MessagesAnswer, **SESSION_ERRORS}, tags=["reads"])
+async def messages(request: HttpRequest, session_id: Text, query: Query[MessagesQuery]) -> HttpResponse:
     """The session's messages, newest first, a page at a time."""
     return json_response(await db(_messages)(_user(request), session_id, query))
 
@@ -242,8 +254,8 @@ def _messages(user: AbstractBaseUser, session_id: str, query: MessagesQuery) -> 
     return selectors.messages_page(session=session, before=query.before, limit=query.limit)
 
 
-@api.get(S + "/events", response={200: EventsAnswer, **ERRORS}, tags=["reads"])
-async def events(request: HttpRequest, session_id: str, query: Query[EventsQuery]) -> HttpResponse:
+@api.get(S + "/events", response={200: EventsAnswer, **SESSION_ERRORS}, tags=["reads"])
+async def events(request: HttpRequest, session_id: Text, query: Query[EventsQuery]) -> HttpResponse:
     """The session's events after a seq, for clients that poll instead of holding a websocket."""
     return json_response(await db(_events)(_user(request), session_id, query))
 

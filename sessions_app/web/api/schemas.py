@@ -1,6 +1,7 @@
 """The error envelope of the HTTP API and the errors each endpoint may answer, for its
-OpenAPI schema, the login's body and the reads' query strings (the other request bodies
-are the command schemas of sessions_app/schemas.py; the success answers are in answers.py)."""
+OpenAPI schema, the login's body, the paths' parameters and the reads' query strings (the
+other request bodies are the command schemas of sessions_app/schemas.py; the success
+answers are in answers.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from typing import Annotated, Any, Literal
 
 from ninja import Schema
 from pydantic import BaseModel, BeforeValidator, Field
+from pydantic.json_schema import JsonDict
 
 from sessions_app.models import TurnStatus
-from sessions_app.schemas import Command
+from sessions_app.schemas import Command, Text
 
 ErrorCode = Literal[
     "invalid",
@@ -38,23 +40,34 @@ class ErrorOut(BaseModel):
     error: ErrorDetail
 
 
-# The errors an endpoint may answer, by status (docs/protocol.md, "Errors").
-ERRORS: dict[int, Any] = {
-    400: ErrorOut,
-    401: ErrorOut,
-    403: ErrorOut,
-    404: ErrorOut,
-    409: ErrorOut,
-    413: ErrorOut,
-    429: ErrorOut,
-    500: ErrorOut,
-    503: ErrorOut,
-}
+def errors(*statuses: int) -> dict[int, Any]:
+    """The error answers of an operation, each with the envelope: `statuses`, and 500 and
+    503, which any operation may answer (a fault; the database or Redis away for a moment)."""
+    return dict.fromkeys(sorted({*statuses, 500, 503}), ErrorOut)
+
+
+# The errors each operation may answer, by status (docs/protocol.md, "Errors"), for its
+# `response=`. 400 wherever a declared input (a body, a path or query parameter: a NUL
+# character in a path is one) may be refused; 401 wherever credentials are needed; 403 for a
+# write, which a browser's session makes with its CSRF token (web/api/security.py), and
+# wherever a session is named (not a member; owner only); 404 wherever something is named
+# by id; 413 wherever a body is read (beyond Django's DATA_UPLOAD_MAX_MEMORY_SIZE; a send's
+# limits). A query parameter the operation does not declare, holding a NUL character, is
+# 400 too: not listed (decision 048).
+LOGIN_ERRORS = errors(400, 401, 413, 429)  # wrong credentials; too many failures
+READ_ERRORS = errors(401)  # a GET naming nothing: the models, one's sessions, the agents
+WRITE_ERRORS = errors(401, 403)  # a POST taking no body (a websocket ticket)
+BODY_ERRORS = errors(400, 401, 403, 413)  # a write with a body, naming no session
+SESSION_ERRORS = errors(400, 401, 403, 404)  # a session's path (and query) without a body
+SESSION_BODY_ERRORS = errors(400, 401, 403, 404, 413)  # the same, with a body
+SEND_ERRORS = errors(400, 401, 403, 404, 409, 413, 429)  # + conflict and busy; queue_full and rate_limited
+# Every status: for the endpoints that name no narrower set (sessions_app/ably/views.py).
+ERRORS = SEND_ERRORS
 
 
 class LoginBody(Command):
-    username: str = Field(max_length=150)
-    password: str = Field(max_length=4096)
+    username: Text = Field(max_length=150)
+    password: Text = Field(max_length=4096)
 
 
 # --- query strings -------------------------------------------------------------------------
@@ -81,12 +94,18 @@ def _no_status(value: Any) -> Any:
     return None if value == "" else value  # `?status=`: every turn, as no parameter
 
 
+def _or_empty(schema: JsonDict) -> None:
+    options = schema.get("anyOf")
+    if isinstance(options, list):  # schema only: `?status=` is taken, as no status
+        options.append({"type": "string", "const": ""})
+
+
 class TurnsQuery(Schema):
-    status: Annotated[TurnStatus | None, BeforeValidator(_no_status)] = None
+    status: Annotated[TurnStatus | None, BeforeValidator(_no_status)] = Field(default=None, json_schema_extra=_or_empty)
 
 
 class MessagesQuery(Schema):
-    before: str | None = None
+    before: Text | None = None
     limit: whole_number("limit", 1, 500) = 50  # type: ignore[valid-type]
 
 

@@ -14,7 +14,7 @@ from sessions_app.web import tokens
 from sessions_app.web.api.answers import RevokeAnswer, TicketAnswer
 from sessions_app.web.api.app import api, json_response
 from sessions_app.web.api.parsing import load_json
-from sessions_app.web.api.schemas import ERRORS
+from sessions_app.web.api.schemas import BODY_ERRORS, WRITE_ERRORS
 
 
 class RevokeBody(Command):
@@ -34,7 +34,7 @@ def _presented_key(request: HttpRequest) -> str | None:
 
 @api.post(
     "/auth/token/revoke",
-    response={200: RevokeAnswer, **ERRORS},
+    response={200: RevokeAnswer, **BODY_ERRORS},
     tags=["auth"],
     openapi_extra={
         "requestBody": {
@@ -53,7 +53,7 @@ async def token_revoke(request: HttpRequest) -> HttpResponse:
     return json_response({"revoked": count})
 
 
-@api.post("/auth/ws-ticket", response={200: TicketAnswer, **ERRORS}, tags=["auth"])
+@api.post("/auth/ws-ticket", response={200: TicketAnswer, **WRITE_ERRORS}, tags=["auth"])
 async def ws_ticket(request: HttpRequest) -> HttpResponse:
     """A one-use credential for one websocket handshake (`/ws/sessions/{id}/?ticket=`),
     valid for a few seconds: a URL that may be logged then holds nothing worth stealing."""
