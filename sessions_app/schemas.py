@@ -82,18 +82,22 @@ class _JsonWithoutNul:
 class _ConfiguredModelInSchema:
     """A model's schema names the models configured (`available_models()`, read from the
     environment when the schema is made, as the server's check reads it: registry.py), and,
-    for a vendor configured without a list of models, any `<vendor>:<name>`. Schema only:
-    the check is the services' (`model ... is not configured`)."""
+    for a vendor configured without a list of models, any `<vendor>:<name>`; `empty_is_default`:
+    `""` too (a new session's model: none given is the default). Schema only: the check is
+    the services' (`model ... is not configured`)."""
+
+    empty_is_default: bool = False
 
     def __get_pydantic_json_schema__(self, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         schema = handler(core_schema)
         target = handler.resolve_ref_schema(schema)
+        models = ["", *available_models()] if self.empty_is_default else available_models()
         unlisted = [name for name, (prefix, _) in VENDORS.items() if _lists_no_models(prefix)]
         if unlisted:
             any_name = {"pattern": f"^({'|'.join(unlisted)}):[^\\u0000]+$"}
-            target["anyOf"] = [{"enum": available_models()}, any_name]
+            target["anyOf"] = [{"enum": models}, any_name]
         else:
-            target["enum"] = available_models()
+            target["enum"] = models
         return schema
 
 
@@ -122,8 +126,12 @@ def _plain_json_value_schema() -> CoreSchema:
     return PlainJsonValue.__pydantic_core_schema__
 
 
-# A model's name, as a session names it: one configured.
+# A model's name, as a session names it: one configured; for a new session, "" (or null) is
+# the default model (services.session_create).
 ModelName = Annotated[str, StringConstraints(max_length=100), _NoNulInSchema(), _ConfiguredModelInSchema()]
+NewModelName = Annotated[
+    str, StringConstraints(max_length=100), _NoNulInSchema(), _ConfiguredModelInSchema(empty_is_default=True)
+]
 
 
 # --- plain JSON values ----------------------------------------------------------------------
@@ -426,7 +434,7 @@ class WaitBody(Command):
 
 class SessionCreateBody(Command):
     title: Text = Field(default="", max_length=200)
-    model: ModelName | None = None
+    model: NewModelName | None = None
     model_options: ModelOptions = Field(default_factory=dict, alias="modelOptions")
     policy: PolicyName | None = None
 

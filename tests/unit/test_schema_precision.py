@@ -14,6 +14,7 @@ import jsonschema_rs
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from sessions_app.conf import app_settings
 from sessions_app.schemas import CancelFilter, SendCommand, SessionCreateBody, SessionUpdateBody, WaitBody
 from sessions_app.worker.providers.registry import is_configured
 from tests.unit.asgi_calls import call
@@ -119,13 +120,18 @@ async def test_the_sends_schema_takes_exactly_what_a_sends_validators_take():
 
 
 async def test_a_sessions_schema_takes_exactly_what_its_body_takes():
-    """The body's own checks and the service's model check (`model ... is not configured`)."""
+    """The body's own checks and the services' model check (`model ... is not configured`):
+    a new session's model, none or "", is the default; a change names one, or none."""
     schema = await served()
     assert await served() == schema  # made again, the same
-    for component, model in (("SessionCreateBody", SessionCreateBody), ("SessionUpdateBody", SessionUpdateBody)):
+    for component, model, empty in (
+        ("SessionCreateBody", SessionCreateBody, app_settings.DEFAULT_MODEL),
+        ("SessionUpdateBody", SessionUpdateBody, ""),
+    ):
         check = validator(schema, component)
         for body in SESSIONS:
-            configured = body.get("model") in (None, "demo")
+            named = body.get("model")
+            configured = named is None or is_configured(named or empty)
             assert check.is_valid(body) == (accepted(model, body) and configured), (component, body)
 
 
@@ -149,8 +155,8 @@ async def test_what_the_schema_cannot_say():
 
 
 async def test_the_models_are_the_configured_ones(monkeypatch):
-    def model_schema(schema: dict[str, Any]) -> dict[str, Any]:
-        options = schema["components"]["schemas"]["SessionCreateBody"]["properties"]["model"]["anyOf"]
+    def model_schema(schema: dict[str, Any], component: str = "SessionUpdateBody") -> dict[str, Any]:
+        options = schema["components"]["schemas"][component]["properties"]["model"]["anyOf"]
         [named] = [option for option in options if option.get("type") == "string"]
         return named  # type: ignore[no-any-return]
 
@@ -158,6 +164,7 @@ async def test_the_models_are_the_configured_ones(monkeypatch):
         for suffix in ("API_KEY", "BASE_URL", "MODELS"):
             monkeypatch.delenv(f"{prefix}_{suffix}", raising=False)
     assert model_schema(await served())["enum"] == ["demo"]
+    assert model_schema(await served(), "SessionCreateBody")["enum"] == ["", "demo"]  # "": the default
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("OPENAI_MODELS", "gpt-a, gpt-b")
     assert model_schema(await served())["enum"] == ["demo", "openai:gpt-a", "openai:gpt-b"]  # read at each GET
