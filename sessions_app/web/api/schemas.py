@@ -56,13 +56,12 @@ def errors(*statuses: int) -> dict[int, Any]:
 # 400 too: not listed (decision 048).
 LOGIN_ERRORS = errors(400, 401, 413, 429)  # wrong credentials; too many failures
 READ_ERRORS = errors(401)  # a GET naming nothing: the models, one's sessions, the agents
+STAFF_READ_ERRORS = errors(401, 403)  # a GET for staff only (the Ably mirror's figures)
 WRITE_ERRORS = errors(401, 403)  # a POST taking no body (a websocket ticket)
 BODY_ERRORS = errors(400, 401, 403, 413)  # a write with a body, naming no session
 SESSION_ERRORS = errors(400, 401, 403, 404)  # a session's path (and query) without a body
 SESSION_BODY_ERRORS = errors(400, 401, 403, 404, 413)  # the same, with a body
 SEND_ERRORS = errors(400, 401, 403, 404, 409, 413, 429)  # + conflict and busy; queue_full and rate_limited
-# Every status: for the endpoints that name no narrower set (sessions_app/ably/views.py).
-ERRORS = SEND_ERRORS
 
 
 class LoginBody(Command):
