@@ -4,6 +4,7 @@ further back than the live log read the archive."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -83,7 +84,10 @@ class Archiver:
     def _run(self) -> None:
         while True:
             batch = self._next_batch()
-            close_old_connections()
+            # A connection that went bad is replaced by the write's query; one that cannot be
+            # had fails the write, which logs it: this thread must outlive both.
+            with contextlib.suppress(Exception):
+                close_old_connections()
             self.write(batch)
 
     def _next_batch(self) -> dict[str, list[ArchivedFrame]]:
