@@ -74,7 +74,7 @@ class LoginBody(Command):
 MAX_SEQ = 2**62
 
 
-def whole_number(name: str, low: int, high: int) -> Any:
+def whole_number(low: int, high: int) -> Any:
     """A query parameter's whole number, in the schema with its range: ASCII digits only,
     as the websocket's `?after=` takes them (int() would also read `+5`, ` 5`, `5_0`), and
     out of range `invalid` with the range in its message."""
@@ -83,7 +83,7 @@ def whole_number(name: str, low: int, high: int) -> Any:
         if isinstance(value, str):
             fits = value.isascii() and value.isdigit() and len(value) <= len(str(high))
             if not fits or not low <= int(value) <= high:
-                raise ValueError(f"{name} is a whole number from {low} to {high}")
+                raise ValueError(f"not a whole number from {low} to {high}")
         return value
 
     return Annotated[int, Field(ge=low, le=high), BeforeValidator(digits)]
@@ -105,9 +105,9 @@ class TurnsQuery(Schema):
 
 class MessagesQuery(Schema):
     before: Text | None = None
-    limit: whole_number("limit", 1, 500) = 50  # type: ignore[valid-type]
+    limit: whole_number(1, 500) = 50  # type: ignore[valid-type]
 
 
 class EventsQuery(Schema):
-    after: whole_number("after", 0, MAX_SEQ) = 0  # type: ignore[valid-type]
-    limit: whole_number("limit", 1, 5000) = 1000  # type: ignore[valid-type]
+    after: whole_number(0, MAX_SEQ) = 0  # type: ignore[valid-type]
+    limit: whole_number(1, 5000) = 1000  # type: ignore[valid-type]
