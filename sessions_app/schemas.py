@@ -31,6 +31,14 @@ from sessions_app.worker.providers.registry import VENDORS, available_models
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
+MAX_SEQ = 2**62  # the largest seq a client may name (`after`, over HTTP and the websocket)
+
+
+def is_whole_number(raw: str, low: int, high: int) -> bool:
+    """`raw` is a whole number from `low` to `high` written in ASCII digits alone, as a URL's
+    number is taken (int() would also read `+5`, ` 5`, `5_0`)."""
+    return raw.isascii() and raw.isdigit() and len(raw) <= len(str(high)) and low <= int(raw) <= high
+
 
 # --- what the OpenAPI schema says beyond the types -------------------------------------------
 # The schema served at /api/schema is generated from these models (web/api/app.py), and a

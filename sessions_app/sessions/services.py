@@ -218,9 +218,9 @@ def _session_going(sender: Any, instance: ChatSession, origin: Any = None, **kwa
     later: live_state). Registered ahead of the announcements of its memberships' ends
     (their rows go after this): a device closes once, with 4404."""
     by = _deleted_by.get()
-    if by is None:
+    if by is None:  # not `session_delete`, which holds the session's lock already
         by = origin if isinstance(origin, get_user_model()) and origin.pk == instance.owner_id else instance.owner  # type: ignore[attr-defined]
-    lock_sessions([instance.pk])
+        lock_sessions([instance.pk])
     session_id = str(instance.pk)
     event = build.session_deleted(str(by.get_username()))
     signals: list[tuple[str, list[int]]] = []

@@ -23,7 +23,7 @@ from sessions_app.errors import Forbidden, Invalid, NotFound, RateLimited, TooLa
 from sessions_app.infra import live_state
 from sessions_app.infra.db_threads import db
 from sessions_app.ops import metrics
-from sessions_app.schemas import WsCancel, WsClose, WsPing, WsSend, echoable_ref
+from sessions_app.schemas import MAX_SEQ, WsCancel, WsClose, WsPing, WsSend, echoable_ref, is_whole_number
 from sessions_app.sessions import selectors
 from sessions_app.sessions.services import require_member
 from sessions_app.web import backpressure, commands, open_sockets
@@ -50,7 +50,6 @@ CLOSE_BEHIND = 4408  # the client stopped reading: reconnect with ?after= when i
 CLOSE_RATE_LIMITED = 4429  # too many connections of this user, or frames far beyond the rate
 CLOSE_SERVER_ERROR = 4500  # the server could not send a frame (never the client's fault)
 CLOSE_NO_SESSION = 4404  # no such session: at the handshake, or deleted since (after `session.deleted`)
-MAX_SEQ = 2**62
 # Frames small enough that a refused one is still parsed for its `ref`.
 REF_PARSE_BYTES = 4096
 
@@ -68,7 +67,7 @@ def parse_after(raw: str | None) -> int | None:
     """The URL's `after`: absent or empty for a snapshot, else a seq from 0 to 2^62."""
     if raw is None or raw == "":
         return None
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_SEQ:
+    if not is_whole_number(raw, 0, MAX_SEQ):
         raise Invalid(f"after is a whole number from 0 to {MAX_SEQ}")
     return int(raw)
 

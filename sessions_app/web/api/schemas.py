@@ -12,7 +12,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 from pydantic.json_schema import JsonDict
 
 from sessions_app.models import TurnStatus
-from sessions_app.schemas import Command, Text
+from sessions_app.schemas import MAX_SEQ, Command, Text, is_whole_number
 
 ErrorCode = Literal[
     "invalid",
@@ -71,8 +71,6 @@ class LoginBody(Command):
 
 # --- query strings -------------------------------------------------------------------------
 
-MAX_SEQ = 2**62
-
 
 def whole_number(low: int, high: int) -> Any:
     """A query parameter's whole number, in the schema with its range: ASCII digits only,
@@ -80,10 +78,8 @@ def whole_number(low: int, high: int) -> Any:
     out of range `invalid` with the range in its message."""
 
     def digits(value: Any) -> Any:
-        if isinstance(value, str):
-            fits = value.isascii() and value.isdigit() and len(value) <= len(str(high))
-            if not fits or not low <= int(value) <= high:
-                raise ValueError(f"not a whole number from {low} to {high}")
+        if isinstance(value, str) and not is_whole_number(value, low, high):
+            raise ValueError(f"not a whole number from {low} to {high}")
         return value
 
     return Annotated[int, Field(ge=low, le=high), BeforeValidator(digits)]
