@@ -8,22 +8,17 @@ the order Redis ran the publishes."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 import pytest
-from django.contrib.auth import get_user_model
 
 from sessions_app.cancellation.services import CancelCommand, CancelOutcome, turns_cancel_many
-from sessions_app.infra import live_state
 from sessions_app.infra.db_threads import Hold, answering_first, db
 from sessions_app.models import ChatSession
-from sessions_app.schemas import CancelFilter, SendBody
-from sessions_app.sessions.services import session_create
-from sessions_app.turns.running import turns_claim
-from sessions_app.turns.sending import SendRequest, SendResult, turn_send, turns_send
+from sessions_app.schemas import CancelFilter
+from sessions_app.turns.sending import SendRequest, SendResult, turns_send
+from tests.unit.published import claimed_turn, events_and_signals, member_and_session, next_heard, send_body
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -34,39 +29,15 @@ pytestmark = [
 
 @pytest.fixture
 def streaming() -> tuple[Any, ChatSession, SendResult]:
-    """A member, their session, and a turn of theirs a worker has claimed (a cancel then
-    signals that worker rather than ending the turn itself)."""
-    alice = get_user_model().objects.create_user(username=f"alice-{uuid.uuid4().hex[:6]}", password="x")
-    session = session_create(owner=alice, title="t")
-    first = turn_send(session_id=session.pk, user=alice, body=body())
-    turns_claim(turn_pks=[first.turn.pk], worker_id="w")
-    return alice, session, first
+    """A member, their session, and a turn of theirs a worker has claimed."""
+    alice, session = member_and_session()
+    return alice, session, claimed_turn(alice, session)
 
 
 @pytest.fixture
 def listener(streaming: tuple[Any, ChatSession, SendResult]) -> Iterator[Any]:
-    """Subscribed to the session's events and to the workers' cancel channel."""
-    _, session, _ = streaming
-    pubsub = live_state.sync_redis().pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(live_state.Keys.events_channel(str(session.pk)), live_state.Keys.cancel_channel())
-    for _ in range(2):
-        pubsub.get_message(timeout=5)  # the subscriptions' confirmations
-    yield pubsub
-    pubsub.close()
-
-
-def body(**extra: Any) -> SendBody:
-    message = {"id": str(uuid.uuid4()), "role": "user", "parts": [{"type": "text", "text": "hi"}]}
-    return SendBody.model_validate({"messages": [message], **extra})
-
-
-def next_heard(pubsub: Any, session: ChatSession) -> tuple[str, list[str]]:
-    """("events", their types) or ("signal", the session it names), whichever came next."""
-    message = pubsub.get_message(timeout=10)
-    assert message is not None, "nothing was published"
-    if message["channel"].decode() == live_state.Keys.cancel_channel():
-        return "signal", [orjson.loads(message["data"])["session"]]
-    return "events", [orjson.loads(frame)["type"] for frame in message["data"].decode().split("\n")]
+    with events_and_signals(streaming[1]) as pubsub:
+        yield pubsub
 
 
 async def test_a_cancels_event_reaches_redis_before_the_workers_signal(streaming, listener):
@@ -77,8 +48,8 @@ async def test_a_cancels_event_reaches_redis_before_the_workers_signal(streaming
     await after
 
     assert isinstance(outcome, CancelOutcome) and outcome.cancelled == [first.turn.turn_id]
-    assert next_heard(listener, session) == ("events", ["cancel"])
-    assert next_heard(listener, session) == ("signal", [str(session.pk)])
+    assert next_heard(listener) == ("events", ["cancel"])
+    assert next_heard(listener) == ("signal", [str(session.pk)])
 
 
 async def test_an_interrupting_sends_events_reach_redis_before_the_signal_and_before_its_answer_is_out(
@@ -86,13 +57,13 @@ async def test_an_interrupting_sends_events_reach_redis_before_the_signal_and_be
 ):
     alice, session, _ = streaming
     hold = Hold(1, limit=60)  # as for an HTTP send: the work after the commit waits for its answer
-    interrupting = SendRequest(session.pk, alice, body(policy="interrupt"))
+    interrupting = SendRequest(session.pk, alice, send_body(policy="interrupt"))
 
     [result], after = await answering_first(turns_send, hold)([interrupting])
 
     assert isinstance(result, SendResult) and result.turn.status == "queued"
-    assert next_heard(listener, session) == ("events", ["cancel", "message", "message", "turn.queued"])
-    assert next_heard(listener, session) == ("signal", [str(session.pk)])
+    assert next_heard(listener) == ("events", ["cancel", "message", "message", "turn.queued"])
+    assert next_heard(listener) == ("signal", [str(session.pk)])
     hold.release_one()
     await after
 
@@ -101,10 +72,12 @@ async def test_a_send_that_queues_a_turn_publishes_before_its_answer_is_out(stre
     alice, session, _ = streaming
     hold = Hold(1, limit=60)
 
-    [result], after = await answering_first(turns_send, hold)([SendRequest(session.pk, alice, body(policy="queue"))])
+    [result], after = await answering_first(turns_send, hold)(
+        [SendRequest(session.pk, alice, send_body(policy="queue"))]
+    )
 
     assert isinstance(result, SendResult) and result.turn.status == "queued" and not after.done()
-    assert next_heard(listener, session) == ("events", ["message", "message", "turn.queued"])
+    assert next_heard(listener) == ("events", ["message", "message", "turn.queued"])
     hold.release_one()
     await after
 
@@ -115,5 +88,5 @@ async def test_a_lone_cancels_events_and_signal_go_in_that_order_through_the_db_
 
     await db(turns_cancel_many)([CancelCommand(session.pk, alice, CancelFilter(all=True))])
 
-    assert next_heard(listener, session)[0] == "events"
-    assert next_heard(listener, session) == ("signal", [str(session.pk)])
+    assert next_heard(listener)[0] == "events"
+    assert next_heard(listener) == ("signal", [str(session.pk)])

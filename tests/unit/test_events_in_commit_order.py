@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 import pytest
-from django.contrib.auth import get_user_model
 
 from sessions_app.cancellation.services import CancelCommand, CancelOutcome, turns_cancel_many
-from sessions_app.infra import live_state
 from sessions_app.infra.db_threads import Hold, answering_first, db
 from sessions_app.models import ChatSession
-from sessions_app.schemas import CancelFilter, SendBody
-from sessions_app.sessions.services import session_create
+from sessions_app.schemas import CancelFilter
 from sessions_app.turns.running import turns_claim
 from sessions_app.turns.sending import SendRequest, SendResult, turns_send
+from tests.unit.published import events_and_signals, member_and_session, next_heard, send_body
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -35,33 +31,19 @@ pytestmark = [
 
 @pytest.fixture
 def chat() -> tuple[Any, ChatSession]:
-    alice = get_user_model().objects.create_user(username=f"alice-{uuid.uuid4().hex[:6]}", password="x")
-    return alice, session_create(owner=alice, title="t")
+    return member_and_session()
 
 
 @pytest.fixture
 def listener(chat: tuple[Any, ChatSession]) -> Iterator[Any]:
-    _, session = chat
-    pubsub = live_state.sync_redis().pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(live_state.Keys.events_channel(str(session.pk)), live_state.Keys.cancel_channel())
-    for _ in range(2):
-        pubsub.get_message(timeout=5)  # the subscriptions' confirmations
-    yield pubsub
-    pubsub.close()
+    with events_and_signals(chat[1]) as pubsub:
+        yield pubsub
 
 
 def heard(pubsub: Any) -> tuple[str, list[str]]:
     """("events", their types) or ("signal", []), whichever came next."""
-    message = pubsub.get_message(timeout=10)
-    assert message is not None, "nothing was published"
-    if message["channel"].decode() == live_state.Keys.cancel_channel():
-        return "signal", []
-    return "events", [orjson.loads(frame)["type"] for frame in message["data"].decode().split("\n")]
-
-
-def body() -> SendBody:
-    message = {"id": str(uuid.uuid4()), "role": "user", "parts": [{"type": "text", "text": "hi"}]}
-    return SendBody.model_validate({"messages": [message]})
+    kind, what = next_heard(pubsub)
+    return kind, [] if kind == "signal" else what
 
 
 @pytest.mark.parametrize("claimed", [False, True], ids=["no worker yet", "a worker runs it"])
@@ -71,7 +53,7 @@ async def test_a_cancel_committed_while_a_sends_events_wait_for_its_answer_publi
     alice, session = chat
     hold = Hold(1, limit=60)  # the send's HTTP answer, not written yet
 
-    [sent], sent_published = await answering_first(turns_send, hold)([SendRequest(session.pk, alice, body())])
+    [sent], sent_published = await answering_first(turns_send, hold)([SendRequest(session.pk, alice, send_body())])
     assert isinstance(sent, SendResult)
     if claimed:  # a worker took it (in a real stack only after its `turn.start`: the same rows)
         await db(turns_claim)(turn_pks=[sent.turn.pk], worker_id="w")

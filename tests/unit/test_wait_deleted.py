@@ -6,20 +6,17 @@ Against the tests' real Redis and database, with the web process's hub."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from sessions_app.errors import NotFound
 from sessions_app.infra.db_threads import db
-from sessions_app.schemas import CancelFilter, SendBody
-from sessions_app.sessions.services import session_create, session_delete
-from sessions_app.turns.running import turns_claim
-from sessions_app.turns.sending import turn_send
+from sessions_app.schemas import CancelFilter
+from sessions_app.sessions.services import session_delete
 from sessions_app.web.hub import hub
 from sessions_app.web.waiting import wait_for_turns
+from tests.unit.published import claimed_turn, member_and_session
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -31,11 +28,8 @@ pytestmark = [
 @pytest.fixture
 def streaming() -> tuple[Any, Any]:
     """A member, and their session with a turn of theirs a worker has claimed."""
-    alice = get_user_model().objects.create_user(username=f"alice-{uuid.uuid4().hex[:6]}", password="x")
-    session = session_create(owner=alice, title="t")
-    message = {"id": str(uuid.uuid4()), "role": "user", "parts": [{"type": "text", "text": "hi"}]}
-    first = turn_send(session_id=session.pk, user=alice, body=SendBody.model_validate({"messages": [message]}))
-    turns_claim(turn_pks=[first.turn.pk], worker_id="w")
+    alice, session = member_and_session()
+    claimed_turn(alice, session)
     return alice, session
 
 
