@@ -34,14 +34,14 @@ def default_parent(
     """Parent of a new user message when the client names none (docs/protocol.md, "The conversation tree"):
 
     - `interrupt`: after the sender's cancelled (partial, kept) answer;
-    - `queue` behind in-flight turns: after the answer of the turn it waits for;
+    - `queue` behind in-flight turns: after the answer of the newest of them;
     - while other messages are answered otherwise: a sibling of the newest of them (the
       first message of its send), so that the exchanges that ran together share a parent;
     - else: `newest`, the session's newest settled node (the end of the timeline), which
       the caller reads for many sessions at once (hotsql.newest_settled_nodes).
 
-    A regeneration in flight has no message of its own to be a sibling of: it does not
-    make the new message a sibling of the old question it answers again.
+    A regeneration in flight has no message of its own: it does not make the new message
+    a sibling of the old question it answers again, nor put a queued one under its answer.
     """
     # Plain SQL (decision 015): the ORM's compilation of these reads was a third of the
     # Python of a send that comes while others are in flight (an interrupt, a queue, two
@@ -49,14 +49,15 @@ def default_parent(
     if policy == Policy.INTERRUPT and interrupted:
         return parent_node(interrupted[-1].assistant_message_id)
     if in_flight:
-        newest_turn = in_flight[-1]
-        if policy == Policy.QUEUE:
-            return parent_node(newest_turn.assistant_message_id)
-        sent_messages, parent = parent_of_newest_first_message([t.pk for t in in_flight])
+        # The newest send, not the newest turn: a regeneration newer than it would put a
+        # queued message under an answer still being rewritten.
+        queued = policy == Policy.QUEUE
+        sent_messages, parent = parent_of_newest_first_message([t.pk for t in in_flight], answer=queued)
         if sent_messages:
             return parent
         if newest is None:  # only regenerations in flight: the caller read no settled node
-            newest = newest_settled_nodes([newest_turn.session_id]).get(newest_turn.session_id)
+            session_id = in_flight[-1].session_id
+            newest = newest_settled_nodes([session_id]).get(session_id)
     return newest
 
 

@@ -89,10 +89,11 @@ def parent_node(pk: int | None) -> MessageNode | None:
     return found[0] if found else None
 
 
-def parent_of_newest_first_message(turn_pks: Sequence[int]) -> tuple[bool, MessageNode | None]:
+def parent_of_newest_first_message(turn_pks: Sequence[int], *, answer: bool = False) -> tuple[bool, MessageNode | None]:
     """Of the first user message of each of these turns (those that sent one), the newest
-    one's parent, PARENT_FIELDS loaded: `(True, parent)`, the parent None for a root; or
-    `(False, None)` when none of the turns sent a message (regenerations). One statement."""
+    one's parent, or with `answer` its turn's answer, PARENT_FIELDS loaded: `(True, node)`,
+    the node None for a root (or a turn with no answer); or `(False, None)` when none of the
+    turns sent a message (regenerations, an agent answering someone else's). One statement."""
     if not turn_pks:
         return False, None
     node, parent, nodes = column(MessageNode, "id"), column(MessageNode, "parent"), table(MessageNode)
@@ -100,9 +101,17 @@ def parent_of_newest_first_message(turn_pks: Sequence[int]) -> tuple[bool, Messa
         f"SELECT MIN(u.{node}) AS first_pk FROM {nodes} u WHERE u.{column(MessageNode, 'turn')} IN ({marks(turn_pks)}) "
         f"AND u.{column(MessageNode, 'role')} = %s GROUP BY u.{column(MessageNode, 'turn')}"
     )
+    if answer:
+        turn = column(Turn, "id")
+        target = (
+            f"LEFT JOIN {table(Turn)} t ON t.{turn} = n.{column(MessageNode, 'turn')} "
+            f"LEFT JOIN {nodes} p ON p.{node} = t.{column(Turn, 'assistant_message')}"
+        )
+    else:
+        target = f"LEFT JOIN {nodes} p ON p.{node} = n.{parent}"
     sql = (
         f"SELECT {select_list(MessageNode, alias='p', fields=PARENT_FIELDS)}, n.{node} FROM {nodes} n "
-        f"LEFT JOIN {nodes} p ON p.{node} = n.{parent} WHERE n.{node} = (SELECT MAX(first_pk) FROM ({firsts}) firsts)"
+        f"{target} WHERE n.{node} = (SELECT MAX(first_pk) FROM ({firsts}) firsts)"
     )
     found = instances(MessageNode, sql, [*turn_pks, Role.USER], fields=PARENT_FIELDS, extra=("first_message_pk",))
     if not found:

@@ -131,6 +131,14 @@ def test_the_parent_of_a_send_beside_turns_in_flight(world):
     assert parent.get_deferred_fields() >= {"parts", "role", "parent_id"}  # only what a parent needs
     # Only the turns asked about count.
     assert turn_queries.parent_of_newest_first_message([turns[0].pk, turns[2].pk]) == (True, None)
+    # A queued message's parent: the answer of the newest turn that sent a message.
+    reply = MessageNode.objects.create(session=chat, node_id="reply", parent=first, role="assistant", turn=turns[1])
+    Turn.objects.filter(pk=turns[1].pk).update(assistant_message=reply)
+    found, parent = turn_queries.parent_of_newest_first_message([t.pk for t in turns], answer=True)
+    assert found and parent is not None
+    assert (parent.pk, parent.node_id) == (reply.pk, "reply")
+    assert turn_queries.parent_of_newest_first_message([turns[0].pk], answer=True) == (True, None)  # none linked
+    assert turn_queries.parent_of_newest_first_message([turns[2].pk], answer=True) == (False, None)
 
 
 def test_a_parent_by_its_key(world):

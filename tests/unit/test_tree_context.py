@@ -197,3 +197,28 @@ def test_an_answer_left_empty_on_the_branch_is_skipped(people):
     second = send(chat, alice, "second")
     assert question(second).parent == reply(first)
     assert claim(second) == ["user: first", "user: second"]
+
+
+def test_a_queued_message_follows_the_newest_send_in_flight_not_a_newer_regeneration(people):
+    chat, alice, bob, carol = people
+    hello = send(chat, alice, "hello")
+    claim(hello)
+    answer(hello, "hi")
+    a = send(chat, alice, "A?")
+    again = send(chat, bob, regenerate=reply(hello).node_id)  # newer than A, but no message of its own
+    queued = send(chat, alice, "then?", policy="queue")
+    assert question(queued).parent == reply(a)
+    beside = send(chat, carol, "C?")  # a sibling of the newest message in flight: the queued one
+    assert question(beside).parent == reply(a)
+    assert reply(again).parent == question(hello)
+
+
+def test_a_queued_message_behind_only_a_regeneration_follows_the_newest_settled_node(people):
+    chat, alice, bob, _carol = people
+    hello = send(chat, alice, "hello")
+    claim(hello)
+    answer(hello, "hi")
+    send(chat, bob, regenerate=reply(hello).node_id)
+    queued = send(chat, alice, "then?", policy="queue")
+    assert question(queued).parent == reply(hello)
+    assert queued.turn.status == TurnStatus.QUEUED  # it still waits for the regeneration
