@@ -7,6 +7,8 @@ from typing import Any
 
 from chat_client.protocol import Event
 
+ENDED = ("complete", "cancelled", "error")  # a turn's end reasons
+
 
 class SessionState:
     """The tree's nodes, the turns, who is generating and who is online; every event applied
@@ -73,6 +75,8 @@ class SessionState:
             if answer is not None and event["seq"] > answer.get("contentSeq", 0):
                 answer["parts"] = [*answer["parts"], event["part"]]
                 answer["contentSeq"] = event["seq"]
+        elif kind in ("turn.queued", "turn.start") and self._has_ended(event["turnId"]):
+            pass  # a turn's end is final (docs/protocol.md, "Applying events")
         elif kind == "turn.queued":
             self.turns.setdefault(event["turnId"], {}).update(
                 turnId=event["turnId"], clientId=event["clientId"], status="queued"
@@ -92,6 +96,9 @@ class SessionState:
             if not owned:
                 self.active_turns.pop(event["clientId"], None)
             self._settle_answer(event["turnId"], ("streaming", "queued"), event["reason"])
+
+    def _has_ended(self, turn_id: str) -> bool:
+        return self.turns.get(turn_id, {}).get("status") in ENDED
 
     def _settle_answer(self, turn_id: str, was: tuple[str, ...], status: str) -> None:
         """The turn's answer node, if its status is one of `was`, takes `status`."""

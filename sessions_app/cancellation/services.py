@@ -11,9 +11,10 @@ for their events, instead of a transaction and two round trips each."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -28,12 +29,13 @@ from sessions_app.errors import ChatError, Forbidden, NotFound
 from sessions_app.events import build, emit
 from sessions_app.infra.db_threads import after_commit
 from sessions_app.infra.live_state import Event
-from sessions_app.models import IN_FLIGHT, ChatSession, HeldCancel, Turn
+from sessions_app.models import IN_FLIGHT, ChatSession, HeldCancel, Turn, TurnStatus
 from sessions_app.schemas import CancelFilter
 from sessions_app.sessions.services import members_of, require_member, session_deleting
 from sessions_app.turns import announce, transitions
-from sessions_app.turns._queries import cancellable_turns
+from sessions_app.turns._queries import cancellable_turns, in_flight_turns
 from sessions_app.turns.locking import lock_sessions
+from sessions_app.turns.promotion import promote
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ class CancelOutcome:
     rejected: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    ended: list[Turn] = field(default_factory=list)  # queued turns ended right here
+    ended: list[Turn] = field(default_factory=list)  # turns no worker had picked up, ended right here
+    started: list[Turn] = field(default_factory=list)  # queued turns that took their places
 
     def as_dict(self) -> dict[str, list[str]]:
         return {"cancelled": self.cancelled, "rejected": self.rejected, "pending": self.pending}
@@ -145,8 +148,13 @@ def turns_cancel_many(commands: Sequence[CancelCommand]) -> list[CancelOutcome |
                     )
                 except ChatError as exc:
                     outcomes[i] = exc
-            decided = [(str(admitted[i].pk), o) for i, o in outcomes.items() if isinstance(o, CancelOutcome)]
-            _emit_on_commit([(session_id, o.events) for session_id, o in decided], signals)
+            decided = [(admitted[i], o) for i, o in outcomes.items() if isinstance(o, CancelOutcome)]
+            for session, outcome in decided:
+                _start_queued_turns(fresh.get(session.pk, session), outcome)
+            started = [turn for _, o in decided for turn in o.started]
+            _emit_on_commit(
+                [(str(session.pk), o.events) for session, o in decided], signals, then=partial(_hand_over, started)
+            )
             after_commit(lambda: announce.ended([turn for _, o in decided for turn in o.ended]))
     except Exception:
         logger.warning("a set of cancels failed; running its cancels one by one", exc_info=True)
@@ -161,16 +169,42 @@ def _alone(command: CancelCommand) -> CancelOutcome | Exception:
         return exc
 
 
-def _emit_on_commit(batches: Sequence[tuple[str, list[Event]]], signals: Sequence[tuple[str, list[int]]]) -> None:
+def _emit_on_commit(
+    batches: Sequence[tuple[str, list[Event]]],
+    signals: Sequence[tuple[str, list[int]]],
+    then: Callable[[], None] | None = None,
+) -> None:
     """The cancels' events, for every device. With turns to stop, they go as the
     transaction commits, ahead of the answers, and the workers' signals right behind them
     in the same write (decisions 038 and 043): a worker's `turn.end` then always follows the
-    `cancel` that caused it. Without, after the answers, as any command's."""
+    `cancel` that caused it. Without, after the answers, as any command's. `then` runs once
+    they are published."""
     batches = [(session_id, events) for session_id, events in batches if events]
     if signals:
-        emit.ahead_of_workers(batches, signals)
+        emit.ahead_of_workers(batches, signals, then=then)
     elif batches:
-        emit.in_commit_order(batches)
+        emit.in_commit_order(batches, then=then)
+
+
+def _start_queued_turns(session: ChatSession, outcome: CancelOutcome) -> None:
+    """A cancel that ended turns no worker had picked up yet freed their places: the queued
+    turns that may start now start, as when a worker ends a turn (promotion.py), their
+    `turn.start`s after the cancel's `turn.end`s. Without this, a turn queued behind an
+    active turn that a cancel ended here would wait until some other turn of the session
+    ended. One read, only when the cancel ended a turn here (the session's lock is held)."""
+    if not outcome.ended:
+        return
+    in_flight = in_flight_turns([session.pk])
+    if any(turn.status == TurnStatus.QUEUED for turn in in_flight):
+        outcome.started = promote(in_flight)
+        outcome.events.extend(build.turn_start(turn) for turn in outcome.started)
+
+
+def _hand_over(started: Sequence[Turn]) -> None:
+    """After the started turns' `turn.start` is published: hand them to the workers."""
+    if started:
+        announce.run([turn.pk for turn in started])
+        announce.started(started)
 
 
 def turns_cancel(
@@ -194,7 +228,8 @@ def turns_cancel(
         session = lock_sessions([session.pk]).get(session.pk, session)
         signals: list[tuple[str, list[int]]] = []
         outcome = cancel_locked(session=session, requester=user, flt=flt, bypass_authoriser=as_admin, signals=signals)
-        _emit_on_commit([(str(session.pk), outcome.events)], signals)
+        _start_queued_turns(session, outcome)
+        _emit_on_commit([(str(session.pk), outcome.events)], signals, then=partial(_hand_over, outcome.started))
         announce.ended_on_commit(outcome.ended)
     return outcome
 

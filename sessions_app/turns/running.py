@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
 
 from django.db import transaction
 from django.utils import timezone
 
-from sessions_app.conf import app_settings
 from sessions_app.events import build, emit
 from sessions_app.infra import live_state
 from sessions_app.infra.db_threads import after_commit
@@ -23,6 +22,7 @@ from sessions_app.tree import context_nodes, context_path
 from sessions_app.turns import announce, transitions
 from sessions_app.turns._queries import in_flight_turns
 from sessions_app.turns.locking import lock_session_rows
+from sessions_app.turns.promotion import interrupted_by, promote
 from sessions_app.turns.types import ClaimedTurn, TurnOutcome
 
 logger = logging.getLogger(__name__)
@@ -88,9 +88,14 @@ def _finish_locked(outcome: TurnOutcome, in_flight: Sequence[Turn]) -> _Ended | 
     """End the turn under its session's lock; `in_flight`: the session's in-flight turns as
     read under it (updated in place as turns end and start). None if it had ended."""
     turn = next((t for t in in_flight if t.pk == outcome.turn_pk), None)
+    if turn is not None and turn.cancel_requested_by and outcome.status != TurnStatus.CANCELLED:
+        # A cancel committed before this end, which its worker had not heard yet (the
+        # answer ended meanwhile, or the worker was lost): the cancel wins, as its answer
+        # and its `cancel` event said. The turn ends `cancelled`, with all it streamed.
+        outcome = replace(outcome, status=TurnStatus.CANCELLED, error_code="", error_message="")
     if turn is None or not transitions.finish(turn, outcome):
         return None
-    started = _promote([t for t in in_flight if t.pk != turn.pk])
+    started = promote([t for t in in_flight if t.pk != turn.pk])
     return _Ended(outcome, turn, started, [build.turn_end(turn), *(build.turn_start(t) for t in started)])
 
 
@@ -140,63 +145,6 @@ def _one(call: Callable[[], bool]) -> bool | Exception:
         return exc
 
 
-def _promote(in_flight: Sequence[Turn]) -> list[Turn]:
-    """The queued turns that start now that a turn has ended; `in_flight`: the session's
-    other in-flight turns in creation order, read under its lock.
-
-    - An interrupting turn starts once none of the turns it interrupted is still active:
-      the sender's older active turns with a cancel asked.
-    - Then the queue, first in, first out, while its oldest turn may start: a turn queued
-      by the `queue` policy when nothing is active; a turn queued by the session's cap
-      (MAX_ACTIVE_TURNS, docs/agents.md) while the active turns stay within it.
-    - Sub-agent turns queued with their parent turn start with it (docs/agents.md)."""
-    queued = {t.pk for t in in_flight if t.status == TurnStatus.QUEUED}
-    started = [
-        turn
-        for turn in in_flight
-        if turn.status == TurnStatus.QUEUED
-        and turn.policy == Policy.INTERRUPT
-        and turn.parent_turn_id not in queued
-        and not _interrupted_by(turn, in_flight)
-        and transitions.activate(turn)
-    ]
-    started.extend(_sub_agents_of(started, in_flight))
-    active = sum(t.status == TurnStatus.ACTIVE for t in in_flight)
-    cap = int(app_settings.MAX_ACTIVE_TURNS)
-    for turn in in_flight:
-        if turn.status != TurnStatus.QUEUED or turn.policy == Policy.INTERRUPT or turn.parent_turn_id in queued:
-            continue
-        group = [turn, *(t for t in in_flight if t.parent_turn_id == turn.pk and t.status == TurnStatus.QUEUED)]
-        fits = active == 0 if turn.policy == Policy.QUEUE else cap <= 0 or active + len(group) <= cap
-        if not fits:
-            break
-        if transitions.activate(turn):
-            with_sub_agents = [turn, *_sub_agents_of([turn], in_flight)]
-            started.extend(with_sub_agents)
-            active += len(with_sub_agents)
-    return started
-
-
-def _sub_agents_of(parents: Sequence[Turn], in_flight: Sequence[Turn]) -> list[Turn]:
-    """Start the queued sub-agent turns of turns that just started."""
-    pks = {parent.pk for parent in parents}
-    return [
-        t for t in in_flight if t.parent_turn_id in pks and t.status == TurnStatus.QUEUED and transitions.activate(t)
-    ]
-
-
-def _interrupted_by(turn: Turn, in_flight: Sequence[Turn]) -> list[Turn]:
-    """The turns an interrupting `turn` still waits for."""
-    return [
-        other
-        for other in in_flight
-        if other.pk < turn.pk
-        and other.status == TurnStatus.ACTIVE
-        and other.client_id == turn.client_id
-        and other.cancel_requested_by
-    ]
-
-
 def overdue_interrupts(*, older_than_seconds: float) -> list[str]:
     """Bound an interrupt's wait: end the turns that interrupting sends have waited for
     longer than `older_than_seconds` (their workers did not stop them: stuck or slow),
@@ -211,7 +159,7 @@ def overdue_interrupts(*, older_than_seconds: float) -> list[str]:
             other.pk: other
             for turn in in_flight
             if turn.status == TurnStatus.QUEUED and turn.policy == Policy.INTERRUPT and turn.created_at < cutoff
-            for other in _interrupted_by(turn, in_flight)
+            for other in interrupted_by(turn, in_flight)
         }
         for other in stuck.values():
             if _end_keeping_content(other, TurnStatus.CANCELLED):

@@ -278,6 +278,12 @@ export class ChatTransport extends EventTarget {
     }
   }
 
+  /** Has this turn's `turn.end` been applied? A `turn.start` or `turn.queued` after it is stale. */
+  _hasEnded(turnId) {
+    const status = this.turns.get(turnId)?.status;
+    return status === "complete" || status === "cancelled" || status === "error";
+  }
+
   _applySnapshot(snapshot) {
     this.stats.snapshots += 1;
     this.lastSeq = snapshot.lastSeq;
@@ -329,11 +335,13 @@ export class ChatTransport extends EventTarget {
         this._applyPart(event);
         break;
       case "turn.queued":
+        if (this._hasEnded(event.turnId)) break; // a turn's end is final (docs/protocol.md)
         this._turn(event.turnId, {
           clientId: event.clientId, status: "queued", position: event.position, interrupts: event.interrupts || null,
         });
         break;
       case "turn.start":
+        if (this._hasEnded(event.turnId)) break;
         this._turn(event.turnId, { clientId: event.clientId, status: "active", ...(event.model && { model: event.model }) });
         this._activeAdd(event.clientId, event.turnId);
         this._setNodeStatus(event.turnId, "queued", "streaming");

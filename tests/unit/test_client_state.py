@@ -61,3 +61,17 @@ def test_a_turn_end_is_the_event_applied_or_made_from_the_snapshots_turn():
     assert (state.turn_ended("t-2"), state.turn_end("t-2"), state.turn_end("t-3")) == (False, None, None)
     state._apply_event({"seq": 11, "type": "turn.end", "turnId": "t-2", "clientId": "demo", "reason": "complete"}, 0.0)
     assert state.turn_ended("t-2") and state.turn_end("t-2") == state.events[-1]
+
+
+def test_a_turn_start_published_after_the_turns_end_leaves_it_ended():
+    # A worker starts a queued turn as a web process cancels it: each publishes as it
+    # commits, so the `turn.start` can come second. The turn stays ended, no one generating.
+    state = applied(
+        {"type": "message", "message": answer_node("queued")},
+        {"type": "turn.queued", "turnId": "t-2", "clientId": "demo", "position": 1},
+        {"type": "turn.end", "turnId": "t-2", "clientId": "demo", "reason": "cancelled"},
+        {"type": "turn.start", "turnId": "t-2", "clientId": "demo"},
+    )
+    assert state.active_turns == {}
+    assert state.turns["t-2"]["status"] == "cancelled"
+    assert state.messages["a-1"]["status"] == "cancelled"

@@ -763,3 +763,59 @@ def test_two_changes_made_at_once_both_stay(session, alice, bob, django_capture_
     with django_capture_on_commit_callbacks() as told:
         unchanged = services.session_update(session=members_copy, user=bob, title="renamed")
     assert told == [] and unchanged.updated_at == stored.updated_at
+
+
+def test_a_cancel_that_ends_a_turn_no_worker_picked_up_starts_the_turn_queued_behind_it(session, alice):
+    # No worker has claimed the first turn yet (all busy): the cancel ends it here, and the
+    # turn waiting for it starts in the same step instead of waiting for another turn's end.
+    first, waiting = send(session, alice), send(session, alice, policy="queue")
+    outcome = turns_cancel(session_id=session.pk, user=alice, flt=CancelFilter(turnId=first.turn.turn_id))
+    assert outcome.cancelled == [first.turn.turn_id]
+    assert Turn.objects.get(pk=waiting.turn.pk).status == TurnStatus.ACTIVE
+    assert MessageNode.objects.get(pk=waiting.turn.assistant_message.pk).status == NodeStatus.STREAMING
+    assert [(e["type"], e.get("turnId")) for e in outcome.events] == [
+        ("cancel", None),
+        ("turn.end", first.turn.turn_id),
+        ("turn.start", waiting.turn.turn_id),
+    ]
+    assert [t.pk for t in outcome.started] == [waiting.turn.pk]
+
+
+def test_a_place_under_the_cap_freed_by_a_set_of_cancels_is_taken(session, alice, bob, settings):
+    settings.SESSIONS_APP = {**settings.SESSIONS_APP, "MAX_ACTIVE_TURNS": 1}
+    first, over_the_cap = send(session, alice), send(session, bob)
+    assert over_the_cap.turn.status == TurnStatus.QUEUED
+    outcomes = turns_cancel_many(
+        [
+            CancelCommand(session_id=session.pk, user=alice, flt=CancelFilter(own=True)),
+            CancelCommand(session_id=session.pk, user=alice, flt=CancelFilter(own=True)),  # a no-op after it
+        ]
+    )
+    assert [o.cancelled for o in outcomes] == [[first.turn.turn_id], []]
+    assert Turn.objects.get(pk=over_the_cap.turn.pk).status == TurnStatus.ACTIVE
+
+
+def test_a_cancel_that_ends_nothing_here_starts_nothing(session, alice):
+    first, waiting = send(session, alice), send(session, alice, policy="queue")
+    turn_claim(turn_pk=first.turn.pk, worker_id="w")  # its worker stops it, then the queue moves
+    outcome = turns_cancel(session_id=session.pk, user=alice, flt=CancelFilter(turnId=first.turn.turn_id))
+    assert outcome.started == [] and [e["type"] for e in outcome.events] == ["cancel"]
+    assert Turn.objects.get(pk=waiting.turn.pk).status == TurnStatus.QUEUED
+
+
+@pytest.mark.parametrize("status", [TurnStatus.COMPLETE, TurnStatus.ERROR])
+def test_a_cancel_committed_before_the_answer_ended_by_itself_wins(session, alice, status):
+    # The cancel's answer and its `cancel` event name the turn in `cancelled`; the worker,
+    # which had not heard the cancel yet, reports the answer's own end: the turn ends
+    # cancelled all the same, with everything it streamed.
+    result = send(session, alice)
+    turn_claim(turn_pk=result.turn.pk, worker_id="w")
+    assert turns_cancel(session_id=session.pk, user=alice, flt=CancelFilter(own=True)).cancelled == [
+        result.turn.turn_id
+    ]
+    answer = [{"type": "text", "text": "the whole answer"}]
+    assert turn_finish(ended(result, status, answer, content_seq=9))
+    turn = Turn.objects.get(pk=result.turn.pk)
+    assert (turn.status, turn.cancel_requested_by, turn.error_code) == (TurnStatus.CANCELLED, alice.username, "")
+    node = MessageNode.objects.get(pk=result.turn.assistant_message.pk)
+    assert (node.status, node.parts) == (NodeStatus.CANCELLED, answer)
