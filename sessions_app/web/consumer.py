@@ -72,6 +72,18 @@ def parse_after(raw: str | None) -> int | None:
     return int(raw)
 
 
+def frame_type_error(kind: Any) -> str:
+    """What a frame whose `type` names no command is told, in the protocol's words (a
+    client author reads it; Python's names for JSON values mean nothing to them)."""
+    accepted = ", ".join(COMMANDS)
+    if kind is None:
+        return f'a frame needs a "type": one of {accepted}'
+    if not isinstance(kind, str):
+        return f'a frame\'s "type" is a string: one of {accepted}'
+    shown = kind if len(kind) <= 40 else f"{kind[:40]}..."  # the answer stays small
+    return f"unknown frame type {shown!r}; one of {accepted}"
+
+
 class FrameBudget:
     """FRAMES_PER_MINUTE frames a connection may send in each minute (a fixed window)."""
 
@@ -369,8 +381,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             kind = frame.get("type")
             schema = COMMANDS.get(kind) if isinstance(kind, str) else None
             if schema is None:
-                shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
-                raise Invalid(f"unknown frame type {shown!r}; one of {', '.join(COMMANDS)}")
+                raise Invalid(frame_type_error(kind))
             command = schema.model_validate(frame)  # a ValidationError answers `invalid`
             await self._handle(command)
         except Exception as exc:

@@ -77,6 +77,23 @@ async def test_a_frame_type_of_any_shape_answers_invalid(make_client):
     assert (await device.ping())["type"] == "pong"
 
 
+async def test_a_frame_without_a_type_is_told_it_needs_one_in_the_protocols_words(make_client):
+    alice = await make_client("alice")
+    session = await session_with(alice)
+    device = await alice.connect(session["id"])
+
+    for frame in ({}, {"ref": "x"}, {"type": 5, "ref": "y"}, {"type": "dance"}):
+        await device.send_raw(orjson.dumps(frame).decode())
+    await device.wait_for(lambda: len(device.errors) == 4)
+
+    needs, needs_with_ref, not_text, unknown = device.errors
+    assert needs["message"] == needs_with_ref["message"] == 'a frame needs a "type": one of send, cancel, close, ping'
+    assert needs_with_ref["ref"] == "x"
+    assert not_text["message"] == 'a frame\'s "type" is a string: one of send, cancel, close, ping'
+    assert unknown["message"] == "unknown frame type 'dance'; one of send, cancel, close, ping"
+    assert {e["code"] for e in device.errors} == {"invalid"}
+
+
 async def test_a_frame_over_the_limit_is_refused_without_dropping_the_connection(make_client, stack):
     alice = await make_client("alice")
     session = await session_with(alice)
