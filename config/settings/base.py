@@ -197,6 +197,8 @@ SESSIONS_APP: dict[str, Any] = {
     "MAX_CONNECTIONS_PER_USER": env.int("CHAT_MAX_CONNECTIONS_PER_USER", default=64),
     "FRAMES_PER_MINUTE": env.int("CHAT_FRAMES_PER_MINUTE", default=1200),
     "MAX_OUTBOX_BYTES": env.int("CHAT_MAX_OUTBOX_BYTES", default=8 * 1024 * 1024),
+    # Sends (messages that start turns) one user may make a minute, over HTTP and websockets.
+    "SENDS_PER_MINUTE": env.int("CHAT_SENDS_PER_MINUTE", default=600),
     # `?token=` on the websocket URL (credentials in URLs end up in access logs): on here
     # for compatibility, off in the production settings unless CHAT_ALLOW_QUERY_TOKEN.
     "ALLOW_QUERY_TOKEN": env.bool("CHAT_ALLOW_QUERY_TOKEN", default=True),
