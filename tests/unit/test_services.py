@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from sessions_app.cancellation.authorisers import CancelRequest, turn_owner_only, turn_owner_or_session_owner
-from sessions_app.cancellation.services import CancelCommand, turns_cancel, turns_cancel_many
+from sessions_app.cancellation.services import CancelCommand, CancelOutcome, turns_cancel, turns_cancel_many
 from sessions_app.errors import Busy, Conflict, Forbidden, NotFound, QueueFull
 from sessions_app.events import emit
 from sessions_app.events.archive import archive_many
@@ -769,7 +769,7 @@ def test_a_cancel_that_ends_a_turn_no_worker_picked_up_starts_the_turn_queued_be
     # No worker has claimed the first turn yet (all busy): the cancel ends it here, and the
     # turn waiting for it starts in the same step instead of waiting for another turn's end.
     first, waiting = send(session, alice), send(session, alice, policy="queue")
-    outcome = turns_cancel(session_id=session.pk, user=alice, flt=CancelFilter(turnId=first.turn.turn_id))
+    outcome = turns_cancel(session_id=session.pk, user=alice, flt=CancelFilter(turn_id=first.turn.turn_id))
     assert outcome.cancelled == [first.turn.turn_id]
     assert Turn.objects.get(pk=waiting.turn.pk).status == TurnStatus.ACTIVE
     assert MessageNode.objects.get(pk=waiting.turn.assistant_message.pk).status == NodeStatus.STREAMING
@@ -791,14 +791,14 @@ def test_a_place_under_the_cap_freed_by_a_set_of_cancels_is_taken(session, alice
             CancelCommand(session_id=session.pk, user=alice, flt=CancelFilter(own=True)),  # a no-op after it
         ]
     )
-    assert [o.cancelled for o in outcomes] == [[first.turn.turn_id], []]
+    assert [o.cancelled if isinstance(o, CancelOutcome) else o for o in outcomes] == [[first.turn.turn_id], []]
     assert Turn.objects.get(pk=over_the_cap.turn.pk).status == TurnStatus.ACTIVE
 
 
 def test_a_cancel_that_ends_nothing_here_starts_nothing(session, alice):
     first, waiting = send(session, alice), send(session, alice, policy="queue")
     turn_claim(turn_pk=first.turn.pk, worker_id="w")  # its worker stops it, then the queue moves
-    outcome = turns_cancel(session_id=session.pk, user=alice, flt=CancelFilter(turnId=first.turn.turn_id))
+    outcome = turns_cancel(session_id=session.pk, user=alice, flt=CancelFilter(turn_id=first.turn.turn_id))
     assert outcome.started == [] and [e["type"] for e in outcome.events] == ["cancel"]
     assert Turn.objects.get(pk=waiting.turn.pk).status == TurnStatus.QUEUED
 
