@@ -17,12 +17,14 @@ class SessionsAppConfig(AppConfig):
         import sessions_app.worker.tasks  # noqa: F401
 
         # Security hooks: an ended membership closes its websockets; logout and a password
-        # change revoke the user's API tokens (docs/security.md).
+        # change revoke the user's API tokens; every credential change makes the web processes
+        # forget the tokens and browser sessions they checked (docs/security.md).
         from sessions_app.cancellation import services as cancellation
         from sessions_app.sessions import services
-        from sessions_app.web import security_checks, token_cache, tokens  # noqa: F401  (deploy checks)
+        from sessions_app.web import security_checks, session_cache, token_cache, tokens  # noqa: F401  (deploy checks)
 
         services.connect_signals()
         cancellation.connect_signals()  # a deleted session's turns stop
         tokens.connect_signals()
         token_cache.connect_signals()
+        session_cache.connect_signals()

@@ -1,21 +1,21 @@
 """Who is asking, for the HTTP API: `Authorization: Token <key>` (API clients), or the
-Django session cookie with its CSRF token (the browser page). A token the process has
-checked before costs no database query and, while the process hears every credential
-change (web/credentials_watch.py), no Redis read either; the database is read on a
-database thread, so a request never waits for another on Django's one shared sync thread."""
+Django session cookie with its CSRF token (the browser page). A token or a browser session
+the process has checked before costs no database query and, while the process hears every
+credential change (web/credentials_watch.py), no Redis read either (web/token_cache.py,
+web/session_cache.py); the database is read on a database thread, so a request never waits
+for another on Django's one shared sync thread. A known session's writes still need the
+CSRF token."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user
 from django.http import HttpRequest
 from ninja.security import APIKeyCookie, APIKeyHeader
 from ninja.utils import check_csrf
 
 from sessions_app.errors import Forbidden, Unauthenticated
-from sessions_app.infra.db_threads import db
-from sessions_app.web import token_cache
+from sessions_app.web import session_cache, token_cache
 
 
 class TokenAuth(APIKeyHeader):
@@ -52,14 +52,9 @@ class SessionAuth(APIKeyCookie):
     async def authenticate(self, request: HttpRequest, key: str | None) -> Any:  # type: ignore[override]
         if not key:
             return None
-        user = await db(_session_user)(request)
+        user = await session_cache.user_for_session(request, key)
         if user is None:
             return None
         if check_csrf(request) is not None:
             raise Forbidden("CSRF check failed: send the X-CSRFToken header with the csrftoken cookie")
         return user
-
-
-def _session_user(request: HttpRequest) -> Any:
-    user = get_user(request)  # type: ignore[arg-type]
-    return user if user.is_authenticated else None
