@@ -29,9 +29,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from bench.harness import PASSWORD, WORKLOAD, BenchDevice, close_all, connect, ms, new_prompt, new_sessions
 from bench.scenarios.http import MODEL_DELAY_MS, Api, first_delta_index, has_tokens
@@ -128,18 +130,33 @@ async def one_round(side: Side) -> None:
     samples["cancel -> turn.end"].append(ms(device.receive_times[index] - cancelled_at))
 
 
+class HasSamples(Protocol):
+    samples: dict[str, list[float]]
+
+
+S = TypeVar("S", bound=HasSamples)
+
+
+async def alternate(
+    sides: Sequence[S], one_round: Callable[[S], Awaitable[None]], rounds: int, figures: Sequence[str], warm_up: int
+) -> None:
+    """`warm_up` rounds of each side, thrown away, then `rounds` rounds taken from both sides
+    in alternating order (which side goes first flips every round)."""
+    for _ in range(warm_up):
+        for side in sides:
+            await one_round(side)
+    for side in sides:
+        side.samples = {name: [] for name in figures}
+    for number in range(rounds):
+        for side in sides if number % 2 == 0 else reversed(sides):
+            await one_round(side)
+
+
 async def compare(sides: list[Side], rounds: int) -> None:
     for side in sides:
         await open_side(side)
     try:
-        for _ in range(3):  # warm-up: first queries, connections, imports
-            for side in sides:
-                await one_round(side)
-        for side in sides:
-            side.samples = {name: [] for name in FIGURES}
-        for number in range(rounds):
-            for side in sides if number % 2 == 0 else reversed(sides):
-                await one_round(side)
+        await alternate(sides, one_round, rounds, FIGURES, warm_up=3)  # first queries, connections, imports
     finally:
         for side in sides:
             if side.device is not None:
@@ -148,17 +165,19 @@ async def compare(sides: list[Side], rounds: int) -> None:
                 await side.api.http.aclose()
             if side.client is not None:
                 await side.client.aclose()
-    report(sides, rounds)
+    report(sides, rounds, FIGURES)
 
 
-def report(sides: list[Side], rounds: int) -> None:
+def report(sides: Sequence[HasSamples], rounds: int, figures: Sequence[str]) -> None:
+    """Each figure's p50 (p90) on both sides and their ratio; `sides`: this, then the other."""
     this, other = sides
+    width = max(map(len, figures)) + 2
     print(f"{rounds} alternating rounds, p50 in ms (p90 in brackets)")
-    print(f"{'figure':<20} {'other':>16} {'this':>16} {'this/other':>11}")
-    for name in FIGURES:
+    print(f"{'figure':<{width}} {'other':>16} {'this':>16} {'this/other':>11}")
+    for name in figures:
         a, b = other.samples[name], this.samples[name]
         print(
-            f"{name:<20} {_p(a, 50):>7.2f} ({_p(a, 90):>6.2f}) {_p(b, 50):>7.2f} ({_p(b, 90):>6.2f})"
+            f"{name:<{width}} {_p(a, 50):>7.2f} ({_p(a, 90):>6.2f}) {_p(b, 50):>7.2f} ({_p(b, 90):>6.2f})"
             f" {_p(b, 50) / _p(a, 50):>11.2f}"
         )
 

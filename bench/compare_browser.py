@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.compare import ROOT, _p, start_side, stop_sides
+from bench.compare import ROOT, alternate, report, start_side, stop_sides
 from bench.harness import PASSWORD, ms
 from bench.http_client import LeanHttp
 from chat_client import ChatClient
@@ -66,28 +66,13 @@ async def compare(sides: list[Side], rounds: int) -> None:
     for side in sides:
         await open_side(side)
     try:
-        for _ in range(5):  # warm-up
-            for side in sides:
-                await one_round(side)
-        for side in sides:
-            side.samples = {name: [] for name in FIGURES}
-        for number in range(rounds):
-            for side in sides if number % 2 == 0 else reversed(sides):
-                await one_round(side)
+        await alternate(sides, one_round, rounds, FIGURES, warm_up=5)
     finally:
         for side in sides:
             for http in (side.cookie, side.token):
                 if http is not None:
                     await http.aclose()
-    this, other = sides
-    print(f"{rounds} alternating rounds, p50 in ms (p90 in brackets)")
-    print(f"{'figure':<16} {'other':>16} {'this':>16} {'this/other':>11}")
-    for name in FIGURES:
-        a, b = other.samples[name], this.samples[name]
-        print(
-            f"{name:<16} {_p(a, 50):>7.2f} ({_p(a, 90):>6.2f}) {_p(b, 50):>7.2f} ({_p(b, 90):>6.2f})"
-            f" {_p(b, 50) / _p(a, 50):>11.2f}"
-        )
+    report(sides, rounds, FIGURES)
 
 
 def main(argv: list[str] | None = None) -> int:

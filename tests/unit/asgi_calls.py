@@ -5,6 +5,7 @@ server may strip a body itself; these are what it is given)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +24,17 @@ class Sent:
         return orjson.loads(self.body)
 
 
-async def call(method: str, path: str, token: str | None = None, body: Any = None, query: str = "") -> Sent:
+async def call(
+    method: str,
+    path: str,
+    token: str | None = None,
+    body: Any = None,
+    query: str = "",
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> Sent:
+    """`headers`: more request headers (a browser's cookie, its CSRF token)."""
     raw = b"" if body is None else orjson.dumps(body)
-    headers = [(b"host", b"testserver")]
+    headers = [(b"host", b"testserver"), *headers]
     if token is not None:
         headers.append((b"authorization", f"Token {token}".encode()))
     if body is not None:

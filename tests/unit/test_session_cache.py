@@ -6,7 +6,6 @@ ASGI application Daphne runs, with real Redis and database."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -24,7 +23,7 @@ from django.utils import timezone
 
 from sessions_app.infra import live_state
 from sessions_app.web import token_cache
-from sessions_app.web.http_entry import HttpHandler
+from tests.unit.asgi_calls import call
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="function")]
 
@@ -50,45 +49,12 @@ async def browser(user: Any) -> str:
 async def request(method: str, path: str, session_key: str, *, csrf: bool = False) -> tuple[int, dict[str, str]]:
     """The API's answer to a browser's request: its status and headers."""
     headers = [
-        (b"host", b"testserver"),
-        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={session_key}; {settings.CSRF_COOKIE_NAME}={CSRF}".encode()),
+        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={session_key}; {settings.CSRF_COOKIE_NAME}={CSRF}".encode())
     ]
-    body = b"{}" if method == "POST" else b""
-    if body:
-        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if csrf:
         headers.append((b"x-csrftoken", CSRF.encode()))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
-    received = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal received
-        if received:
-            await asyncio.Event().wait()
-        received = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await HttpHandler()(scope, receive, send)
-    start = sent[0]
-    return start["status"], {name.decode().lower(): value.decode() for name, value in start["headers"]}
+    sent = await call(method, path, body={} if method == "POST" else None, headers=headers)
+    return sent.status, sent.headers
 
 
 async def status(session_key: str) -> int:
