@@ -1,7 +1,8 @@
 """How a started turn reaches a worker (decision 027): handed straight to a worker waiting
 for work, with no Celery task; as a Celery task when no worker waits; run by the worker
-whose turn's end started it (a queued turn); and, should the worker it was handed to die
-before claiming it, handed out again by another's reaper."""
+whose turn's end started it (a queued turn), or by the first worker free when a cancel
+ended the unclaimed turn it queued behind (decision 050); and, should the worker it was
+handed to die before claiming it, handed out again by another's reaper."""
 
 from __future__ import annotations
 
@@ -75,6 +76,30 @@ async def test_a_turn_no_worker_waits_for_goes_as_a_celery_task(fault_redis, fau
     stack.start_worker()
 
     assert await settled(device, turn.turn_id) == "complete"
+    await assert_shows_what_the_server_stored(alice, session["id"], device)
+
+
+async def test_a_cancel_ending_a_turn_no_worker_took_starts_the_one_queued_behind_it(fault_redis, fault_stack, login):
+    """With every worker busy (here: none), a turn waits unclaimed; a cancel ends it at once,
+    and the turn queued behind it starts in the same step (decision 050): its `turn.start`
+    after the cancelled turn's `turn.end`, handed to the workers, and streamed in full by the
+    first worker to come."""
+    stack = fault_stack(redis_url=fault_redis.url, workers=0)
+    alice = await login(stack.base_url, "alice")
+    session = await session_with(alice, tokens=20, rate=200)
+    device = await alice.connect(session["id"])
+    unclaimed = await device.send("no worker takes this")
+    queued = await device.send("after it", policy="queue")
+    assert (unclaimed.status, queued.status) == ("active", "queued")
+
+    await device.cancel(turn_id=unclaimed.turn_id)
+
+    assert await settled(device, unclaimed.turn_id) == "cancelled"
+    await device.wait_for(lambda: device.turns.get(queued.turn_id, {}).get("status") == "active", 30)
+    lifecycle = [(e["type"], e["turnId"]) for e in device.events if e["type"] in ("turn.start", "turn.end")]
+    assert lifecycle[-2:] == [("turn.end", unclaimed.turn_id), ("turn.start", queued.turn_id)]
+    stack.start_worker()
+    assert await settled(device, queued.turn_id) == "complete"
     await assert_shows_what_the_server_stored(alice, session["id"], device)
 
 
