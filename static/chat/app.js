@@ -46,12 +46,18 @@ function explain(error, policy) {
 // --- commands -------------------------------------------------------------------------------
 
 async function send(text, policy, extra = {}) {
+  if (chat.ended) {
+    say(ERRORS.closed); // refused before it shows as sending: nothing can carry it any more
+    return false;
+  }
   say("");
   // When nothing is in flight, attach to the end of the timeline on screen; otherwise the
   // server places the message by the policy (beside the running ones, after the queue,
   // after the interrupted answer).
   const options = { policy, ...extra };
-  const othersRunning = chat.inFlight().filter((t) => t.clientId !== me && t.status === "active").length;
+  const running = chat.inFlight().filter((t) => t.status === "active");
+  const ownRunning = running.some((t) => t.clientId === me);
+  const othersRunning = running.some((t) => t.clientId !== me);
   if (!extra.forkOf && !extra.regenerate && chat.inFlight().length === 0) {
     const leaf = chat.tree.leaf();
     if (leaf) options.parent = leaf.id;
@@ -61,7 +67,8 @@ async function send(text, policy, extra = {}) {
   schedule();
   try {
     await chat.send(text, options);
-    if (policy === "interrupt" && othersRunning) {
+    // Interrupt stops only the sender's running answers: with none, it interrupted nothing.
+    if (policy === "interrupt" && ownRunning && othersRunning) {
       say("Your running answers were interrupted; answers of others keep going (Interrupt stops only your own).", "info");
     }
     return true;
@@ -126,15 +133,19 @@ const CLOSE_REASONS = {
   4404: "Disconnected: this session does not exist.",
 };
 
+let leftElsewhere = false; // this user's `member.left` arrived: the 4403 close that follows is that
+
 function renderConnection() {
   const box = $("connection");
   box.dataset.state = chat.state;
   const offline = chat.state === "reconnecting" && navigator.onLine === false;
   box.querySelector(".label").textContent = offline ? "Offline" : CONNECTION[chat.state] || chat.state;
+  $("composer").inert = chat.ended; // nothing will carry a message any more
   if (chat.deletedBy !== null) {
     say(`This session was deleted by ${chat.deletedBy === me ? "you" : chat.deletedBy}.`, "info");
-    $("composer").inert = true; // nothing to send to
-  } else if (chat.state === "closed" && CLOSE_REASONS[chat.closeCode]) say(CLOSE_REASONS[chat.closeCode]);
+  } else if (chat.state === "closed" && chat.closeCode === 4403 && leftElsewhere) {
+    say("You left this session on another device.", "info");
+  } else if (chat.state === "closed") say(CLOSE_REASONS[chat.closeCode] || ERRORS.closed);
 }
 
 function renderPeople() {
@@ -198,6 +209,7 @@ function renderSession() {
   $("settings-form").hidden = !owner;
   $("invite-form").hidden = !owner;
   $("leave").hidden = owner;
+  $("delete-session").hidden = !owner;
   $("settings-readonly").hidden = owner;
   const readonly =
     `Model: ${session.model}. Default when answers are running: “${POLICY_LABELS[session.policy]}”. ` +
@@ -292,13 +304,30 @@ $("leave").addEventListener("click", async () => {
   }
 });
 
+$("delete-session").addEventListener("click", async () => {
+  if (!confirm("Delete this session and everything in it, for every member? This cannot be undone.")) return;
+  try {
+    await api("DELETE", sessionUrl);
+    location.assign("/");
+  } catch (error) {
+    say(explain(error));
+  }
+});
+
 // --- the log's position: newer versions, jump to latest -----------------------------------------
 
 let unseen = 0; // messages that arrived while the reader was scrolled up
 let lastCount = 0;
 
+const OLDER_VERSION = "You are looking at an older version of this conversation; newer messages are not shown.";
+const LIVE_ELSEWHERE = "An answer is being written in another version of this conversation, not shown here.";
+
 function renderPosition() {
-  $("newer").hidden = !chat.tree.hidesNewer();
+  const live = chat.tree.hiddenLive();
+  $("newer").hidden = !live && !chat.tree.hidesNewer();
+  const [notice, action] = live ? [LIVE_ELSEWHERE, "Show it"] : [OLDER_VERSION, "Show the latest"];
+  if ($("newer-text").textContent !== notice) $("newer-text").textContent = notice;
+  if ($("show-latest").textContent !== action) $("show-latest").textContent = action;
   const count = chat.tree.nodes.size + chat.outbox.size;
   if (messages.atEnd()) unseen = 0;
   else if (count > lastCount) unseen += count - lastCount;
@@ -310,9 +339,12 @@ function renderPosition() {
 }
 
 $("show-latest").addEventListener("click", () => {
-  chat.tree.showLatest();
+  const live = chat.tree.hiddenLive();
+  if (live) chat.tree.follow(live.id); // the versions that lead to it
+  else chat.tree.showLatest();
   render();
-  messages.scrollToEnd();
+  if (live) messages.reveal(live.id);
+  else messages.scrollToEnd();
 });
 $("jump").addEventListener("click", () => {
   messages.scrollToEnd();
@@ -351,7 +383,10 @@ chat.addEventListener("status", () => {
 chat.addEventListener("servererror", (event) => say(explain(event.detail)));
 chat.addEventListener("event", (event) => {
   const { type, clientId } = event.detail;
-  if (type === "member.left" && clientId === me) say("You left this session on another device.", "info");
+  if (type === "member.left" && clientId === me) {
+    leftElsewhere = true;
+    say("You left this session on another device.", "info");
+  }
   if (type === "session.deleted") renderConnection();
 });
 chat.addEventListener("snapshot", () => {

@@ -95,6 +95,11 @@ export class MessagesView {
     this.container.scrollTop = this.container.scrollHeight;
   }
 
+  /** Bring a shown message into view. */
+  reveal(id) {
+    this.elements.get(id)?.root.scrollIntoView({ block: "nearest" });
+  }
+
   render() {
     const following = this.atEnd();
     const shown = this.chat.tree.timeline();
@@ -214,7 +219,8 @@ export class MessagesView {
   _statusLabel(node, status, turn) {
     if (status === "queued") {
       if (turn?.interrupts?.length) return "Starting once the interrupted answer stops";
-      return turn?.position ? `Queued (#${turn.position})` : STATUS_LABEL.queued;
+      const position = this.chat.queuePosition(node.turnId);
+      return position ? `Queued (#${position})` : STATUS_LABEL.queued;
     }
     if (status === "error") return turn?.error?.message ? `Failed: ${turn.error.message}` : STATUS_LABEL.error;
     if (status !== "cancelled") return STATUS_LABEL[status] || "";
@@ -305,7 +311,8 @@ export class MessagesView {
   }
 
   _updateActions(view, node, status, owner) {
-    const key = `${node.role}:${status}:${this.editing === node.id}:${owner}`;
+    const ended = this.chat.ended; // nothing will carry a command any more: offered, but disabled
+    const key = `${node.role}:${status}:${this.editing === node.id}:${owner}:${ended}`;
     if (key === view.actionKey) return;
     view.actionKey = key;
     const buttons = [];
@@ -326,6 +333,7 @@ export class MessagesView {
     } else if (node.role === "assistant") {
       buttons.push(this._button("Regenerate", "regenerate", () => this.actions.regenerate(node.id)));
     }
+    for (const button of buttons) button.disabled = ended;
     view.actions.replaceChildren(...buttons);
   }
 

@@ -338,6 +338,7 @@ export class ChatTransport extends EventTarget {
         if (this._hasEnded(event.turnId)) break; // a turn's end is final (docs/protocol.md)
         this._turn(event.turnId, {
           clientId: event.clientId, status: "queued", position: event.position, interrupts: event.interrupts || null,
+          parentTurnId: event.parentTurnId || null,
         });
         break;
       case "turn.start":
@@ -478,6 +479,28 @@ export class ChatTransport extends EventTarget {
     return [...this.turns.values()].filter((t) => IN_FLIGHT.has(t.status) && matches(filter, t, this.clientId));
   }
 
+  /** A queued turn's place in the session's queue now (1: next), or null. `turn.queued` says
+   * the place a turn took; no event says when it moves up (docs/protocol.md), so it is counted
+   * here as the server counts it: the interrupting sends waiting first, then the other queued
+   * turns in the order they were queued (sub-agents' turns go with their parent's). */
+  queuePosition(turnId) {
+    const turn = this.turns.get(turnId);
+    if (turn?.status !== "queued" || turn.parentTurnId || turn.interrupts?.length) return null;
+    let ahead = 0;
+    let before = true;
+    for (const other of this.turns.values()) {
+      if (other === turn) before = false;
+      else if (other.status === "queued" && !other.parentTurnId && (before || other.interrupts?.length)) ahead += 1;
+    }
+    return ahead + 1;
+  }
+
+  /** Whether the connection ended for good (a final close code, `close()`, the session
+   * deleted): nothing will carry a command any more, so commands are refused at once. */
+  get ended() {
+    return this.state === "closed" || this.deletedBy !== null;
+  }
+
   /** The assistant node of a turn, if known. */
   answerOf(turnId) {
     for (const node of this.tree.nodes.values()) if (node.turnId === turnId && node.role === "assistant") return node;
@@ -487,6 +510,7 @@ export class ChatTransport extends EventTarget {
   // --- commands ---------------------------------------------------------------------------
 
   _command(frame, { timeout = this.commandTimeout, ref = newId() } = {}) {
+    if (this.ended) return Promise.reject(new ChatError("closed", `connection closed (${this.closeCode})`));
     const full = { ...frame, ref };
     return new Promise((resolve, reject) => {
       const pending = { frame: full, resolve, reject, timer: null, timeout };

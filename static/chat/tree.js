@@ -216,6 +216,20 @@ export class ConversationTree {
     return Boolean(latest && !this.shows(latest.id));
   }
 
+  /** The newest answer still coming (streaming or queued) that the timeline does not show, or
+   * null. Versions are shown one at a time: when someone edits or regenerates a message above
+   * an exchange still being answered (another person's follow-up, say), the newer version is
+   * shown and that exchange goes out of view on every device that picked nothing; the page
+   * offers to show it rather than let a live answer stream where no one can see it. */
+  hiddenLive() {
+    let found = null;
+    for (const node of this.nodes.values()) {
+      const live = node.role === "assistant" && (node.status === "streaming" || node.status === "queued");
+      if (live && !this.shows(node.id) && (!found || this.compare(node, found) > 0)) found = node;
+    }
+    return found;
+  }
+
   /** Show `id` among the versions of its exchange (the pager). */
   select(id) {
     if (!this.nodes.has(id)) return;

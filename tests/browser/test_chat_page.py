@@ -182,6 +182,26 @@ async def test_queue_then_cancel_queued_and_interrupt(person: Any, device: Any) 
     assert statuses == ["complete", "cancelled", "complete", "cancelled", "complete"]
 
 
+async def test_queued_messages_show_their_place_as_the_queue_moves_and_after_a_reload(person: Any, device: Any) -> None:
+    # `turn.queued` gives a turn's place when it is queued; the page counts it anew as the
+    # turns ahead start or go, and after a reload (a snapshot carries no places).
+    alice = await person("alice")
+    sid = (await alice.api.create_session(title="Queue places", model_options={"tokens": 400, "rate": 20}))["id"]
+    page = await open_chat(await device(alice), sid)
+    running = await alice.api.send(sid, "running")
+    queued = [await alice.api.send(sid, f"queued {n}", policy="queue") for n in (1, 2, 3)]
+    badges = page.locator('#messages .msg-assistant[data-status="queued"] .badge')
+    await expect(badges).to_have_text(["Queued (#1)", "Queued (#2)", "Queued (#3)"])
+
+    await alice.api.cancel(sid, turn_id=running["turnId"])  # the first queued one starts
+    await expect(badges).to_have_text(["Queued (#1)", "Queued (#2)"])
+    await alice.api.cancel(sid, turn_id=queued[1]["turnId"])  # one leaves the middle of the queue
+    await expect(badges).to_have_text(["Queued (#1)"])
+    await page.reload()
+    await expect(badges).to_have_text(["Queued (#1)"])
+    await alice.api.cancel(sid, all=True)
+
+
 async def test_a_policy_picked_while_the_page_loads_is_not_undone_by_the_load_nor_saved(
     person: Any, device: Any
 ) -> None:

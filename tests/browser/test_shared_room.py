@@ -7,6 +7,7 @@ Waits are Playwright's expectations on what the pages show (the conftest's timeo
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -154,6 +155,33 @@ async def test_a_fresh_device_opens_on_the_newest_activity_and_an_older_version_
     await expect(fresh.locator("#newer")).to_be_hidden()
 
 
+async def test_a_live_answer_a_newer_version_hides_is_offered_on_every_screen(person: Any, device: Any) -> None:
+    # Bob asks a follow-up; while its answer streams, alice regenerates the answer above it.
+    # The regeneration is the newest version, so every screen shows it and bob's exchange goes
+    # out of view: each page says an answer is being written elsewhere, and leads to it.
+    alice, bob = await person("alice"), await person("bob")
+    sid = (await alice.api.create_session(title="Versions live", model_options=QUICK))["id"]
+    await alice.api.add_member(sid, bob.username)
+    alices, bobs = await open_chat(await device(alice), sid), await open_chat(await device(bob), sid)
+    await type_and_send(alices, "one")
+    await expect(answers(alices).last).to_have_attribute("data-status", "complete")
+    await alice.api.request("PATCH", f"/api/sessions/{sid}", json={"modelOptions": LONG})
+
+    await type_and_send(bobs, "and then?")
+    await expect(answers(alices).last).to_have_attribute("data-status", "streaming")
+    await answers(alices).first.get_by_role("button", name="Regenerate").click()
+
+    for page in (alices, bobs):
+        await expect(user_messages(page).locator(".body")).to_have_text(["one"])  # bob's question out of view
+        await expect(page.locator("#newer")).to_contain_text("being written in another version")
+    await bobs.get_by_role("button", name="Show it").click()
+    await expect(user_messages(bobs).locator(".body")).to_have_text(["one", "and then?"])
+    await expect(answers(bobs).last).to_have_attribute("data-status", "streaming")
+    # now alice's regeneration is the live answer out of view on bob's screen
+    await expect(bobs.locator("#newer")).to_contain_text("being written in another version")
+    await alice.api.cancel(sid, all=True)
+
+
 async def test_a_message_sent_offline_waits_visibly_and_is_sent_once_when_back(person: Any, device: Any) -> None:
     alice = await person("alice")
     sid = (await alice.api.create_session(title="Tunnel", model_options=QUICK))["id"]
@@ -239,8 +267,15 @@ async def test_a_deleted_session_shows_as_deleted_and_is_not_reconnected(person:
     member = await open_chat(await device(bob), sid)
     await type_and_send(member, "a long answer")
     await expect(answers(member).last).to_have_attribute("data-status", "streaming")
+    await member.locator("#session-menu summary").click()
+    await expect(member.get_by_role("button", name="Delete session")).to_be_hidden()  # the owner's
 
-    await alice.api.delete_session(sid)
+    # the owner deletes it from the Session menu, after saying yes
+    owner = await open_chat(await device(alice), sid)
+    await owner.locator("#session-menu summary").click()
+    owner.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await owner.get_by_role("button", name="Delete session").click()
+    await expect(owner).to_have_url(re.compile(r"/$"))
 
     await expect(member.get_by_role("alert")).to_have_text(f"This session was deleted by {alice.username}.")
     await expect(member.locator("#connection")).to_have_attribute("data-state", "closed")
