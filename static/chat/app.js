@@ -184,7 +184,14 @@ function renderActivity() {
   const text = parts.join(" · ");
   const line = $("activity");
   if (line.textContent !== text) line.textContent = text;
+  // Everyone's answers at once (the `all` filter): offered when others' answers are in
+  // flight too; one's own alone are the composer's Stop.
+  $("stop-all").hidden = chat.ended || !chat.inFlight().some((t) => t.clientId !== me);
 }
+
+$("stop-all").addEventListener("click", () => {
+  if (confirm("Stop every answer in this session, everyone's?")) cancel({ all: true });
+});
 
 // --- the session menu: title, the owner's settings, members ------------------------------------
 

@@ -182,6 +182,28 @@ async def test_a_live_answer_a_newer_version_hides_is_offered_on_every_screen(pe
     await alice.api.cancel(sid, all=True)
 
 
+async def test_stop_all_answers_stops_everyones_and_is_offered_only_when_others_are_answered(
+    person: Any, device: Any
+) -> None:
+    alice, bob = await person("alice"), await person("bob")
+    sid = (await alice.api.create_session(title="Stop all", model_options=LONG))["id"]
+    await alice.api.add_member(sid, bob.username)
+    alices, bobs = await open_chat(await device(alice), sid), await open_chat(await device(bob), sid)
+    await type_and_send(alices, "mine")
+    await expect(answers(alices).last).to_have_attribute("data-status", "streaming")
+    await expect(alices.get_by_role("button", name="Stop all answers")).to_be_hidden()  # her own: the composer's Stop
+
+    await type_and_send(bobs, "and mine")
+    await expect(alices.locator('#messages .msg-assistant[data-status="streaming"]')).to_have_count(2)
+    alices.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await alices.get_by_role("button", name="Stop all answers").click()
+
+    for page in (alices, bobs):
+        await expect(page.locator('#messages .msg-assistant[data-status="cancelled"]')).to_have_count(2)
+        await expect(page.get_by_role("button", name="Stop all answers")).to_be_hidden()
+    assert sorted(t["status"] for t in await alice.api.turns(sid)) == ["cancelled", "cancelled"]
+
+
 async def test_a_message_sent_offline_waits_visibly_and_is_sent_once_when_back(person: Any, device: Any) -> None:
     alice = await person("alice")
     sid = (await alice.api.create_session(title="Tunnel", model_options=QUICK))["id"]
