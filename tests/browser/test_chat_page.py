@@ -202,6 +202,22 @@ async def test_queued_messages_show_their_place_as_the_queue_moves_and_after_a_r
     await alice.api.cancel(sid, all=True)
 
 
+async def test_the_transcript_shows_answers_rendered_as_the_chat_page_does(person: Any, device: Any) -> None:
+    alice = await person("alice")
+    sid = (await alice.api.create_session(title="Transcript", model_options=QUICK))["id"]
+    dev = await device(alice)
+    page = await open_chat(dev, sid)
+    await type_and_send(page, "a few words **to** answer")
+    await expect(answers(page).last).to_have_attribute("data-status", "complete")
+    in_chat = await answers(page).last.locator(".body").inner_html()
+
+    await page.goto(f"/sessions/{sid}/transcript")
+    body = page.locator(".msg-assistant .body")
+    await expect(body).to_have_count(1)
+    await expect(body.locator("p").first).to_be_visible()
+    assert await body.inner_html() == in_chat
+
+
 async def test_a_policy_picked_while_the_page_loads_is_not_undone_by_the_load_nor_saved(
     person: Any, device: Any
 ) -> None:
