@@ -45,9 +45,12 @@ function explain(error, policy) {
 
 // --- commands -------------------------------------------------------------------------------
 
-async function send(text, policy, extra = {}) {
+/** Send `text`; true once the server took it. `refused(text)` runs when it was refused
+ * (not when the user took it back): what was written is not lost. */
+async function send(text, policy, extra = {}, refused = () => {}) {
   if (chat.ended) {
     say(ERRORS.closed); // refused before it shows as sending: nothing can carry it any more
+    refused(text);
     return false;
   }
   say("");
@@ -73,7 +76,10 @@ async function send(text, policy, extra = {}) {
     }
     return true;
   } catch (error) {
-    if (error.code !== "withdrawn") say(explain(error, policy));
+    if (error.code !== "withdrawn") {
+      say(explain(error, policy));
+      refused(text);
+    }
     return false;
   }
 }
@@ -99,7 +105,12 @@ async function cancel(filter) {
 const messages = new MessagesView($("messages"), chat, me, {
   stop: (turnId) => cancel({ turnId }),
   regenerate: (id) => send(null, composer.policy.value, { regenerate: id }),
-  edit: (id, text) => send(text, composer.policy.value, { forkOf: id }).then(() => composer.input.focus()),
+  edit: async (id, text) => {
+    // A refused edit opens again with what was written, as a refused message goes back in the box.
+    if (await send(text, composer.policy.value, { forkOf: id }, () => messages.editAgain(id, text))) {
+      composer.input.focus();
+    }
+  },
   showSibling: (id) => {
     chat.tree.select(id);
     render(); // now, so that focus can move to the new sibling's control

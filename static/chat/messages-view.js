@@ -370,9 +370,16 @@ export class MessagesView {
     return button;
   }
 
-  _startEdit(view, node) {
+  /** Open the edit of message `id` again with `text` (an edit the server refused). */
+  editAgain(id, text) {
+    const view = this.elements.get(id);
+    const node = this.chat.tree.get(id);
+    if (view && node && this.editing === null) this._startEdit(view, node, text);
+  }
+
+  _startEdit(view, node, text = textOf(node)) {
     this.editing = node.id;
-    const field = el("textarea", { className: "edit-input", value: textOf(node), rows: 3 });
+    const field = el("textarea", { className: "edit-input", value: text, rows: 3 });
     const fieldId = `edit-${node.id}`;
     field.id = fieldId;
     const label = el("label", { htmlFor: fieldId, className: "visually-hidden", textContent: "Edit your message" });

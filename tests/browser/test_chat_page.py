@@ -262,6 +262,24 @@ async def test_busy_is_explained_and_the_message_is_kept(person: Any, device: An
     await expect(user_messages(page)).to_have_count(1)
 
 
+async def test_a_refused_edit_opens_again_with_what_was_written(person: Any, device: Any) -> None:
+    alice = await person("alice")
+    session = await alice.api.create_session(title="Busy edit", model_options={"tokens": 200, "rate": 10})
+    page = await open_chat(await device(alice), session["id"])
+    await type_and_send(page, "first")
+    await expect(answers(page).last).to_have_attribute("data-status", "streaming")
+    await choose_policy(page, "Don't send")
+
+    await user_messages(page).first.get_by_role("button", name="Edit").click()
+    await page.get_by_label("Edit your message").fill("first, said better")
+    await page.get_by_label("Edit your message").press("Enter")
+
+    await expect(page.get_by_role("alert")).to_contain_text("Not sent: you chose “Don't send”")
+    await expect(page.get_by_label("Edit your message")).to_have_value("first, said better")
+    await expect(user_messages(page)).to_have_count(1)
+    await alice.api.cancel(session["id"])
+
+
 @pytest.fixture(scope="module")
 def owner_only_url(stack: Any) -> str:
     """A second Daphne on the shared stack whose authoriser lets only a turn's owner cancel it."""

@@ -105,6 +105,8 @@ async def test_a_deleted_session_offers_no_regenerate_or_edit_and_refuses_sends(
     await page.get_by_role("button", name="Send edit").click()
     await expect(page.get_by_role("alert")).to_have_text(CLOSED)
     await expect(page.locator("#messages .msg-pending")).to_have_count(0)
+    await expect(page.get_by_label("Edit your message")).to_have_value("hello again")  # kept, not lost
+    await page.locator("#messages .act-cancel-edit").click()
     await expect_all_disabled(page.locator("#messages .act-edit"), 1)
 
 
