@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import TIMEOUT_MS, open_chat
+from tests.browser.page import answers, choose_policy, message_box, type_and_send, user_messages
 
 expect = pytest.importorskip("playwright.async_api", reason="playwright is not installed").expect
 
@@ -42,30 +43,6 @@ async def as_rendered(page: Any, markdown: str) -> str:
             markdown,
         )
     )
-
-
-def message_box(page: Any) -> Any:
-    return page.get_by_label("Message", exact=True)
-
-
-async def type_and_send(page: Any, text: str) -> None:
-    box = message_box(page)
-    await box.fill(text)
-    await box.press("Enter")
-
-
-def answers(page: Any) -> Any:
-    return page.locator("#messages .msg-assistant")
-
-
-def user_messages(page: Any) -> Any:
-    """The messages the server has (not those this device is still sending)."""
-    return page.locator("#messages .msg-user:not(.msg-pending)")
-
-
-async def choose_policy(page: Any, label: str) -> None:
-    """Pick what this device's next messages do while answers run (not the session's default)."""
-    await page.get_by_label("If answers are running").select_option(label=label)
 
 
 async def test_answer_streams_to_two_devices_of_one_user_and_to_another_member(person: Any, device: Any) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import open_chat
+from tests.browser.page import answers, type_and_send, user_messages
 
 expect = pytest.importorskip("playwright.async_api", reason="playwright is not installed").expect
 
@@ -28,24 +29,6 @@ LATE_SEND = """async () => {
   await new Promise((resolve) => setTimeout(resolve));
   return outcome;
 }"""
-
-
-def message_box(page: Any) -> Any:
-    return page.get_by_label("Message", exact=True)
-
-
-async def type_and_send(page: Any, text: str) -> None:
-    box = message_box(page)
-    await box.fill(text)
-    await box.press("Enter")
-
-
-def answers(page: Any) -> Any:
-    return page.locator("#messages .msg-assistant")
-
-
-def user_messages(page: Any) -> Any:
-    return page.locator("#messages .msg-user:not(.msg-pending)")
 
 
 async def expect_all_disabled(buttons: Any, count: int) -> None:

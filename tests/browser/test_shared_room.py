@@ -15,6 +15,7 @@ import pytest
 
 from sessions_app.models import Turn
 from tests.browser.conftest import open_chat
+from tests.browser.page import answers, message_box, type_and_send, user_messages
 from tests.conftest import PASSWORD
 
 expect = pytest.importorskip("playwright.async_api", reason="playwright is not installed").expect
@@ -24,25 +25,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 LONG = {"tokens": 120, "rate": 12}  # ten seconds of streaming: three sends overlap on a slow machine
 QUICK = {"tokens": 12, "rate": 60}
-
-
-def message_box(page: Any) -> Any:
-    return page.get_by_label("Message", exact=True)
-
-
-async def type_and_send(page: Any, text: str) -> None:
-    box = message_box(page)
-    await box.fill(text)
-    await box.press("Enter")
-
-
-def answers(page: Any) -> Any:
-    return page.locator("#messages .msg-assistant")
-
-
-def user_messages(page: Any) -> Any:
-    """The messages the server has (not those this device is still sending)."""
-    return page.locator("#messages .msg-user:not(.msg-pending)")
 
 
 # Each shown message as (role, its question's id for an answer): an answer must follow its own
