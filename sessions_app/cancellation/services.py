@@ -152,9 +152,8 @@ def turns_cancel_many(commands: Sequence[CancelCommand]) -> list[CancelOutcome |
             for session, outcome in decided:
                 _start_queued_turns(fresh.get(session.pk, session), outcome)
             started = [turn for _, o in decided for turn in o.started]
-            _emit_on_commit(
-                [(str(session.pk), o.events) for session, o in decided], signals, then=partial(_hand_over, started)
-            )
+            batches = [(str(session.pk), o.events) for session, o in decided]
+            _emit_on_commit(batches, signals, then=partial(announce.promoted, started))
             after_commit(lambda: announce.ended([turn for _, o in decided for turn in o.ended]))
     except Exception:
         logger.warning("a set of cancels failed; running its cancels one by one", exc_info=True)
@@ -200,13 +199,6 @@ def _start_queued_turns(session: ChatSession, outcome: CancelOutcome) -> None:
         outcome.events.extend(build.turn_start(turn) for turn in outcome.started)
 
 
-def _hand_over(started: Sequence[Turn]) -> None:
-    """After the started turns' `turn.start` is published: hand them to the workers."""
-    if started:
-        announce.run([turn.pk for turn in started])
-        announce.started(started)
-
-
 def turns_cancel(
     *,
     session_id: Any,
@@ -229,7 +221,7 @@ def turns_cancel(
         signals: list[tuple[str, list[int]]] = []
         outcome = cancel_locked(session=session, requester=user, flt=flt, bypass_authoriser=as_admin, signals=signals)
         _start_queued_turns(session, outcome)
-        _emit_on_commit([(str(session.pk), outcome.events)], signals, then=partial(_hand_over, outcome.started))
+        _emit_on_commit([(str(session.pk), outcome.events)], signals, then=partial(announce.promoted, outcome.started))
         announce.ended_on_commit(outcome.ended)
     return outcome
 

@@ -32,6 +32,13 @@ def started(turns: Sequence[Turn]) -> None:
         signals.turn_started.send(sender=Turn, turn=turn)
 
 
+def promoted(turns: Sequence[Turn]) -> None:
+    """Queued turns that started (turns/promotion.py), once their `turn.start` is published:
+    handed to the workers, then the site's signal."""
+    run([turn.pk for turn in turns])
+    started(turns)
+
+
 def ended(turns: Sequence[Turn]) -> None:
     for turn in turns:
         signals.turn_ended.send(sender=Turn, turn=turn, reason=turn.status)

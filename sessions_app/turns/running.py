@@ -101,9 +101,7 @@ def _finish_locked(outcome: TurnOutcome, in_flight: Sequence[Turn]) -> _Ended | 
 
 def _after_finishes(ended: Sequence[_Ended]) -> None:
     """After the commit (and the events' publishing, registered before this)."""
-    started = [t for e in ended for t in e.started]
-    announce.run([t.pk for t in started])
-    announce.started(started)
+    announce.promoted([t for e in ended for t in e.started])
     announce.ended([e.turn for e in ended])
     live_state.expire_live_contents_sync([(e.outcome.session_id, e.outcome.message_id) for e in ended])
 

@@ -27,3 +27,11 @@ def user_messages(page: Any) -> Any:
 async def choose_policy(page: Any, label: str) -> None:
     """Pick what this device's next messages do while answers run (not the session's default)."""
     await page.get_by_label("If answers are running").select_option(label=label)
+
+
+async def shared_session(person: Any, title: str, model_options: dict[str, Any] | None = None) -> tuple[Any, Any, str]:
+    """Two new people, alice (the owner) and bob, in a new session of hers: (alice, bob, its id)."""
+    alice, bob = await person("alice"), await person("bob")
+    sid = (await alice.api.create_session(title=title, model_options=model_options))["id"]
+    await alice.api.add_member(sid, bob.username)
+    return alice, bob, sid

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import TIMEOUT_MS, open_chat
-from tests.browser.page import answers, choose_policy, message_box, type_and_send, user_messages
+from tests.browser.page import answers, choose_policy, message_box, shared_session, type_and_send, user_messages
 
 expect = pytest.importorskip("playwright.async_api", reason="playwright is not installed").expect
 
@@ -269,9 +269,7 @@ def owner_only_url(stack: Any) -> str:
 
 
 async def test_full_queue_and_refused_cancel_are_explained(person: Any, device: Any, owner_only_url: str) -> None:
-    alice, bob = await person("alice"), await person("bob")
-    sid = (await alice.api.create_session(title="Limits", model_options={"tokens": 300, "rate": 10}))["id"]
-    await alice.api.add_member(sid, bob.username)
+    alice, bob, sid = await shared_session(person, "Limits", {"tokens": 300, "rate": 10})
     page = await open_chat(await device(alice), sid)
 
     # Refused cancel: bob's device talks to a web process whose authoriser refuses to cancel

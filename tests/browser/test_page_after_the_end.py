@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import open_chat
-from tests.browser.page import answers, type_and_send, user_messages
+from tests.browser.page import answers, shared_session, type_and_send, user_messages
 
 expect = pytest.importorskip("playwright.async_api", reason="playwright is not installed").expect
 
@@ -40,9 +40,7 @@ async def expect_all_disabled(buttons: Any, count: int) -> None:
 async def test_leaving_on_another_device_ends_the_page_and_refuses_what_it_can_no_longer_send(
     person: Any, device: Any
 ) -> None:
-    alice, bob = await person("alice"), await person("bob")
-    sid = (await alice.api.create_session(title="Left", model_options=QUICK))["id"]
-    await alice.api.add_member(sid, bob.username)
+    alice, bob, sid = await shared_session(person, "Left", QUICK)
     page = await open_chat(await device(bob), sid)
     await type_and_send(page, "first")
     await expect(answers(page).last).to_have_attribute("data-status", "complete")
@@ -69,9 +67,7 @@ async def test_leaving_on_another_device_ends_the_page_and_refuses_what_it_can_n
 
 
 async def test_a_deleted_session_offers_no_regenerate_or_edit_and_refuses_sends(person: Any, device: Any) -> None:
-    alice, bob = await person("alice"), await person("bob")
-    sid = (await alice.api.create_session(title="Deleted", model_options=QUICK))["id"]
-    await alice.api.add_member(sid, bob.username)
+    alice, bob, sid = await shared_session(person, "Deleted", QUICK)
     page = await open_chat(await device(bob), sid)
     await type_and_send(page, "hello")
     await expect(answers(page).last).to_have_attribute("data-status", "complete")
@@ -94,9 +90,7 @@ async def test_a_deleted_session_offers_no_regenerate_or_edit_and_refuses_sends(
 
 
 async def test_interrupt_notice_only_when_the_sender_had_an_answer_running(person: Any, device: Any) -> None:
-    alice, bob = await person("alice"), await person("bob")
-    sid = (await alice.api.create_session(title="Interrupts", model_options=LONG))["id"]
-    await alice.api.add_member(sid, bob.username)
+    alice, bob, sid = await shared_session(person, "Interrupts", LONG)
     page = await open_chat(await device(alice), sid)
     bobs = await open_chat(await device(bob), sid)
     policy = page.get_by_label("If answers are running")

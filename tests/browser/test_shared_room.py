@@ -15,7 +15,7 @@ import pytest
 
 from sessions_app.models import Turn
 from tests.browser.conftest import open_chat
-from tests.browser.page import answers, message_box, type_and_send, user_messages
+from tests.browser.page import answers, message_box, shared_session, type_and_send, user_messages
 from tests.conftest import PASSWORD
 
 expect = pytest.importorskip("playwright.async_api", reason="playwright is not installed").expect
@@ -141,9 +141,7 @@ async def test_a_live_answer_a_newer_version_hides_is_offered_on_every_screen(pe
     # Bob asks a follow-up; while its answer streams, alice regenerates the answer above it.
     # The regeneration is the newest version, so every screen shows it and bob's exchange goes
     # out of view: each page says an answer is being written elsewhere, and leads to it.
-    alice, bob = await person("alice"), await person("bob")
-    sid = (await alice.api.create_session(title="Versions live", model_options=QUICK))["id"]
-    await alice.api.add_member(sid, bob.username)
+    alice, bob, sid = await shared_session(person, "Versions live", QUICK)
     alices, bobs = await open_chat(await device(alice), sid), await open_chat(await device(bob), sid)
     await type_and_send(alices, "one")
     await expect(answers(alices).last).to_have_attribute("data-status", "complete")
@@ -167,9 +165,7 @@ async def test_a_live_answer_a_newer_version_hides_is_offered_on_every_screen(pe
 async def test_stop_all_answers_stops_everyones_and_is_offered_only_when_others_are_answered(
     person: Any, device: Any
 ) -> None:
-    alice, bob = await person("alice"), await person("bob")
-    sid = (await alice.api.create_session(title="Stop all", model_options=LONG))["id"]
-    await alice.api.add_member(sid, bob.username)
+    alice, bob, sid = await shared_session(person, "Stop all", LONG)
     alices, bobs = await open_chat(await device(alice), sid), await open_chat(await device(bob), sid)
     await type_and_send(alices, "mine")
     await expect(answers(alices).last).to_have_attribute("data-status", "streaming")
@@ -265,9 +261,7 @@ async def test_settings_invitations_and_renames_reach_every_device_live(person: 
 
 
 async def test_a_deleted_session_shows_as_deleted_and_is_not_reconnected(person: Any, device: Any) -> None:
-    alice, bob = await person("alice"), await person("bob")
-    sid = (await alice.api.create_session(title="Short-lived", model_options=LONG))["id"]
-    await alice.api.add_member(sid, bob.username)
+    alice, bob, sid = await shared_session(person, "Short-lived", LONG)
     member = await open_chat(await device(bob), sid)
     await type_and_send(member, "a long answer")
     await expect(answers(member).last).to_have_attribute("data-status", "streaming")
@@ -289,9 +283,7 @@ async def test_a_deleted_session_shows_as_deleted_and_is_not_reconnected(person:
 
 
 async def test_jump_to_latest_when_scrolled_up(person: Any, device: Any) -> None:
-    alice, bob = await person("alice"), await person("bob")
-    sid = (await alice.api.create_session(title="Scroll", model_options={"tokens": 300, "rate": 60}))["id"]
-    await alice.api.add_member(sid, bob.username)
+    alice, bob, sid = await shared_session(person, "Scroll", {"tokens": 300, "rate": 60})
     page = await open_chat(await device(alice, viewport={"width": 800, "height": 500}), sid)
     await type_and_send(page, "a long answer")
     await expect(answers(page).last).to_have_attribute("data-status", "complete")
